@@ -1,0 +1,376 @@
+"""Read and validate input records: JSONL, JSON, CSV/TSV or Parquet, optionally gzip-compressed.
+
+Every record read ends up either as a :class:`Record` (to analyse) or as a :class:`Reject` (with file,
+line and reason). Field roles (text, id, timestamp, rating, channel) come from the config or are
+auto-detected from common names.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import FieldsConfig
+from .errors import Errors, InputError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "text": ("text", "review", "review_text", "body", "comment", "comments", "message", "content", "feedback", "verbatim", "description"),
+    "id": ("id", "review_id", "ticket_id", "doc_id", "document_id", "uuid", "case_id"),
+    "timestamp": ("created_at", "date", "timestamp", "time", "datetime", "created", "submitted_at", "review_date"),
+    "rating": ("rating", "stars", "score", "star_rating", "nps", "csat"),
+    "channel": ("channel", "source", "platform"),
+}
+ROLES = tuple(ROLE_CANDIDATES)
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+RAW_LIMIT = 2000
+# How many leading records without a recognisable text field are tolerated before the file is refused.
+MAX_PENDING = 100
+
+
+@dataclass
+class Record:
+    source_file: str
+    source_line: int
+    data: dict[str, Any]
+
+
+@dataclass
+class Reject:
+    source_file: str
+    source_line: int
+    code: str
+    reason: str
+    raw: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source_file": self.source_file, "source_line": self.source_line, "code": self.code, "reason": self.reason, "raw": self.raw}
+
+
+@dataclass
+class InputFile:
+    path: str
+    format: str
+    compressed: bool
+    size: int | None = None
+    sha256: str | None = None
+    records: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "format": self.format, "compressed": self.compressed, "bytes": self.size, "sha256": self.sha256, "records": self.records}
+
+
+@dataclass
+class ReadResult:
+    records: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    files: list[InputFile] = field(default_factory=list)
+    roles: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def read(self) -> int:
+        return len(self.records) + len(self.rejects)
+
+
+def _reject(path: str, line: int, template: str, raw: Any, **kw: Any) -> Reject:
+    code = next(k for k, v in vars(Errors).items() if v is template)
+    if not isinstance(raw, str):
+        try:
+            raw = json.dumps(raw, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            raw = repr(raw)
+    return Reject(path, line, code, template.format(**kw), raw[:RAW_LIMIT])
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Expand globs; keep order; ``-`` means stdin."""
+    paths: list[str] = []
+    for item in inputs:
+        item = str(item)
+        if item == "-":
+            paths.append(item)
+        elif any(ch in item for ch in "*?["):
+            matched = sorted(glob.glob(item, recursive=True))
+            if not matched:
+                raise InputError(Errors.E105, pattern=item)
+            paths.extend(matched)
+        else:
+            if not Path(item).exists():
+                raise InputError(Errors.E102, path=item)
+            if Path(item).is_dir():
+                raise InputError(Errors.E104, path=item, problem="it is a directory; pass the files in it or a glob such as 'dir/*.jsonl'")
+            paths.append(item)
+    if not paths:
+        raise InputError(Errors.E107)
+    return paths
+
+
+def detect_format(path: str) -> tuple[str, bool]:
+    if path == "-":
+        return "jsonl", False
+    p = Path(path)
+    suffixes = [s.lower() for s in p.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    if compressed:
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix not in SUFFIXES:
+        raise InputError(Errors.E103, path=path, suffix=suffix or "(none)")
+    return SUFFIXES[suffix], compressed
+
+
+def _file_digest(path: str) -> tuple[int, str]:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return os.path.getsize(path), h.hexdigest()
+
+
+def _open_text(path: str, compressed: bool) -> io.TextIOBase:
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    raw: Any = gzip.open(path, "rb") if compressed else open(path, "rb")
+    head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
+    encoding = "utf-8-sig"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    # errors="replace" never drops a record: undecodable bytes become U+FFFD in the text.
+    return io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+
+
+def _iter_jsonl(path: str, compressed: bool) -> Iterator[tuple[int, Any, Reject | None]]:
+    with _open_text(path, compressed) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                yield lineno, None, _reject(path, lineno, Errors.R001, line.rstrip("\r\n"), problem=str(exc)[:200])
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, None, _reject(path, lineno, Errors.R002, line.rstrip("\r\n"), kind=type(obj).__name__.replace("dict", "object").replace("list", "array"))
+                continue
+            yield lineno, obj, None
+
+
+def _iter_json(path: str, compressed: bool) -> Iterator[tuple[int, Any, Reject | None]]:
+    with _open_text(path, compressed) as fh:
+        text = fh.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        # Many ".json" exports are really JSON Lines.
+        yield from _iter_jsonl(path, compressed)
+        return
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else [data]
+    if not isinstance(data, list):
+        raise InputError(Errors.E104, path=path, problem="expected a JSON array of objects or JSON Lines")
+    for i, obj in enumerate(data, start=1):
+        if isinstance(obj, dict):
+            yield i, obj, None
+        else:
+            yield i, None, _reject(path, i, Errors.R002, obj, kind=type(obj).__name__)
+
+
+def _iter_csv(path: str, compressed: bool, delimiter: str) -> Iterator[tuple[int, Any, Reject | None]]:
+    csv.field_size_limit(sys.maxsize)
+    with _open_text(path, compressed) as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(Errors.E104, path=path, problem=f"the header could not be parsed ({exc})") from exc
+        header = [h.strip() for h in header]
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield start, None, _reject(path, start, Errors.R009, "", problem=str(exc))
+                continue
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                yield start, None, _reject(path, start, Errors.R007, delimiter.join(row), got=len(row), expected=len(header))
+                continue
+            yield start, dict(zip(header, row)), None
+
+
+def _iter_parquet(path: str) -> Iterator[tuple[int, Any, Reject | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(Errors.E104, path=path, problem=str(exc).splitlines()[0]) from exc
+    row = 0
+    for batch in pf.iter_batches(batch_size=8192):
+        for obj in batch.to_pylist():
+            row += 1
+            yield row, obj, None
+
+
+def iter_file(path: str, fmt: str, compressed: bool) -> Iterator[tuple[int, Any, Reject | None]]:
+    if fmt == "jsonl":
+        return _iter_jsonl(path, compressed)
+    if fmt == "json":
+        return _iter_json(path, compressed)
+    if fmt in ("csv", "tsv"):
+        return _iter_csv(path, compressed, "\t" if fmt == "tsv" else ",")
+    if compressed:
+        raise InputError(Errors.E103, path=path, suffix=".parquet.gz (Parquet is compressed internally; drop the .gz)")
+    return _iter_parquet(path)
+
+
+def detect_roles(keys: Iterable[str], fields: FieldsConfig, path: str) -> dict[str, str | None]:
+    """Map roles to field names: configured names must exist; others are auto-detected."""
+    keys = list(keys)
+    lowered = {k.lower().strip(): k for k in keys}
+    roles: dict[str, str | None] = {}
+    for role in ROLES:
+        configured = getattr(fields, role)
+        if configured:
+            if configured not in keys:
+                raise InputError(Errors.E106, field=configured, role=role, path=path, suggestion=did_you_mean(configured, keys), seen=", ".join(keys) or "(none)")
+            roles[role] = configured
+            continue
+        roles[role] = next((lowered[c] for c in ROLE_CANDIDATES[role] if c in lowered), None)
+    if roles["text"] is None:
+        guess = did_you_mean("text", keys) or next(
+            (f" Did you mean '{k}'?" for k in keys for c in ROLE_CANDIDATES["text"] if c in k.lower()), ""
+        )
+        raise InputError(Errors.E101, path=path, field_note=" (looked for " + ", ".join(ROLE_CANDIDATES["text"][:6]) + ", ...)", suggestion=guess, seen=", ".join(keys) or "(none)")
+    # A rating role must not steal the id, e.g. a column named "score" that is really an id.
+    if roles["id"] is not None and roles["id"] == roles["rating"]:
+        roles["rating"] = None
+    return roles
+
+
+def stable_id(text: str) -> str:
+    return "doc-" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def read_inputs(
+    inputs: Iterable[str | os.PathLike[str]] | list[dict[str, Any]],
+    fields: FieldsConfig | None = None,
+) -> ReadResult:
+    """Read files (or in-memory records) into records and rejects. Raises InputError for unusable files."""
+    fields = fields or FieldsConfig()
+    result = ReadResult()
+    inputs = list(inputs)
+    sources: list[tuple[str, Iterator[tuple[int, Any, Reject | None]]]] = []
+    if inputs and all(isinstance(x, dict) for x in inputs):
+        result.files.append(InputFile("<records>", "records", False, records=len(inputs)))
+        sources.append(("<records>", iter((i, r, None) for i, r in enumerate(inputs, start=1))))
+    else:
+        for path in expand_inputs(inputs):  # type: ignore[arg-type]
+            fmt, compressed = detect_format(path)
+            info = InputFile(path, fmt, compressed)
+            if path != "-":
+                try:
+                    info.size, info.sha256 = _file_digest(path)
+                except OSError as exc:
+                    raise InputError(Errors.E104, path=path, problem=exc.strerror or str(exc)) from exc
+                if compressed:
+                    try:
+                        with gzip.open(path, "rb") as fh:
+                            fh.read(1)
+                    except OSError as exc:
+                        raise InputError(Errors.E104, path=path, problem=f"not a valid gzip file ({exc})") from exc
+            result.files.append(info)
+            sources.append((path, iter_file(path, fmt, compressed)))
+
+    seen_ids: dict[str, str] = {}
+    for (path, rows), info in zip(sources, result.files):
+        roles: dict[str, str | None] | None = None
+        # Records seen before the field roles could be detected (their keys held no text field).
+        pending: list[tuple[int, dict[str, Any]]] = []
+        first_error: InputError | None = None
+        try:
+            for line, obj, reject in rows:
+                info.records += 1
+                if reject is not None:
+                    result.rejects.append(reject)
+                    continue
+                if roles is None:
+                    try:
+                        roles = detect_roles(obj.keys(), fields, path)
+                    except InputError as exc:
+                        first_error = first_error or exc
+                        pending.append((line, obj))
+                        if len(pending) >= MAX_PENDING:
+                            raise first_error from None
+                        continue
+                    if not result.roles:
+                        result.roles = roles
+                    logger.info("%s: fields %s", path, ", ".join(f"{r}={n}" for r, n in roles.items() if n))
+                    for p_line, p_obj in pending:
+                        _add(result, _validate(path, p_line, p_obj, roles, seen_ids))
+                    pending.clear()
+                _add(result, _validate(path, line, obj, roles, seen_ids))
+        except OSError as exc:
+            raise InputError(Errors.E104, path=path, problem=str(exc)) from exc
+        if pending and first_error is not None:
+            raise first_error
+    return result
+
+
+def _add(result: ReadResult, item: Record | Reject) -> None:
+    if isinstance(item, Reject):
+        result.rejects.append(item)
+    else:
+        result.records.append(item)
+
+
+def _validate(path: str, line: int, obj: dict[str, Any], roles: dict[str, str | None], seen_ids: dict[str, str]) -> Record | Reject:
+    text_field = roles["text"]
+    assert text_field is not None
+    if text_field not in obj:
+        return _reject(path, line, Errors.R003, obj, field=text_field)
+    text = obj[text_field]
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return _reject(path, line, Errors.R004, obj, field=text_field)
+    if not isinstance(text, str):
+        return _reject(path, line, Errors.R005, obj, field=text_field, kind=type(text).__name__)
+    if not text.strip():
+        return _reject(path, line, Errors.R004, obj, field=text_field)
+    data = dict(obj)
+    data["__roles__"] = roles
+    id_field = roles["id"]
+    raw_id = obj.get(id_field) if id_field else None
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        doc_id = stable_id(text)
+        n = 2
+        base = doc_id
+        while doc_id in seen_ids:  # the same text twice: keep both, with distinct stable ids
+            doc_id = f"{base}-{n}"
+            n += 1
+        data["__id_generated__"] = True
+    else:
+        doc_id = str(raw_id).strip()
+        if doc_id in seen_ids:
+            return _reject(path, line, Errors.R006, obj, doc_id=doc_id, first=seen_ids[doc_id])
+    seen_ids[doc_id] = f"{path}:{line}"
+    data["__doc_id__"] = doc_id
+    return Record(path, line, data)

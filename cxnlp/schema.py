@@ -1,0 +1,213 @@
+"""The data contract: every output table, its columns, their types and allowed values.
+
+This module is the single source of truth. ``docs/schema.md`` is generated from it
+(``python -m cxnlp.schema > docs/schema.md``) and a test checks that the two agree.
+Column names are stable across versions; new columns may be added, none renamed or removed
+without a major schema version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from .about import SCHEMA_VERSION
+
+DEFAULT_STAGES: tuple[str, ...] = (
+    "awareness",
+    "consideration",
+    "purchase",
+    "delivery",
+    "onboarding",
+    "usage",
+    "support",
+    "billing",
+    "loyalty",
+)
+SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
+CX_EMOTIONS: tuple[str, ...] = (
+    "joy",
+    "gratitude",
+    "satisfaction",
+    "anger",
+    "annoyance",
+    "disappointment",
+    "sadness",
+    "fear",
+    "confusion",
+    "surprise",
+    "neutral",
+)
+NEGATIVE_EMOTIONS: frozenset[str] = frozenset(
+    {"anger", "annoyance", "disappointment", "sadness", "fear", "confusion"}
+)
+OTHER_PAIN_POINT = "other"
+DOCUMENT_FLAGS: tuple[str, ...] = ("truncated", "created_at_unparsed", "rating_unparsed", "id_generated")
+
+EMOTION_SCORES = pa.struct([pa.field(e, pa.float32()) for e in CX_EMOTIONS])
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    description: str
+    allowed: str = ""
+    nullable: bool = False
+
+    def field(self) -> pa.Field:
+        return pa.field(self.name, self.type, nullable=self.nullable)
+
+
+_STAGE_NOTE = "a stage id of the taxonomy in use (default: " + ", ".join(DEFAULT_STAGES) + ")"
+
+TABLES: dict[str, list[Column]] = {
+    "documents": [
+        Column("doc_id", pa.string(), "Input id, or a stable generated one (`doc-` + hash of the text)."),
+        Column("text", pa.string(), "The normalised text that was analysed; segment offsets refer to it."),
+        Column("created_at", TIMESTAMP, "Input timestamp in UTC.", nullable=True),
+        Column("rating", pa.float64(), "Input rating, NPS or CSAT value as given.", nullable=True),
+        Column("channel", pa.string(), "Input channel (app store, email, chat, ...).", nullable=True),
+        Column("n_segments", pa.int32(), "Number of segments the text was split into."),
+        Column("stages", pa.list_(pa.string()), "Union of the segments' stages, in journey order.", _STAGE_NOTE),
+        Column("primary_stage", pa.string(), "The stage with the most confident segment.", _STAGE_NOTE, True),
+        Column("sentiment", pa.string(), "Document sentiment label.", " | ".join(SENTIMENTS)),
+        Column("sentiment_score", pa.float32(), "P(positive) - P(negative), length-weighted over segments.", "[-1, 1]"),
+        Column("emotion", pa.string(), "Most frequent non-neutral segment emotion.", " | ".join(CX_EMOTIONS)),
+        Column("emotion_scores", EMOTION_SCORES, "Mean per-emotion score over segments.", "each in [0, 1]"),
+        Column("flags", pa.list_(pa.string()), "What was changed on the way in.", " | ".join(DOCUMENT_FLAGS)),
+        Column("source_file", pa.string(), "Input file the record came from (`-` for stdin)."),
+        Column("source_line", pa.int64(), "Line (JSONL, CSV) or row (Parquet) number in that file, from 1."),
+    ],
+    "segments": [
+        Column("doc_id", pa.string(), "The document the segment belongs to."),
+        Column("segment_id", pa.string(), "`<doc_id>:<position>`."),
+        Column("position", pa.int32(), "Segment index within the document, from 0."),
+        Column("text", pa.string(), "Segment text: a sentence or a contrastive clause."),
+        Column("char_start", pa.int32(), "Start offset in documents.text."),
+        Column("char_end", pa.int32(), "End offset (exclusive) in documents.text."),
+        Column("stages", pa.list_(pa.string()), "Stages whose score passed their threshold.", _STAGE_NOTE),
+        Column("stage", pa.string(), "The most confident stage, null when none passed.", _STAGE_NOTE, True),
+        Column("stage_score", pa.float32(), "Probability of `stage` (of the best stage when null).", "[0, 1]"),
+        Column("sentiment", pa.string(), "Segment sentiment label.", " | ".join(SENTIMENTS)),
+        Column("sentiment_score", pa.float32(), "P(positive) - P(negative).", "[-1, 1]"),
+        Column("emotion", pa.string(), "Top CX emotion.", " | ".join(CX_EMOTIONS)),
+        Column("emotion_score", pa.float32(), "Score of the top emotion.", "[0, 1]"),
+        Column("emotion_scores", EMOTION_SCORES, "Score for every CX emotion.", "each in [0, 1]"),
+        Column(
+            "pain_point_id",
+            pa.string(),
+            "Pain point the segment belongs to; `<stage>-other` for unclustered negative segments; "
+            "null for segments that were not clustered.",
+            nullable=True,
+        ),
+    ],
+    "pain_points": [
+        Column("pain_point_id", pa.string(), "`<stage>-<n>` (n from 1, largest first) or `<stage>-other`."),
+        Column("stage", pa.string(), "Stage the pain point belongs to.", _STAGE_NOTE),
+        Column("label", pa.string(), "Short readable label, unique within the run."),
+        Column("keyphrases", pa.list_(pa.string()), "Top keyphrases by class-based TF-IDF."),
+        Column("size", pa.int32(), "Number of segments."),
+        Column("share_of_stage_negative", pa.float32(), "size / negative segments of the stage.", "[0, 1]"),
+        Column("n_documents", pa.int32(), "Documents with at least one segment in the pain point."),
+        Column("mean_sentiment_score", pa.float32(), "Mean segment sentiment score.", "[-1, 1]"),
+        Column("top_emotions", pa.list_(pa.string()), "Most frequent segment emotions.", " | ".join(CX_EMOTIONS)),
+        Column("first_seen", TIMESTAMP, "Earliest created_at among its documents.", nullable=True),
+        Column("last_seen", TIMESTAMP, "Latest created_at among its documents.", nullable=True),
+        Column("example_segment_ids", pa.list_(pa.string()), "Segments closest to the centre, not near-duplicates."),
+        Column("example_quotes", pa.list_(pa.string()), "The text of those segments."),
+    ],
+    "stage_summary": [
+        Column("stage", pa.string(), "Stage id, in journey order.", _STAGE_NOTE),
+        Column("position", pa.int32(), "Position of the stage in the journey, from 0."),
+        Column("documents", pa.int32(), "Documents that speak of the stage."),
+        Column("segments", pa.int32(), "Segments whose `stage` is this stage."),
+        Column("positive", pa.int32(), "Positive segments."),
+        Column("neutral", pa.int32(), "Neutral segments."),
+        Column("negative", pa.int32(), "Negative segments."),
+        Column("net_sentiment", pa.float32(), "100 * (positive - negative) / segments; null without segments.", "[-100, 100]", True),
+        Column("mean_sentiment_score", pa.float32(), "Mean segment sentiment score.", "[-1, 1]", True),
+        Column("top_emotions", pa.list_(pa.string()), "Up to 3 most frequent non-neutral emotions.", " | ".join(CX_EMOTIONS)),
+        Column("top_pain_points", pa.list_(pa.string()), "Labels of up to 5 largest pain points."),
+    ],
+}
+
+REJECT_FIELDS: dict[str, str] = {
+    "source_file": "Input file (`-` for stdin).",
+    "source_line": "Line (JSONL, CSV) or row (Parquet) number, from 1.",
+    "code": "Reason code from the error catalog (R001 ...).",
+    "reason": "Why the record was not analysed.",
+    "raw": "The raw record, truncated to 2,000 characters.",
+}
+
+
+def arrow_schema(table: str, extra: pa.Schema | None = None) -> pa.Schema:
+    """The Arrow schema of ``table``; ``extra`` fields (input fields kept on documents) are appended."""
+    fields = [c.field() for c in TABLES[table]]
+    if extra is not None:
+        fields.extend(extra)
+    return pa.schema(fields, metadata={b"cxnlp.schema_version": SCHEMA_VERSION.encode(), b"cxnlp.table": table.encode()})
+
+
+def column_names(table: str) -> list[str]:
+    return [c.name for c in TABLES[table]]
+
+
+def validate_table(table: str, data: pa.Table) -> list[str]:
+    """Problems with ``data`` as table ``table``: missing columns, wrong types, values out of range."""
+    problems: list[str] = []
+    for col in TABLES[table]:
+        if col.name not in data.column_names:
+            problems.append(f"{table}.{col.name} is missing")
+            continue
+        got = data.schema.field(col.name).type
+        if not got.equals(col.type):
+            problems.append(f"{table}.{col.name} has type {got}, expected {col.type}")
+        if not col.nullable and data.column(col.name).null_count:
+            problems.append(f"{table}.{col.name} has {data.column(col.name).null_count} nulls")
+    names = set(data.column_names)
+    for name, allowed in (("sentiment", SENTIMENTS), ("emotion", CX_EMOTIONS)):
+        if name in names:
+            bad = set(data.column(name).to_pylist()) - set(allowed)
+            if bad:
+                problems.append(f"{table}.{name} has values outside {allowed}: {sorted(map(str, bad))[:5]}")
+    for name in ("sentiment_score", "mean_sentiment_score"):
+        if name in names:
+            values = [v for v in data.column(name).to_pylist() if v is not None]
+            if values and (min(values) < -1.0001 or max(values) > 1.0001):
+                problems.append(f"{table}.{name} is outside [-1, 1]")
+    return problems
+
+
+def render_markdown() -> str:
+    """The text of docs/schema.md."""
+    out = [
+        "# Output schema",
+        "",
+        f"Schema version **{SCHEMA_VERSION}**, recorded in `run.json` (`schema_version`) and in each Parquet",
+        "file's metadata (`cxnlp.schema_version`). This page is generated from `cxnlp/schema.py`",
+        "(`python -m cxnlp.schema > docs/schema.md`); a test fails when the two disagree.",
+        "",
+        "Column names are stable: later versions may add columns, never rename or drop them without a",
+        "new major schema version. `documents` also keeps every other input field as its own column",
+        "(prefixed `input_` when the name clashes with a cxnlp column; nested values as JSON text).",
+        "",
+        "Emotion scores are a struct with one float field per CX emotion: " + ", ".join(f"`{e}`" for e in CX_EMOTIONS) + ".",
+        "",
+    ]
+    for table, columns in TABLES.items():
+        out += [f"## `{table}`", "", "| column | type | nullable | description | allowed values |", "|---|---|---|---|---|"]
+        for c in columns:
+            typ = "struct<emotion: float>" if c.type.equals(EMOTION_SCORES) else str(c.type)
+            out.append(f"| `{c.name}` | `{typ}` | {'yes' if c.nullable else 'no'} | {c.description} | {c.allowed} |")
+        out.append("")
+    out += ["## `rejects.jsonl`", "", "One JSON object per input record that was not analysed.", "", "| field | description |", "|---|---|"]
+    out += [f"| `{k}` | {v} |" for k, v in REJECT_FIELDS.items()]
+    out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render_markdown(), end="")
