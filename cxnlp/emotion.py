@@ -1,0 +1,122 @@
+"""Emotion: the 28 GoEmotions labels, mapped to the CX emotion set the reports show.
+
+The head is multi-label with a tuned threshold per GoEmotions label. A CX emotion's score is the
+largest of its GoEmotions labels' probabilities divided by that label's threshold (capped at 1), so a
+score of 1 means "passed its threshold". The top CX emotion of a segment is the best one that passed,
+or ``neutral``. A document's scores are the mean of its segments'; its emotion is the most frequent
+non-neutral segment emotion (ties broken by mean score), or ``neutral``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .models import Heads
+from .schema import CX_EMOTIONS
+
+REQUIRES = {"segments": ["text"]}
+ASSIGNS = {"segments": ["emotion", "emotion_score", "emotion_scores"], "documents": ["emotion", "emotion_scores"]}
+
+CX_MAP: dict[str, str] = {
+    "joy": "joy",
+    "amusement": "joy",
+    "excitement": "joy",
+    "love": "joy",
+    "gratitude": "gratitude",
+    "admiration": "satisfaction",
+    "approval": "satisfaction",
+    "relief": "satisfaction",
+    "pride": "satisfaction",
+    "optimism": "satisfaction",
+    "caring": "satisfaction",
+    "anger": "anger",
+    "disgust": "anger",
+    "annoyance": "annoyance",
+    "disapproval": "annoyance",
+    "disappointment": "disappointment",
+    "remorse": "disappointment",
+    "embarrassment": "disappointment",
+    "sadness": "sadness",
+    "grief": "sadness",
+    "fear": "fear",
+    "nervousness": "fear",
+    "confusion": "confusion",
+    "curiosity": "confusion",
+    "surprise": "surprise",
+    "realization": "surprise",
+    "desire": "neutral",
+    "neutral": "neutral",
+}
+
+
+class EmotionModel:
+    def __init__(self, heads: Heads) -> None:
+        spec = heads.tasks["emotion"]
+        self.heads = heads
+        self.labels = list(spec.labels)
+        self.thresholds = np.array(spec.thresholds or [0.5] * len(self.labels), dtype=np.float32)
+        cx_map = spec.extra.get("cx_map", CX_MAP)
+        self.cx_labels = CX_EMOTIONS
+        self._groups = [[i for i, l in enumerate(self.labels) if cx_map.get(l) == cx] for cx in self.cx_labels]
+
+    def predict(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
+        return self.heads.predict("emotion", embeddings, texts)
+
+    def active_labels(self, probs: np.ndarray) -> list[list[str]]:
+        return [[self.labels[j] for j in np.flatnonzero(row >= self.thresholds)] for row in probs]
+
+    def to_cx(self, probs: np.ndarray) -> np.ndarray:
+        """GoEmotions probabilities -> CX scores in [0, 1] (1 = passed the threshold)."""
+        ratio = np.minimum(probs / self.thresholds, 1.0) if len(probs) else probs
+        out = np.zeros((len(probs), len(self.cx_labels)), dtype=np.float32)
+        for k, idx in enumerate(self._groups):
+            if idx:
+                out[:, k] = ratio[:, idx].max(1)
+        return out
+
+    def top(self, cx: np.ndarray) -> tuple[list[str], np.ndarray]:
+        neutral = self.cx_labels.index("neutral")
+        labels, scores = [], np.zeros(len(cx), dtype=np.float32)
+        for i, row in enumerate(cx):
+            masked = row.copy()
+            masked[neutral] = -1
+            j = int(masked.argmax())
+            if row[j] >= 1.0:
+                labels.append(self.cx_labels[j])
+                scores[i] = row[j]
+            else:
+                labels.append("neutral")
+                scores[i] = max(row[neutral], 1.0 - row[j])
+        return labels, scores
+
+
+def _struct(rows: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(CX_EMOTIONS, map(float, np.round(r, 4)))) for r in rows]
+
+
+def annotate_segments(segments: pd.DataFrame, model: EmotionModel, probs: np.ndarray) -> None:
+    cx = model.to_cx(probs)
+    labels, scores = model.top(cx)
+    segments["emotion"] = labels
+    segments["emotion_score"] = scores
+    segments["emotion_scores"] = _struct(cx)
+    for k, name in enumerate(CX_EMOTIONS):
+        segments[f"_e_{name}"] = cx[:, k] if len(cx) else []
+
+
+def annotate_documents(documents: pd.DataFrame, segments: pd.DataFrame) -> None:
+    cols = [f"_e_{e}" for e in CX_EMOTIONS]
+    means = segments.groupby("doc_id", sort=False)[cols].mean().reindex(documents["doc_id"]).fillna(0.0)
+    non_neutral = segments[segments["emotion"] != "neutral"]
+    counts = non_neutral.groupby(["doc_id", "emotion"], sort=False).size().unstack(fill_value=0)
+    doc_emotion = []
+    for doc_id, row in zip(documents["doc_id"], means.to_numpy()):
+        if doc_id in counts.index:
+            c = counts.loc[doc_id]
+            best = max(c.index, key=lambda e: (c[e], row[CX_EMOTIONS.index(e)]))
+            doc_emotion.append(best if c[best] > 0 else "neutral")
+        else:
+            doc_emotion.append("neutral")
+    documents["emotion"] = doc_emotion
+    documents["emotion_scores"] = _struct(means.to_numpy())

@@ -1,0 +1,132 @@
+"""Journey stages: which stages of the taxonomy a segment speaks of (several or none).
+
+The shipped head was trained for the default taxonomy. For a user's own taxonomy (a different content
+hash) a head is trained at run start from the taxonomy's examples and cached under
+``~/.cache/cxnlp/stage-heads/<hash>``, so later runs load it instantly.
+
+A stage is assigned when its probability passes its tuned threshold, unless "none" is both above its
+own threshold and more likely than every passing stage. A document's stages are the union of its
+segments' (in journey order); its primary stage is the stage of its most confident segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .models import Heads, TaskSpec, build_features, make_mlp
+from .taxonomy import Taxonomy, load_taxonomy
+
+logger = logging.getLogger(__name__)
+
+REQUIRES = {"segments": ["text"]}
+ASSIGNS = {"segments": ["stages", "stage", "stage_score"], "documents": ["stages", "primary_stage"]}
+
+
+def decide(probs: np.ndarray, thresholds: np.ndarray, names: list[str]) -> list[list[str]]:
+    """Active stages per row; ``names[-1]`` is "none"."""
+    out: list[list[str]] = []
+    n_stages = len(names) - 1
+    for row in probs:
+        active = [j for j in range(n_stages) if row[j] >= thresholds[j]]
+        if active and row[n_stages] >= thresholds[n_stages] and row[n_stages] > max(row[j] for j in active):
+            active = []
+        out.append([names[j] for j in sorted(active, key=lambda j: -row[j])])
+    return out
+
+
+class StageModel:
+    def __init__(self, heads: Heads, spec: TaskSpec | None = None, module: Any = None, threshold: float | None = None) -> None:
+        self.heads = heads
+        self.spec = spec or heads.tasks["stage"]
+        self.module = module if module is not None else heads.modules["stage"]
+        self.names = list(self.spec.labels)
+        self.stage_ids = self.names[:-1]
+        thresholds = self.spec.thresholds or [0.5] * len(self.names)
+        if threshold is not None:
+            thresholds = [threshold] * (len(self.names) - 1) + [thresholds[-1]]
+        self.thresholds = np.array(thresholds, dtype=np.float32)
+
+    @property
+    def taxonomy_hash(self) -> str:
+        return str(self.spec.extra.get("taxonomy_hash", ""))
+
+    @classmethod
+    def for_taxonomy(cls, heads: Heads, taxonomy: str | Taxonomy = "default", threshold: float | None = None, device: str = "cpu") -> StageModel:
+        tax = load_taxonomy(taxonomy) if isinstance(taxonomy, str) else taxonomy
+        shipped = heads.tasks["stage"]
+        if shipped.extra.get("taxonomy_hash") == tax.hash:
+            return cls(heads, threshold=threshold)
+        spec, module = _custom_head(heads, tax, device)
+        return cls(heads, spec, module, threshold)
+
+    def predict(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
+        import torch
+
+        x = build_features(self.spec.features, embeddings, texts)
+        with torch.inference_mode():
+            return torch.sigmoid(self.module(torch.from_numpy(x))).numpy().astype(np.float32)
+
+    def active_stages(self, probs: np.ndarray) -> list[list[str]]:
+        return decide(probs, self.thresholds, self.names)
+
+
+def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, Any]:
+    from safetensors.torch import load_file, save_file
+
+    from .train import CACHE_DIR, StageTrainConfig, train_stage_head
+
+    key = hashlib.sha256(f"{tax.hash}|{heads.encoder}|{heads.version}".encode()).hexdigest()[:16]
+    folder = CACHE_DIR / "stage-heads" / key
+    if (folder / "spec.json").is_file() and (folder / "head.safetensors").is_file():
+        spec = TaskSpec.from_dict("stage", json.loads((folder / "spec.json").read_text()))
+        module = make_mlp(spec.in_dim(heads.embedding_dim), spec.hidden, len(spec.labels))
+        module.load_state_dict(load_file(str(folder / "head.safetensors")))
+        module.eval()
+        logger.info("stage head for taxonomy %s loaded from cache %s", tax.name, folder)
+        return spec, module
+    n = sum(len(s.examples) for s in tax.stages)
+    logger.info("training a stage head for taxonomy %s (%d stages, %d examples)", tax.name, len(tax.stages), n)
+    if not tax.none_examples:
+        default = load_taxonomy("default")
+        tax = Taxonomy(tax.name, tax.stages, default.none_examples, tax.source)
+    cfg = StageTrainConfig(epochs=60 if n < 500 else 30, holdout=0.2)
+    from .models import encode, load_encoder
+
+    encoder = load_encoder(heads.encoder, device)
+    spec, module, info = train_stage_head(tax, heads.encoder, cfg, seed=0, embed=lambda t: encode(encoder, t))
+    spec.extra["holdout_macro_f1"] = info["holdout"]["macro_f1"]
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "head.safetensors"))
+    (folder / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+    logger.info("stage head for %s: held-out macro-F1 %.3f; cached in %s", tax.name, info["holdout"]["macro_f1"], folder)
+    return spec, module
+
+
+def annotate_segments(segments: pd.DataFrame, model: StageModel, probs: np.ndarray) -> None:
+    active = model.active_stages(probs)
+    order = {s: i for i, s in enumerate(model.stage_ids)}
+    segments["stages"] = [sorted(a, key=order.__getitem__) for a in active]
+    segments["stage"] = [a[0] if a else None for a in active]
+    best = probs[:, : len(model.stage_ids)].max(1) if len(probs) else np.zeros(0)
+    segments["stage_score"] = [
+        float(probs[i, order[a[0]]]) if a else float(best[i]) for i, a in enumerate(active)
+    ]
+    segments["stage_score"] = segments["stage_score"].astype("float32")
+
+
+def annotate_documents(documents: pd.DataFrame, segments: pd.DataFrame, stage_ids: list[str]) -> None:
+    order = {s: i for i, s in enumerate(stage_ids)}
+    union: dict[str, set[str]] = {}
+    best: dict[str, tuple[float, str]] = {}
+    for doc_id, stages, stage, score in zip(segments["doc_id"], segments["stages"], segments["stage"], segments["stage_score"]):
+        union.setdefault(doc_id, set()).update(stages)
+        if stage is not None and (doc_id not in best or score > best[doc_id][0]):
+            best[doc_id] = (float(score), stage)
+    documents["stages"] = [sorted(union.get(d, ()), key=order.__getitem__) for d in documents["doc_id"]]
+    documents["primary_stage"] = [best[d][1] if d in best else None for d in documents["doc_id"]]

