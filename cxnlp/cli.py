@@ -1,0 +1,218 @@
+"""The ``cxnlp`` command line: a thin click layer over the library.
+
+Library errors (``CxnlpError``) become click errors here, at the boundary, with their exit code:
+0 success, 1 failure (models, outputs, every record rejected), 2 usage or configuration errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .about import __version__
+from .errors import CxnlpError, Errors, PipelineError
+
+logger = logging.getLogger("cxnlp")
+
+
+class CliError(click.ClickException):
+    def __init__(self, exc: CxnlpError) -> None:
+        super().__init__(str(exc))
+        self.exit_code = exc.exit_code
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = RichHandler(show_path=False, show_time=verbose, markup=False, rich_tracebacks=verbose)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("cxnlp").setLevel(level)
+    for noisy in ("sentence_transformers", "transformers", "huggingface_hub", "urllib3", "numba", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def verbosity(f: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option("-q", "--quiet", is_flag=True, help="Only print warnings and errors.")
+    @click.option("-v", "--verbose", is_flag=True, help="Print debug logs.")
+    @functools.wraps(f)
+    def wrapper(*args: Any, quiet: bool, verbose: bool, **kwargs: Any) -> Any:
+        _setup_logging(quiet, verbose)
+        _quiet_libraries()
+        try:
+            return f(*args, quiet=quiet, **kwargs)
+        except CxnlpError as exc:
+            raise CliError(exc) from exc
+
+    return wrapper
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True, console=_stderr_console()) as bar:
+
+        def start(label: str, total: int | None) -> Callable[[int], None]:
+            task = bar.add_task(label, total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield start
+
+
+def _stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cxnlp")
+def cli() -> None:
+    """cxnlp: customer-journey stages, sentiment, emotion and pain points from reviews and tickets."""
+
+
+@cli.command("analyze")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory (replaced atomically).")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline config YAML (default: pipelines/default.yaml).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set cluster.scope=all.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Table format (default: output.format, parquet).")
+@click.option("--taxonomy", help="Journey taxonomy YAML (same as --set journey.taxonomy=PATH).")
+@click.option("--text-field", help="Input field holding the text (default: auto-detected).")
+@click.option("--id-field", help="Input field holding the record id.")
+@click.option("--timestamp-field", help="Input field holding the date or time.")
+@click.option("--rating-field", help="Input field holding a rating, NPS or CSAT value.")
+@click.option("--channel-field", help="Input field holding the channel.")
+@verbosity
+def analyze_cli(inputs: tuple[str, ...], outdir: str, config_path: str | None, device: str, overrides: tuple[str, ...], fmt: str | None, taxonomy: str | None, quiet: bool, **fields: str | None) -> None:
+    """Analyse INPUT files (JSONL, CSV, TSV, Parquet, optionally .gz; globs; - for JSONL on stdin).
+
+    \b
+    Example:
+      cxnlp analyze data/samples/reviews.jsonl -o out/demo
+      cxnlp analyze 'exports/*.csv.gz' -o out/nightly --set cluster.scope=all
+    """
+    from .config import _merge, load_config, parse_overrides
+    from .pipeline import Analyzer
+
+    extra: dict[str, Any] = parse_overrides(list(overrides))
+    field_map = {k.removesuffix("_field"): v for k, v in fields.items() if v}
+    if field_map:
+        extra = _merge(extra, {"input": {"fields": field_map}})
+    if taxonomy:
+        extra = _merge(extra, {"journey": {"taxonomy": taxonomy}})
+    if fmt:
+        extra = _merge(extra, {"output": {"format": fmt}})
+    config = load_config(config_path, extra or None)
+    analyzer = Analyzer(config, device)
+    with _progress(not quiet and sys.stderr.isatty()) as progress:
+        result = analyzer.analyze(list(inputs), progress)
+    out = result.write(outdir)
+    counts = result.counts
+    if not quiet:
+        _summary(result, out)
+    if counts["analysed"] == 0:
+        first = result.rejects[0].reason if result.rejects else "no records in the input"
+        raise PipelineError(Errors.E207, count=counts["read"], rejects=str(out / "rejects.jsonl"), reason=first)
+
+
+def _summary(result: Any, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    c = result.counts
+    console.print(f"[bold]cxnlp[/bold] read {c['read']} records: {c['analysed']} analysed, {c['rejected']} rejected; {c['segments']} segments.")
+    table = Table(title="Journey", show_lines=False)
+    for col in ("stage", "docs", "segments", "negative", "net", "top pain point"):
+        table.add_column(col, justify="left" if col in ("stage", "top pain point") else "right")
+    for row in result.stage_summary.itertuples():
+        net = "" if row.net_sentiment is None or row.net_sentiment != row.net_sentiment else f"{row.net_sentiment:+.0f}"
+        neg = f"{100 * row.negative / row.segments:.0f}%" if row.segments else ""
+        table.add_row(row.stage, str(row.documents), str(row.segments), neg, net, (row.top_pain_points or [""])[0])
+    console.print(table)
+    console.print(f"Outputs: {out}")
+    if (out / "report.html").is_file():
+        console.print(f"Report:  {out / 'report.html'}")
+    if c["rejected"]:
+        console.print(f"Rejects: {out / 'rejects.jsonl'} ({c['rejected']})")
+
+
+@cli.command("train")
+@click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Model folder to write, e.g. models/cx-heads.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config key.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(["sentiment", "emotion", "stage"]), help="Train only these heads (default: all).")
+@verbosity
+def train_cli(config_path: str, outdir: str, overrides: tuple[str, ...], tasks: tuple[str, ...], quiet: bool) -> None:
+    """Train cxnlp's heads from a training config (see pipelines/train-heads.yaml)."""
+    from .config import parse_overrides
+    from .train import load_train_config, train
+
+    config = load_train_config(config_path, parse_overrides(list(overrides)) if overrides else None)
+    out = train(config, outdir, tasks or ("sentiment", "emotion", "stage"))
+    if not quiet:
+        click.echo(f"Model written to {out} (card: {out / 'README.md'})")
+
+
+@cli.command("eval")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--task", required=True, type=click.Choice(["sentiment", "emotion", "stage"]), help="Which judgement to score.")
+@click.option("--model", "heads", default="cx-heads", show_default=True, help="Heads model name or folder.")
+@click.option("--taxonomy", default="default", show_default=True, help="Taxonomy for the stage task.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the metrics as JSON here (default: PATH's name + .metrics.json in the current folder).")
+@verbosity
+def eval_cli(path: str, task: str, heads: str, taxonomy: str, device: str, json_out: str | None, quiet: bool) -> None:
+    """Score a model on a labelled JSONL, CSV or TSV file (GoEmotions TSV accepted as is)."""
+    from .device import resolve_device
+    from .evaluate import evaluate_file, format_metrics
+
+    result = evaluate_file(path, task, heads, resolve_device(device), taxonomy)
+    click.echo(format_metrics(result))
+    target = Path(json_out or f"{Path(path).stem}.{task}.metrics.json")
+    target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if not quiet:
+        click.echo(f"\nJSON: {target}")
+
+
+def main() -> None:
+    cli(prog_name="cxnlp")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
