@@ -26,7 +26,7 @@ logger = logging.getLogger("cxnlp")
 class CliError(click.ClickException):
     def __init__(self, exc: CxnlpError) -> None:
         super().__init__(str(exc))
-        self.exit_code = exc.exit_code
+        self.exit_code = exc.exit_code  # type: ignore[misc]
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:

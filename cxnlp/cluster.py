@@ -78,7 +78,7 @@ def cluster_segments(embeddings: np.ndarray, config: ClusterConfig | None = None
 def ctfidf(class_phrases: list[list[str]]) -> list[dict[str, float]]:
     """Class-based TF-IDF (as in BERTopic): tf within the class x log(1 + mean class size / frequency)."""
     counts = [Counter(p) for p in class_phrases]
-    total = Counter()
+    total: Counter[str] = Counter()
     for c in counts:
         total.update(c)
     avg = max(sum(sum(c.values()) for c in counts) / max(len(counts), 1), 1.0)

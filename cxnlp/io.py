@@ -143,7 +143,7 @@ def _file_digest(path: str) -> tuple[int, str]:
 def _open_text(path: str, compressed: bool) -> io.TextIOBase:
     if path == "-":
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    raw: Any = gzip.open(path, "rb") if compressed else open(path, "rb")
+    raw: Any = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115 - closed by the wrapper
     head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
     encoding = "utf-8-sig"
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -278,10 +278,10 @@ def read_inputs(
     """Read files (or in-memory records) into records and rejects. Raises InputError for unusable files."""
     fields = fields or FieldsConfig()
     result = ReadResult()
-    inputs = list(inputs)
+    inputs = list(inputs)  # type: ignore[assignment]
     sources: list[tuple[str, Iterator[tuple[int, Any, Reject | None]]]] = []
     if inputs and all(isinstance(x, dict) for x in inputs):
-        result.files.append(InputFile("<records>", "records", False, records=len(inputs)))
+        result.files.append(InputFile("<records>", "records", False, records=len(inputs)))  # type: ignore[arg-type]
         sources.append(("<records>", iter((i, r, None) for i, r in enumerate(inputs, start=1))))
     else:
         for path in expand_inputs(inputs):  # type: ignore[arg-type]

@@ -140,7 +140,7 @@ def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.Da
             "source_line": rec.source_line,
         }
         used = {v for v in roles.values() if v}
-        for key, value in data.items():
+        for key in data:
             if key in used or key.startswith("__"):
                 continue
             name = f"input_{key}" if key in RESERVED else key

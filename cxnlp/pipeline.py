@@ -232,6 +232,6 @@ def analyze(
     elif overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         config = load_config(None, _merge(config_to_dict(config), extra))
-    if isinstance(inputs, (str, Path)) or (isinstance(inputs, dict)):
+    if isinstance(inputs, (str, Path, dict)):
         inputs = [inputs]
     return Analyzer(config, device).analyze(inputs, progress)

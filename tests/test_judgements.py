@@ -1,0 +1,54 @@
+"""The stage, sentiment and emotion steps with the real shipped models on clear cases."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def _seg(result, doc_id: str) -> pd.DataFrame:
+    return result.segments[result.segments["doc_id"] == doc_id]
+
+
+def test_journey_clear_delivery_complaint(mixed_result):
+    seg = _seg(mixed_result, "r1")
+    assert seg["stage"].tolist() == ["delivery"] and seg["sentiment"].tolist() == ["negative"]
+    doc = mixed_result.documents.set_index("doc_id").loc["r1"]
+    assert doc["primary_stage"] == "delivery" and doc["sentiment"] == "negative" and doc["sentiment_score"] < -0.3
+
+
+def test_journey_clear_support_praise(mixed_result):
+    doc = mixed_result.documents.set_index("doc_id").loc["r2"]
+    assert doc["primary_stage"] == "support" and doc["sentiment"] == "positive"
+    assert doc["emotion"] in {"gratitude", "joy", "satisfaction"}
+
+
+def test_journey_mixed_review_has_different_stages_and_sentiments(mixed_result):
+    seg = _seg(mixed_result, "r3")
+    assert len(seg) >= 2
+    first, rest = seg.iloc[0], seg.iloc[1:]
+    assert first["sentiment"] == "positive" and first["stage"] == "usage"
+    assert "negative" in set(rest["sentiment"]) and "delivery" in set(rest["stage"])
+    doc = mixed_result.documents.set_index("doc_id").loc["r3"]
+    assert {"usage", "delivery"} <= set(doc["stages"])
+
+
+def test_journey_other_stages_on_clear_cases(mixed_result):
+    docs = mixed_result.documents.set_index("doc_id")
+    assert docs.loc["r4", "primary_stage"] == "billing"
+    assert docs.loc["r5", "primary_stage"] == "loyalty"
+    assert docs.loc["r6", "primary_stage"] == "onboarding"
+    assert docs.loc["r7", "primary_stage"] == "awareness"
+
+
+def test_emotion_scores_cover_the_cx_set(mixed_result):
+    from cxnlp.schema import CX_EMOTIONS
+
+    for scores in mixed_result.segments["emotion_scores"]:
+        assert list(scores) == list(CX_EMOTIONS) and all(0 <= v <= 1 for v in scores.values())
+    assert set(mixed_result.segments["emotion"]) <= set(CX_EMOTIONS)
+
+
+def test_sentiment_scores_are_bounded(mixed_result):
+    for frame in (mixed_result.segments, mixed_result.documents):
+        assert frame["sentiment_score"].between(-1, 1).all()
+        assert set(frame["sentiment"]) <= {"negative", "neutral", "positive"}

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cxnlp.errors import ConfigError
+from cxnlp.schema import DEFAULT_STAGES
+from cxnlp.taxonomy import load_taxonomy, parse_taxonomy
+
+
+def test_taxonomy_default_has_the_nine_stages_in_journey_order():
+    tax = load_taxonomy("default")
+    assert tuple(tax.ids) == DEFAULT_STAGES
+    assert all(s.description and len(s.examples) >= 150 for s in tax.stages)
+    assert len(tax.none_examples) >= 100
+
+
+def test_taxonomy_examples_never_overlap_the_stage_test_set():
+    import json
+
+    from tests.conftest import ROOT
+
+    tax = load_taxonomy("default")
+    train = {e.lower().strip() for s in tax.stages for e in s.examples} | {e.lower().strip() for e in tax.none_examples}
+    test = {json.loads(l)["text"].lower().strip() for l in (ROOT / "data/eval/stages.jsonl").read_text().splitlines() if l.strip()}
+    assert not train & test
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ({"stages": []}, "non-empty 'stages'"),
+        ({"stages": [{"id": "Bad Id", "examples": ["a"] * 5}]}, "must be lowercase"),
+        ({"stages": [{"id": "a", "examples": ["x"] * 4}]}, "give at least 5"),
+        ({"stages": [{"id": "a", "examples": ["x"] * 5}, {"id": "a", "examples": ["y"] * 5}]}, "appears twice"),
+        ({"stages": [{"id": "a", "examples": ["x"] * 5}], "colour": 1}, "unknown top-level keys"),
+    ],
+)
+def test_taxonomy_invalid_files_are_explained(data, problem):
+    with pytest.raises(ConfigError) as exc:
+        parse_taxonomy(data, "my.yaml")
+    assert "[E204] Taxonomy 'my.yaml' is invalid" in str(exc.value) and problem in str(exc.value)
+
+
+def test_taxonomy_hash_changes_with_content():
+    a = parse_taxonomy({"stages": [{"id": "a", "examples": ["x1", "x2", "x3", "x4", "x5"]}]})
+    b = parse_taxonomy({"stages": [{"id": "a", "examples": ["x1", "x2", "x3", "x4", "x6"]}]})
+    assert a.hash != b.hash
+
+
+HOTEL = {
+    "name": "hotel",
+    "stages": [
+        {"id": "booking", "description": "Finding and booking a room.", "examples": [
+            "the booking website kept timing out", "booked the room in two clicks", "could not find a room for my dates online",
+            "the reservation form rejected my card", "booking through the app was easy", "I reserved a suite for our anniversary"]},
+        {"id": "check_in", "description": "Arrival and check-in at reception.", "examples": [
+            "we waited forty minutes at reception to check in", "check-in was quick and the receptionist was friendly",
+            "our room was not ready when we arrived", "the front desk lost our reservation on arrival", "early check-in was granted with a smile",
+            "the key cards did not work when we got to the room"]},
+        {"id": "room", "description": "The room and the stay itself.", "examples": [
+            "the bed was comfortable and the room spotless", "the air conditioning in our room was broken", "the shower had no hot water",
+            "lovely view from the balcony", "the walls were thin and it was noisy all night", "the minibar was empty and the towels were stained"]},
+    ],
+}
+
+
+def test_taxonomy_custom_stages_train_a_working_head(analyzer, tmp_path, monkeypatch):
+    import cxnlp.train as train_mod
+    from cxnlp.journey import StageModel
+    from cxnlp.models import encode
+
+    monkeypatch.setattr(train_mod, "CACHE_DIR", tmp_path)
+    path = tmp_path / "hotel.yaml"
+    path.write_text(yaml.safe_dump(HOTEL))
+    model = StageModel.for_taxonomy(analyzer.heads, str(path))
+    assert model.stage_ids == ["booking", "check_in", "room"]
+    texts = ["the receptionist made us wait an hour to check in", "the mattress was lumpy and the room smelled", "the online booking page crashed twice"]
+    stages = model.active_stages(model.predict(encode(analyzer.encoder, texts), texts))
+    assert [s[:1] for s in stages] == [["check_in"], ["room"], ["booking"]]
+    # Cached by the taxonomy hash: the second load does not retrain.
+    assert list(tmp_path.glob("stage-heads/*/head.safetensors"))
+    again = StageModel.for_taxonomy(analyzer.heads, str(path))
+    assert again.stage_ids == model.stage_ids
