@@ -95,16 +95,16 @@ def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, An
     if not tax.none_examples:
         default = load_taxonomy("default")
         tax = Taxonomy(tax.name, tax.stages, default.none_examples, tax.source)
-    cfg = StageTrainConfig(epochs=60 if n < 500 else 30, holdout=0.2)
+    cfg = StageTrainConfig(epochs=60 if n < 500 else 30, folds=5 if n >= 25 else 2)
     from .models import encode, load_encoder
 
     encoder = load_encoder(heads.encoder, device)
     spec, module, info = train_stage_head(tax, heads.encoder, cfg, seed=0, embed=lambda t: encode(encoder, t))
-    spec.extra["holdout_macro_f1"] = info["holdout"]["macro_f1"]
+    spec.extra["cv_macro_f1"] = info["cv"]["macro_f1"]
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "head.safetensors"))
     (folder / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
-    logger.info("stage head for %s: held-out macro-F1 %.3f; cached in %s", tax.name, info["holdout"]["macro_f1"], folder)
+    logger.info("stage head for %s: cross-validated macro-F1 %.3f; cached in %s", tax.name, info["cv"]["macro_f1"], folder)
     return spec, module
 
 

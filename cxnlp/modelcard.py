@@ -66,11 +66,19 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
             "",
             f"- SST-2 dev (binary: positive vs negative probability; never trained on): {_fmt(m['sst2_dev'])}.",
             f"  Reproduce: `cxnlp eval --task sentiment {cfg['data_dir']}/sst2/dev.tsv`",
-            f"- GoEmotions sentiment-group dev (3-way, single-label rows; never trained on): {_fmt(m['goemotions_group_dev'])}.",
-            "",
-            *_per_label(m["goemotions_group_dev"]),
-            "",
+            f"- Labels: negative/positive when |P(pos) - P(neg)| passes the neutral band {m['neutral_band']['value']:.2f}, tuned on one",
+            "  seeded half of GoEmotions sentiment-group dev (3-way, single-label rows; never trained on).",
+            f"- GoEmotions sentiment-group dev, the other half: {_fmt(m['goemotions_group_dev_half'])}"
+            f" (argmax instead of the band: macro-F1 {m['goemotions_group_dev_half_argmax']['macro_f1']:.3f}).",
         ]
+        if "stage_eval_set" in m:
+            out += [
+                f"- CX sentiment on the project stage test set `data/eval/stages.jsonl` (its `sentiment` labels): {_fmt(m['stage_eval_set'])}.",
+                "  Reproduce: `cxnlp eval --task sentiment data/eval/stages.jsonl`",
+                "",
+                *_per_label(m["stage_eval_set"]),
+            ]
+        out.append("")
     if "emotion" in metrics:
         m = metrics["emotion"]["goemotions_dev_half"]
         out += [
@@ -85,7 +93,7 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         ]
     if "stage" in metrics:
         m = metrics["stage"]
-        out += ["### Journey stage", "", f"- Held-out 20% of the taxonomy examples (threshold tuning set): {_fmt(m['taxonomy_holdout'])}."]
+        out += ["### Journey stage", "", f"- 5-fold cross-validation over the taxonomy examples (out-of-fold predictions, which also tune the thresholds): {_fmt(m['taxonomy_cv'])}."]
         if "stage_eval_set" in m:
             e = m["stage_eval_set"]
             out += [

@@ -142,7 +142,8 @@ def _cut_long(text: str, start: int, end: int, limit: int) -> Iterator[tuple[int
 
 
 def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
-    """Keyphrase candidates in a segment: cleaned noun chunks and short verb phrases, lowercased."""
+    """Keyphrase candidates in a segment, lowercased: cleaned noun chunks ("ice packs") and verb
+    phrases as they read in the text ("arrived two days late", "charged twice at checkout")."""
     out: list[str] = []
     try:
         chunks = list(span.noun_chunks)
@@ -152,6 +153,7 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
         toks = [t for t in chunk if t.pos_ not in {"DET", "PRON", "PUNCT"} and t.dep_ != "poss" and not t.is_stop]
         if toks and any(t.pos_ in {"NOUN", "PROPN"} for t in toks) and len(toks) <= 4:
             out.append(" ".join(t.lower_ for t in toks))
+    doc = span.doc
     for tok in span:
         if tok.pos_ != "VERB" or tok.is_stop:
             continue
@@ -159,17 +161,28 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
         for child in tok.children:
             if child.i < span.start or child.i >= span.end:
                 continue
-            if child.dep_ in _PHRASE_DEPS and (child.dep_ == "neg" or not child.is_stop or child.dep_ == "prt"):
+            if child.dep_ == "neg" or child.dep_ == "prt":
+                parts.append(child)
+            elif child.dep_ in _PHRASE_DEPS and not child.is_stop and not (child.pos_ == "ADV" and child.lower_.endswith("ly")):
                 parts.append(child)
             elif child.dep_ in {"nsubj", "nsubjpass"} and child.pos_ == "NOUN":
                 parts.extend(c for c in child.lefts if c.dep_ == "compound")
+                parts.append(child)
+            elif child.dep_ in {"xcomp", "ccomp"} and child.pos_ == "VERB":
                 parts.append(child)
             elif child.dep_ == "prep" and child.lower_ in {"at", "on", "in", "for", "after"}:
                 pobj = next((c for c in child.children if c.dep_ == "pobj" and c.pos_ == "NOUN"), None)
                 if pobj is not None:
                     parts.extend([child, pobj])
-        if len(parts) >= 2 and len(parts) <= 5:
-            out.append(" ".join(t.lower_ for t in sorted(parts, key=lambda t: t.i)))
+        if len(parts) < 2:
+            continue
+        first, last = min(t.i for t in parts), max(t.i for t in parts)
+        # The phrase as it reads: the contiguous text from the first to the last part, if short.
+        while first < last and (doc[first].pos_ in {"DET", "PRON"} or doc[first].is_punct):
+            first += 1
+        if last - first + 1 <= 7:
+            words = [t.lower_ for t in doc[first : last + 1] if not t.is_punct]
+            out.append(" ".join(words).replace(" n't", " not").replace("n't", "not"))
     return out
 
 

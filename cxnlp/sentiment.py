@@ -1,7 +1,8 @@
 """Sentiment: negative, neutral or positive, and a score in [-1, 1] per segment and per document.
 
 ``SentimentModel.predict`` is pure (embeddings in, probabilities out); ``annotate_*`` set the columns.
-The score is P(positive) - P(negative). A document's probabilities are the length-weighted mean of its
+The score is P(positive) - P(negative); the label is negative or positive when the score passes the
+head's neutral band (tuned in training), else neutral. A document's probabilities are the length-weighted mean of its
 segments', so a long complaint outweighs a closing "thanks".
 """
 
@@ -24,8 +25,20 @@ class SentimentModel:
     def predict(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
         return self.heads.predict("sentiment", embeddings, texts)
 
+    @property
+    def neutral_band(self) -> float | None:
+        band = self.heads.tasks["sentiment"].extra.get("neutral_band")
+        return None if band is None else float(band)
+
     def labels_of(self, probs: np.ndarray) -> list[str]:
-        return [self.labels[i] for i in probs.argmax(1)] if len(probs) else []
+        """Label by the score when the head has a tuned neutral band (|score| <= band is neutral),
+        otherwise by the most likely class."""
+        if not len(probs):
+            return []
+        band = self.neutral_band
+        if band is None:
+            return [self.labels[i] for i in probs.argmax(1)]
+        return ["negative" if s < -band else "positive" if s > band else "neutral" for s in self.scores_of(probs)]
 
     def scores_of(self, probs: np.ndarray) -> np.ndarray:
         if not len(probs):
