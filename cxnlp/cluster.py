@@ -1,29 +1,48 @@
-"""Pain points: cluster the negative segments of each stage and label the clusters.
+"""Pain points: cluster the segments of each stage, label the clusters, match them to an earlier run.
 
-Per stage: normalised embeddings -> PCA (``cluster.reduce_dims``) -> HDBSCAN, with a minimum cluster
-size that grows with the number of segments. Outliers close enough to a cluster centre (cosine >=
-``cluster.assign_threshold``) join it; the rest form a visible ``<stage>-other`` group.
+Per stage (its negative segments, or all of them with ``cluster.scope: all``):
+
+1. normalised embeddings; at most ``cluster.fit_sample`` of them (a seeded sample) are fitted;
+2. PCA to ``cluster.reduce_dims`` dimensions (eigendecomposition of the covariance: deterministic);
+3. HDBSCAN (``cluster.backend``: the ``hdbscan`` package or scikit-learn's), leaf selection, with a
+   minimum cluster size that grows with the number of points fitted;
+4. every segment (fitted or not) joins the nearest cluster centre when their cosine similarity is at
+   least ``cluster.assign_threshold``; ``cluster.refine_iterations`` nearest-centre passes then move
+   the centres to the mean of their members (spherical k-means steps seeded by HDBSCAN). What is left
+   is the visible ``<stage>-other`` group.
+
+Steps 4 reads the embeddings in chunks, so a float16 memory-mapped file of a million segments
+(:func:`write_embeddings`, :func:`open_embeddings`) clusters in a few hundred MB. The choices and their
+measurements (banking77, against BERTopic) are in ``benchmarks/README.md``.
 
 Labels come from keyphrases (noun chunks and verb phrases collected by the segment step) ranked by
 class-based TF-IDF against the stage's other clusters and its non-negative segments, so that generic
 words of the stage ("box", "order") do not win. Each label is unique within the run.
 
-Everything is deterministic for a given input and seed: PCA uses a full SVD, HDBSCAN has no
-randomness, and ties are broken by segment id. ``cluster_segments`` works on its own with precomputed
-embeddings.
+With a baseline (the output folder of an earlier run, :func:`load_baseline`), pain points are matched
+to the earlier ones by the cosine similarity of their centres (stored in the ``centroid`` column), keep
+their ids and labels, and get a ``status``: new, growing, shrinking, stable, or gone (a row with size 0
+for each earlier pain point that has no match).
+
+Everything is deterministic for a given input and seed. ``cluster_segments`` works on its own with
+precomputed embeddings (a NumPy array or a memory map).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .config import ClusterConfig
+from .errors import Errors, InputError
 from .schema import CX_EMOTIONS, OTHER_PAIN_POINT
 
 logger = logging.getLogger(__name__)
@@ -33,46 +52,155 @@ ASSIGNS = {"segments": ["pain_point_id"]}
 PAIN_POINT_COLUMNS = [
     "pain_point_id", "stage", "label", "keyphrases", "size", "share_of_stage_negative", "n_documents",
     "mean_sentiment_score", "top_emotions", "first_seen", "last_seen", "example_segment_ids", "example_quotes",
+    "status", "baseline_size", "weekly_counts", "trend", "centroid",
 ]
+CHUNK = 65_536  # rows per chunk when reading embeddings
 
 
 def auto_min_cluster_size(n: int) -> int:
-    """About sqrt(n)/2, at least 3: 60 segments -> 4, 1,000 -> 16, 100,000 -> 158."""
-    return max(3, int(round(math.sqrt(n) / 2)))
+    """About sqrt(n)/4, at least 3: 100 points -> 3, 1,000 -> 8, 10,000 -> 25."""
+    return max(3, int(round(math.sqrt(n) / 4)))
+
+
+def auto_min_samples(min_cluster_size: int) -> int:
+    return max(2, min_cluster_size // 10)
+
+
+def normalize(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as float32."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+# ---------------------------------------------------------------------------------- embeddings on disk
+
+
+def write_embeddings(path: str | Path, chunks: Iterable[np.ndarray], n: int, dim: int) -> np.memmap:
+    """Stream ``n`` embeddings (in chunks) into a float16 ``.npy`` file; returns it memory-mapped."""
+    out = np.lib.format.open_memmap(Path(path), mode="w+", dtype=np.float16, shape=(n, dim))
+    i = 0
+    for chunk in chunks:
+        out[i : i + len(chunk)] = normalize(chunk).astype(np.float16)
+        i += len(chunk)
+    if i != n:
+        raise ValueError(f"write_embeddings: got {i} rows, expected {n}")
+    out.flush()
+    return out
+
+
+def open_embeddings(path: str | Path) -> np.ndarray:
+    """A ``.npy`` file of embeddings, memory-mapped read-only (nothing is loaded until used)."""
+    return np.load(Path(path), mmap_mode="r")
+
+
+# ------------------------------------------------------------------------------------------ clustering
+
+
+def _pca(S: np.ndarray, dims: int) -> np.ndarray:
+    """PCA by eigendecomposition of the covariance (d x d): fast for n >> d, deterministic, signs fixed."""
+    C = S.astype(np.float64) - S.mean(0, dtype=np.float64)
+    _, vectors = np.linalg.eigh(C.T @ C)
+    V = vectors[:, ::-1][:, :dims]
+    V *= np.sign(V[np.abs(V).argmax(0), np.arange(dims)])  # largest component positive, as scikit-learn does
+    return C @ V
+
+
+def _hdbscan(Z: np.ndarray, mcs: int, ms: int, selection: str, backend: str) -> np.ndarray:
+    if backend == "sklearn":
+        from sklearn.cluster import HDBSCAN
+
+        extra = {"copy": True} if "copy" in HDBSCAN().get_params() else {}
+        model = HDBSCAN(min_cluster_size=mcs, min_samples=ms, cluster_selection_method=selection, **extra)
+    else:
+        import hdbscan
+
+        model = hdbscan.HDBSCAN(min_cluster_size=mcs, min_samples=ms, cluster_selection_method=selection)
+    return np.asarray(model.fit_predict(Z), dtype=np.int64)
+
+
+def _nearest_pass(
+    embeddings: np.ndarray, centres: np.ndarray, threshold: float, keep: np.ndarray | None = None, chunk: int = CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label every row with its nearest centre (or -1 below ``threshold``); returns labels and the new centres.
+
+    Where ``keep`` (a label per row, -1 = none) is given, rows with a label keep it.
+    """
+    from scipy.sparse import csr_matrix
+
+    n, k = len(embeddings), len(centres)
+    labels = np.full(n, -1, dtype=np.int64)
+    sums = np.zeros((k, centres.shape[1]), dtype=np.float64)
+    for i in range(0, n, chunk):
+        X = normalize(embeddings[i : i + chunk])
+        sims = X @ centres.T
+        best = sims.argmax(1)
+        lab = np.where(sims[np.arange(len(X)), best] >= threshold, best, -1)
+        if keep is not None:
+            kept = keep[i : i + chunk]
+            lab = np.where(kept >= 0, kept, lab)
+        labels[i : i + len(X)] = lab
+        m = lab >= 0
+        onehot = csr_matrix((np.ones(int(m.sum()), dtype=np.float32), (lab[m], np.flatnonzero(m))), shape=(k, len(X)))
+        sums += onehot @ X
+    return labels, sums
+
+
+def _centres_from_sums(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    norms = np.linalg.norm(sums, axis=1)
+    alive = norms > 0
+    return (sums[alive] / norms[alive, None]).astype(np.float32), alive
 
 
 def cluster_segments(embeddings: np.ndarray, config: ClusterConfig | None = None, seed: int = 0) -> np.ndarray:
-    """Cluster labels (0..k-1, largest first) or -1 for the ``other`` group, for one set of embeddings."""
-    import hdbscan
-    from sklearn.decomposition import PCA
+    """Cluster labels (0..k-1, largest first) or -1 for the ``other`` group, for one set of embeddings.
 
+    ``embeddings``: any (n, d) array, float16 or float32, in memory or memory-mapped; rows need not be
+    normalised. Only ``cluster.fit_sample`` rows are held in memory at once, plus one chunk.
+    """
     config = config or ClusterConfig()
     n = len(embeddings)
     if n < config.min_segments:
         return np.full(n, -1, dtype=np.int64)
-    X = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    dims = min(config.reduce_dims, n - 1, X.shape[1])
-    Z = PCA(n_components=dims, svd_solver="full", random_state=seed).fit_transform(X) if dims < X.shape[1] else X
-    mcs = config.min_cluster_size or auto_min_cluster_size(n)
-    ms = config.min_samples or max(1, mcs // 2)
-    raw = hdbscan.HDBSCAN(min_cluster_size=mcs, min_samples=ms, metric="euclidean", cluster_selection_method="eom").fit_predict(Z.astype(np.float64))
-    labels = np.asarray(raw, dtype=np.int64)
-    clusters = sorted(set(labels) - {-1})
-    if not clusters:
-        return labels
-    centroids = np.stack([X[labels == c].mean(0) for c in clusters])
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    out = labels.copy()
-    outliers = np.flatnonzero(labels == -1)
-    if len(outliers):
-        sims = X[outliers] @ centroids.T
-        best = sims.argmax(1)
-        ok = sims[np.arange(len(outliers)), best] >= config.assign_threshold
-        out[outliers[ok]] = np.array(clusters)[best[ok]]
-    # Renumber: largest first, ties by first member index (deterministic).
-    sizes = {c: (-(out == c).sum(), int(np.flatnonzero(out == c)[0])) for c in clusters}
-    order = {c: i for i, c in enumerate(sorted(clusters, key=sizes.__getitem__))}
-    return np.array([order[c] if c != -1 else -1 for c in out], dtype=np.int64)
+    if n > config.fit_sample:
+        fit_idx = np.sort(np.random.default_rng(seed).choice(n, config.fit_sample, replace=False))
+        S = normalize(embeddings[fit_idx])
+    else:
+        fit_idx = np.arange(n)
+        S = normalize(embeddings[:])
+    dims = min(config.reduce_dims, len(S) - 1, S.shape[1])
+    Z = _pca(S, dims) if dims < S.shape[1] else S
+    mcs = config.min_cluster_size or auto_min_cluster_size(len(S))
+    ms = config.min_samples or auto_min_samples(mcs)
+    fit_labels = _hdbscan(Z.astype(np.float64), mcs, ms, config.selection, config.backend)
+    k = int(fit_labels.max()) + 1
+    if k == 0:
+        return np.full(n, -1, dtype=np.int64)
+    sums = np.zeros((k, S.shape[1]), dtype=np.float64)
+    np.add.at(sums, fit_labels[fit_labels >= 0], S[fit_labels >= 0])
+    centres, _ = _centres_from_sums(sums)
+    keep = np.full(n, -1, dtype=np.int64)
+    keep[fit_idx] = fit_labels
+    del S, Z
+    # Pass 0: HDBSCAN members keep their cluster, the rest join the nearest centre; then refine.
+    labels, sums = _nearest_pass(embeddings, centres, config.assign_threshold, keep)
+    for _ in range(config.refine_iterations):
+        centres, _ = _centres_from_sums(sums)
+        labels, sums = _nearest_pass(embeddings, centres, config.assign_threshold)
+    return _renumber(labels)
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """Largest cluster first, ties by first member (deterministic); -1 stays -1."""
+    present, first = np.unique(labels, return_index=True)
+    sizes = np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1) if (labels >= 0).any() else np.zeros(0, int)
+    clusters = [(int(-sizes[c]), int(f), int(c)) for c, f in zip(present, first) if c >= 0]
+    mapping = np.full(int(labels.max()) + 2, -1, dtype=np.int64)
+    for new, (_, _, old) in enumerate(sorted(clusters)):
+        mapping[old] = new
+    return mapping[labels]  # labels == -1 index the last slot, which holds -1
+
+
+# ---------------------------------------------------------------------------------------------- labels
 
 
 def ctfidf(class_phrases: list[list[str]]) -> list[dict[str, float]]:
@@ -99,20 +227,33 @@ def _rank(scores: dict[str, float], counts: Counter, size: int) -> list[str]:
     return sorted(scores, key=key)
 
 
-def _quotes(idx: np.ndarray, X: np.ndarray, texts: list[str], ids: list[str], n: int) -> tuple[list[str], list[str]]:
-    centre = X[idx].mean(0)
-    centre /= max(np.linalg.norm(centre), 1e-12)
-    sims = X[idx] @ centre
+def _quotes(idx: np.ndarray, X: np.ndarray, centre: np.ndarray, texts: list[str], ids: list[str], n: int) -> tuple[list[str], list[str]]:
+    sims = X @ centre
     order = sorted(range(len(idx)), key=lambda i: (-round(float(sims[i]), 6), ids[idx[i]]))
     chosen: list[int] = []
     for i in order:
-        j = idx[i]
-        if any(float(X[j] @ X[k]) > 0.9 or texts[j].lower() == texts[k].lower() for k in chosen):
+        if any(float(X[i] @ X[k]) > 0.9 or texts[idx[i]].lower() == texts[idx[k]].lower() for k in chosen):
             continue
-        chosen.append(j)
+        chosen.append(i)
         if len(chosen) == n:
             break
-    return [ids[j] for j in chosen], [texts[j] for j in chosen]
+    return [ids[idx[i]] for i in chosen], [texts[idx[i]] for i in chosen]
+
+
+def _weekly(weeks: np.ndarray, n_weeks: int) -> tuple[list[int] | None, float | None]:
+    """Segment counts per week (Monday-based, UTC) over the run's span, and their relative trend.
+
+    The trend is the least-squares slope of the weekly counts divided by their mean: +0.1 means
+    about +10% a week. None without timestamps; the trend needs at least 3 weeks.
+    """
+    if n_weeks == 0:
+        return None, None
+    counts = np.bincount(weeks[weeks >= 0], minlength=n_weeks)
+    if n_weeks < 3 or counts.sum() == 0:
+        return counts.tolist(), None
+    t = np.arange(n_weeks, dtype=np.float64)
+    slope = float(np.polyfit(t, counts.astype(np.float64), 1)[0])
+    return counts.tolist(), round(slope / counts.mean(), 4)
 
 
 @dataclass
@@ -122,21 +263,41 @@ class _Group:
     index: np.ndarray
 
 
+@dataclass
+class Baseline:
+    """The pain points of an earlier run and the number of segments it analysed."""
+
+    pain_points: pd.DataFrame
+    n_segments: int
+    path: str = ""
+
+
 def find_pain_points(
-    segments: pd.DataFrame, embeddings: np.ndarray, documents: pd.DataFrame, stage_ids: list[str], config: ClusterConfig, seed: int = 0
+    segments: pd.DataFrame,
+    embeddings: np.ndarray,
+    documents: pd.DataFrame,
+    stage_ids: list[str],
+    config: ClusterConfig,
+    seed: int = 0,
+    baseline: Baseline | None = None,
 ) -> tuple[pd.DataFrame, list[str | None]]:
     """Returns the pain_points table and a pain_point_id per segment (None where not clustered)."""
     assignment: list[str | None] = [None] * len(segments)
     rows: list[dict] = []
     if not config.enabled or segments.empty:
         return pd.DataFrame(columns=PAIN_POINT_COLUMNS), assignment
-    X = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     texts = segments["text"].tolist()
     ids = segments["segment_id"].tolist()
     phrases = segments["phrases"].tolist()
     stage_col = segments["stage"].to_numpy()
     negative = (segments["sentiment"] == "negative").to_numpy()
-    created = dict(zip(documents["doc_id"], documents["created_at"]))
+    created = pd.to_datetime(segments["doc_id"].map(dict(zip(documents["doc_id"], documents["created_at"]))), utc=True, errors="coerce")
+    week_start = created.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
+    n_weeks, weeks = 0, np.full(len(segments), -1, dtype=np.int64)
+    if week_start.notna().any():
+        first = week_start.min()
+        weeks = np.where(week_start.notna(), ((week_start - first).dt.days // 7).fillna(-1), -1).astype(np.int64)
+        n_weeks = int(weeks.max()) + 1
     used_labels: set[str] = set()
     for stage in stage_ids:
         in_stage = stage_col == stage
@@ -144,14 +305,16 @@ def find_pain_points(
         idx = np.flatnonzero(scope)
         if not len(idx):
             continue
-        labels = cluster_segments(X[idx], config, seed)
-        groups = [_Group(stage, int(c) + 1, idx[labels == c]) for c in sorted(set(labels) - {-1})]
+        X = normalize(embeddings[idx])
+        labels = cluster_segments(X, config, seed)
+        groups = [_Group(stage, int(c) + 1, np.flatnonzero(labels == c)) for c in sorted(set(labels) - {-1})]
         if (labels == -1).any():
-            groups.append(_Group(stage, None, idx[labels == -1]))
+            groups.append(_Group(stage, None, np.flatnonzero(labels == -1)))
         background = np.flatnonzero(in_stage & ~scope)
-        class_phr = [[p for i in g.index for p in set(phrases[i])] for g in groups]
+        class_phr = [[p for i in g.index for p in set(phrases[idx[i]])] for g in groups]
         scores = ctfidf(class_phr + [[p for i in background for p in set(phrases[i])]])
         for g, sc, cp in zip(groups, scores, class_phr):
+            members = idx[g.index]
             pid = f"{stage}-{g.number}" if g.number is not None else f"{stage}-{OTHER_PAIN_POINT}"
             ranked = _rank(sc, Counter(cp), len(g.index))
             if g.number is None:
@@ -161,33 +324,197 @@ def find_pain_points(
                 if label in used_labels:
                     label = f"{label} ({stage})"
             used_labels.add(label)
-            for i in g.index:
+            for i in members:
                 assignment[i] = pid
-            seg = segments.iloc[g.index]
+            seg = segments.iloc[members]
             emos = Counter(e for e in seg["emotion"] if e != "neutral")
             docs = sorted(set(seg["doc_id"]))
-            dates = [created[d] for d in docs if created.get(d) is not None and not pd.isna(created.get(d))]
-            q_ids, quotes = _quotes(g.index, X, texts, ids, config.n_quotes)
+            dates = created.iloc[members].dropna()
+            centre = normalize(X[g.index].mean(0, keepdims=True))[0]
+            q_ids, quotes = _quotes(members, X[g.index], centre, texts, ids, config.n_quotes)
+            weekly, trend = _weekly(weeks[members], n_weeks)
             rows.append(
                 {
                     "pain_point_id": pid,
                     "stage": stage,
                     "label": label,
                     "keyphrases": ranked[:5],
-                    "size": len(g.index),
-                    "share_of_stage_negative": len(g.index) / max(len(idx), 1),
+                    "size": len(members),
+                    "share_of_stage_negative": len(members) / max(len(idx), 1),
                     "n_documents": len(docs),
                     "mean_sentiment_score": float(seg["sentiment_score"].mean()),
                     "top_emotions": [e for e, _ in sorted(emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0])))[:3]],
-                    "first_seen": min(dates) if dates else None,
-                    "last_seen": max(dates) if dates else None,
+                    "first_seen": dates.min() if len(dates) else None,
+                    "last_seen": dates.max() if len(dates) else None,
                     "example_segment_ids": q_ids,
                     "example_quotes": quotes,
+                    "status": None,
+                    "baseline_size": None,
+                    "weekly_counts": weekly,
+                    "trend": trend,
+                    "centroid": [float(v) for v in centre],
                 }
             )
         logger.info("%s: %d segments -> %d pain points, %d in other", stage, len(idx), len(groups) - int((labels == -1).any()), int((labels == -1).sum()))
     table = pd.DataFrame(rows, columns=PAIN_POINT_COLUMNS)
+    if baseline is not None:
+        table, renames = match_baseline(table, baseline, len(segments), config)
+        assignment = [renames.get(a, a) if a is not None else None for a in assignment]
     if not table.empty:
         table["first_seen"] = pd.to_datetime(table["first_seen"], utc=True)
         table["last_seen"] = pd.to_datetime(table["last_seen"], utc=True)
     return table, assignment
+
+
+# -------------------------------------------------------------------------------------------- baseline
+
+
+def load_baseline(outdir: str | Path) -> Baseline:
+    """The pain points of an earlier ``cxnlp analyze`` output folder (Parquet or CSV)."""
+    path = Path(outdir)
+    parquet, csv = path / "pain_points.parquet", path / "pain_points.csv"
+    fix = "pass --baseline the output folder (-o) of an earlier `cxnlp analyze` run"
+    if not path.is_dir():
+        raise InputError(Errors.E209, path=str(path), problem=f"it does not exist; {fix}")
+    if parquet.is_file():
+        table = pd.read_parquet(parquet)
+    elif csv.is_file():
+        table = pd.read_csv(csv)
+    else:
+        raise InputError(Errors.E209, path=str(path), problem=f"it has no pain_points.parquet or pain_points.csv; {fix}")
+    for col in _LIST_COLUMNS:  # Parquet gives arrays, CSV gives JSON text: make both plain lists
+        if col in table.columns:
+            table[col] = [_as_list(v) for v in table[col]]
+    n_segments = 0
+    try:
+        n_segments = int(json.loads((path / "run.json").read_text(encoding="utf-8"))["counts"]["segments"])
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("baseline %s: run.json has no segment count; sizes are compared without scaling", path)
+    return Baseline(table, n_segments, str(path))
+
+
+_LIST_COLUMNS = ("keyphrases", "top_emotions", "example_segment_ids", "example_quotes", "weekly_counts", "centroid")
+KEYPHRASE_MATCH = 0.3  # Jaccard overlap of keyphrases + label needed to match when the baseline has no centres
+
+
+def _as_list(v: object) -> list | None:
+    if isinstance(v, str):
+        v = json.loads(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v if isinstance(v, list) else None
+
+
+def _number(pid: str) -> int:
+    tail = pid.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _similarity(new: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """Cosine similarity of centres, or keyphrase/label overlap (Jaccard) when a side has no centres.
+
+    The flag says whether centres were used.
+    """
+
+    def has_centres(t: pd.DataFrame) -> bool:
+        return "centroid" in t.columns and all(isinstance(c, (list, np.ndarray)) and len(c) for c in t["centroid"])
+
+    if has_centres(new) and has_centres(old) and len(new["centroid"].iloc[0]) == len(old["centroid"].iloc[0]):
+        A = normalize(np.stack([np.asarray(c, dtype=np.float32) for c in new["centroid"]]))
+        B = normalize(np.stack([np.asarray(c, dtype=np.float32) for c in old["centroid"]]))
+        return A @ B.T, True
+
+    def terms(row: pd.Series) -> set[str]:
+        return set(row.get("keyphrases") or []) | {str(row["label"])}
+
+    a, b = [terms(r) for _, r in new.iterrows()], [terms(r) for _, r in old.iterrows()]
+    return np.array([[len(x & y) / max(len(x | y), 1) for y in b] for x in a], dtype=np.float32).reshape(len(a), len(b)), False
+
+
+def _status(size: int, before: int, scale: float, ratio: float) -> str:
+    """growing / shrinking when the size moved by more than ``ratio`` and two Poisson standard deviations."""
+    expected = before * scale
+    margin = 2 * math.sqrt(max(expected, 1.0))
+    if size > expected * (1 + ratio) and size - expected > margin:
+        return "growing"
+    if size < expected / (1 + ratio) and expected - size > margin:
+        return "shrinking"
+    return "stable"
+
+
+def match_baseline(table: pd.DataFrame, baseline: Baseline, n_segments: int, config: ClusterConfig) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Give matched pain points the earlier id and label, set ``status``, add ``gone`` rows.
+
+    Matching is one-to-one within a stage (Hungarian assignment on centre similarity, at least
+    ``cluster.match_threshold``); ``<stage>-other`` groups match each other. Sizes are compared after
+    scaling the earlier size by the ratio of analysed segments. Returns the table and old -> new ids.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    old_all = baseline.pain_points
+    if "status" in old_all.columns:
+        old_all = old_all[old_all["status"].fillna("") != "gone"]
+    scale = n_segments / baseline.n_segments if baseline.n_segments else 1.0
+    table = table.copy()
+    new_ids = table["pain_point_id"].tolist()
+    labels = table["label"].tolist()
+    status: list[str] = ["new"] * len(table)
+    base_size: list[int | None] = [None] * len(table)
+    matched_old: set[str] = set()
+    for stage in sorted(set(table["stage"]) | set(old_all["stage"])):
+        cur = table[table["stage"] == stage]
+        old = old_all[old_all["stage"] == stage]
+        other_id = f"{stage}-{OTHER_PAIN_POINT}"
+        cur_c = cur[cur["pain_point_id"] != other_id]
+        old_c = old[old["pain_point_id"] != other_id]
+        pairs: list[tuple[int, int]] = []
+        if len(cur_c) and len(old_c):
+            sim, by_centres = _similarity(cur_c, old_c)
+            threshold = config.match_threshold if by_centres else KEYPHRASE_MATCH
+            rows, cols = linear_sum_assignment(-sim)
+            pairs = [(cur_c.index[r], old_c.index[c]) for r, c in zip(rows, cols) if sim[r, c] >= threshold]
+        if (cur["pain_point_id"] == other_id).any() and (old["pain_point_id"] == other_id).any():
+            pairs.append((cur.index[cur["pain_point_id"] == other_id][0], old.index[old["pain_point_id"] == other_id][0]))
+        next_number = max([_number(p) for p in baseline.pain_points.loc[baseline.pain_points["stage"] == stage, "pain_point_id"]] + [0]) + 1
+        matched_new = {r for r, _ in pairs}
+        for r, o in pairs:
+            pos = table.index.get_loc(r)
+            old_row = old_all.loc[o]
+            new_ids[pos] = str(old_row["pain_point_id"])
+            base_size[pos] = int(old_row["size"])
+            status[pos] = _status(int(table.at[r, "size"]), int(old_row["size"]), scale, config.change_ratio)
+            matched_old.add(str(old_row["pain_point_id"]))
+        for r in cur_c.index:  # unmatched: fresh numbers after the earlier run's, largest first
+            if r not in matched_new:
+                new_ids[table.index.get_loc(r)] = f"{stage}-{next_number}"
+                next_number += 1
+    # Matched pain points keep their earlier label when no other pain point of this run uses it.
+    for pos, (pid, st) in enumerate(zip(new_ids, status)):
+        if st != "new" and not pid.endswith(f"-{OTHER_PAIN_POINT}"):
+            old_label = str(old_all.loc[old_all["pain_point_id"] == pid, "label"].iloc[0])
+            if old_label not in labels[:pos] + labels[pos + 1 :]:
+                labels[pos] = old_label
+    renames = {old: new for old, new in zip(table["pain_point_id"], new_ids) if old != new}
+    table["pain_point_id"], table["label"], table["status"], table["baseline_size"] = new_ids, labels, status, base_size
+    gone = old_all[~old_all["pain_point_id"].astype(str).isin(matched_old) & ~old_all["pain_point_id"].astype(str).str.endswith(f"-{OTHER_PAIN_POINT}")]
+    gone_rows = []
+    taken = set(labels)
+    for _, row in gone.iterrows():
+        label = str(row["label"]) if str(row["label"]) not in taken else f"{row['label']} (gone)"
+        taken.add(label)
+        gone_rows.append(
+            {
+                **{c: row.get(c) for c in PAIN_POINT_COLUMNS if c in row.index},
+                "label": label,
+                "size": 0,
+                "share_of_stage_negative": 0.0,
+                "n_documents": 0,
+                "status": "gone",
+                "baseline_size": int(row["size"]),
+                "weekly_counts": None,
+                "trend": None,
+            }
+        )
+    if gone_rows:
+        table = pd.concat([table, pd.DataFrame(gone_rows, columns=PAIN_POINT_COLUMNS)], ignore_index=True)
+    return table.reset_index(drop=True), renames

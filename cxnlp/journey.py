@@ -92,10 +92,10 @@ def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, An
         return spec, module
     n = sum(len(s.examples) for s in tax.stages)
     logger.info("training a stage head for taxonomy %s (%d stages, %d examples)", tax.name, len(tax.stages), n)
-    if not tax.none_examples:
-        default = load_taxonomy("default")
-        tax = Taxonomy(tax.name, tax.stages, default.none_examples, tax.source)
-    cfg = StageTrainConfig(epochs=60 if n < 500 else 30, folds=5 if n >= 25 else 2)
+    tax = with_none_examples(tax)
+    per_stage = n / len(tax.stages)
+    # Few examples: a linear head; more: the MLP (measured in benchmarks/bench_fewshot.py).
+    cfg = StageTrainConfig(hidden=0 if per_stage < 50 else 256, epochs=100 if per_stage < 50 else 40, lr=0.01 if per_stage < 50 else 0.002, batch_size=16 if n < 500 else 64, folds=5)
     from .models import encode, load_encoder
 
     encoder = load_encoder(heads.encoder, device)
@@ -106,6 +106,18 @@ def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, An
     (folder / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
     logger.info("stage head for %s: cross-validated macro-F1 %.3f; cached in %s", tax.name, info["cv"]["macro_f1"], folder)
     return spec, module
+
+
+def with_none_examples(tax: Taxonomy, seed: int = 0) -> Taxonomy:
+    """The "none" examples a custom head trains on: the taxonomy's own, else the default taxonomy's,
+    capped at twice the mean examples per stage so that a few-shot taxonomy is not drowned by them."""
+    import random
+
+    pool = list(tax.none_examples or load_taxonomy("default").none_examples)
+    cap = max(10, int(2 * sum(len(s.examples) for s in tax.stages) / len(tax.stages)))
+    if len(pool) > cap:
+        pool = random.Random(seed).sample(pool, cap)
+    return Taxonomy(tax.name, tax.stages, tuple(pool), tax.source)
 
 
 def annotate_segments(segments: pd.DataFrame, model: StageModel, probs: np.ndarray) -> None:

@@ -2,29 +2,66 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from cxnlp.cluster import auto_min_cluster_size, cluster_segments, ctfidf, find_pain_points
+from cxnlp.cluster import (
+    Baseline,
+    auto_min_cluster_size,
+    cluster_segments,
+    ctfidf,
+    find_pain_points,
+    load_baseline,
+    match_baseline,
+    open_embeddings,
+    write_embeddings,
+)
 from cxnlp.config import ClusterConfig
+from cxnlp.errors import InputError
+from cxnlp.schema import column_names
+from tests.conftest import FIXTURES
+
+PHRASES = {0: ["late delivery", "courier"], 1: ["melted ice packs", "box"], 2: ["missing ingredients", "box"]}
 
 
-def _blobs(seed: int = 0, per: int = 20, noise: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def _blobs(seed: int = 0, per: int | list[int] = 20, noise: int = 3) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
+    sizes = per if isinstance(per, list) else [per] * 3
     centres = np.eye(3, 32) * 3
-    X = np.concatenate([c + rng.normal(0, 0.15, (per, 32)) for c in centres] + [rng.normal(0, 1.5, (noise, 32))])
-    truth = np.repeat(np.arange(4), [per, per, per, noise])
+    X = np.concatenate([c + rng.normal(0, 0.15, (k, 32)) for c, k in zip(centres, sizes)] + [rng.normal(0, 1.5, (noise, 32))])
+    truth = np.repeat(np.arange(4), sizes + [noise])
     return X.astype(np.float32), truth
 
 
+def _frames(truth: np.ndarray, dates: list[str] | None = None, prefix: str = "d") -> tuple[pd.DataFrame, pd.DataFrame]:
+    n = len(truth)
+    segments = pd.DataFrame(
+        {
+            "doc_id": [f"{prefix}{i}" for i in range(n)],
+            "segment_id": [f"{prefix}{i}:0" for i in range(n)],
+            "text": [f"text {i} about {PHRASES[int(t)][0]}" for i, t in enumerate(truth)],
+            "stage": ["delivery"] * n,
+            "sentiment": ["negative"] * n,
+            "sentiment_score": [-0.8] * n,
+            "emotion": ["annoyance"] * n,
+            "phrases": [PHRASES[int(t)] for t in truth],
+        }
+    )
+    created = pd.to_datetime(dates if dates is not None else ["2026-10-01"] * (n - 1) + ["2026-10-20"], utc=True)
+    return segments, pd.DataFrame({"doc_id": segments["doc_id"], "created_at": created})
+
+
+CFG = ClusterConfig(min_cluster_size=5)
+
+
 def test_cluster_finds_groups_largest_first_and_is_deterministic():
-    X, truth = _blobs()
-    a = cluster_segments(X, ClusterConfig(min_cluster_size=5))
-    b = cluster_segments(X.copy(), ClusterConfig(min_cluster_size=5))
+    X, truth = _blobs(per=[25, 20, 15])
+    a = cluster_segments(X, CFG)
+    b = cluster_segments(X.copy(), CFG)
     assert np.array_equal(a, b)
     for k in range(3):
         members = a[truth == k]
-        assert len(set(members)) == 1 and members[0] >= 0
-    sizes = [int((a == c).sum()) for c in sorted(set(a) - {-1})]
-    assert sizes == sorted(sizes, reverse=True)
+        assert len(set(members)) == 1 and members[0] == k  # largest first
+    assert (a[truth == 3] == -1).all()  # far-away noise stays in the visible "other" group
 
 
 def test_cluster_outliers_join_a_close_cluster_or_stay_other():
@@ -36,12 +73,46 @@ def test_cluster_outliers_join_a_close_cluster_or_stay_other():
     assert labels[-1] == -1
 
 
+def test_cluster_assign_threshold_decides_whether_an_outlier_joins():
+    X, _ = _blobs(noise=0)
+    aside = 3 * (0.7 * np.eye(32)[0] + 0.714 * np.eye(32)[10])  # cosine 0.7 to blob 0's centre, far from its members
+    data = np.vstack([X, aside]).astype(np.float32)
+    strict = cluster_segments(data, ClusterConfig(min_cluster_size=5, assign_threshold=0.9))
+    loose = cluster_segments(data, ClusterConfig(min_cluster_size=5, assign_threshold=0.5))
+    assert strict[-1] == -1 and loose[-1] == loose[0]
+
+
 def test_cluster_small_inputs_are_all_other():
     assert (cluster_segments(np.ones((3, 8), np.float32), ClusterConfig(min_segments=6)) == -1).all()
 
 
 def test_cluster_auto_min_cluster_size_grows_with_n():
-    assert auto_min_cluster_size(10) == 3 and auto_min_cluster_size(1000) == 16 and auto_min_cluster_size(100_000) == 158
+    assert auto_min_cluster_size(10) == 3 and auto_min_cluster_size(1000) == 8 and auto_min_cluster_size(10_000) == 25
+
+
+def test_cluster_sklearn_backend_finds_the_same_groups():
+    X, truth = _blobs()
+    a = cluster_segments(X, CFG)
+    b = cluster_segments(X, CFG.model_copy(update={"backend": "sklearn"}))
+    assert np.array_equal(a, b)
+
+
+def test_cluster_fits_a_seeded_sample_and_assigns_the_rest():
+    X, truth = _blobs(per=80, noise=0)  # 240 rows, HDBSCAN sees 100
+    cfg = ClusterConfig(min_cluster_size=5, fit_sample=100)
+    a = cluster_segments(X, cfg, seed=3)
+    assert np.array_equal(a, cluster_segments(X, cfg, seed=3))
+    for k in range(3):
+        assert len(set(a[truth == k])) == 1 and a[truth == k][0] >= 0
+
+
+def test_cluster_precomputed_float16_memmap_gives_the_same_clusters(tmp_path):
+    X, _ = _blobs()
+    mm = write_embeddings(tmp_path / "emb.npy", (X[i : i + 16] for i in range(0, len(X), 16)), len(X), X.shape[1])
+    assert mm.dtype == np.float16
+    opened = open_embeddings(tmp_path / "emb.npy")
+    assert isinstance(opened, np.memmap)
+    assert np.array_equal(cluster_segments(opened, CFG), cluster_segments(X, CFG))
 
 
 def test_cluster_ctfidf_prefers_distinctive_terms():
@@ -51,26 +122,99 @@ def test_cluster_ctfidf_prefers_distinctive_terms():
 
 def test_cluster_pain_points_have_unique_labels_quotes_and_dates():
     X, truth = _blobs(per=12, noise=0)
-    phrases = {0: ["late delivery", "courier"], 1: ["melted ice packs", "box"], 2: ["missing ingredients", "box"]}
-    n = len(X)
-    segments = pd.DataFrame(
-        {
-            "doc_id": [f"d{i}" for i in range(n)],
-            "segment_id": [f"d{i}:0" for i in range(n)],
-            "text": [f"text {i} about {phrases[int(t)][0]}" for i, t in enumerate(truth)],
-            "stage": ["delivery"] * n,
-            "sentiment": ["negative"] * n,
-            "sentiment_score": [-0.8] * n,
-            "emotion": ["annoyance"] * n,
-            "phrases": [phrases[int(t)] for t in truth],
-        }
-    )
-    documents = pd.DataFrame({"doc_id": segments["doc_id"], "created_at": pd.to_datetime(["2026-10-01"] * (n - 1) + ["2026-10-20"], utc=True)})
-    table, assignment = find_pain_points(segments, X, documents, ["delivery", "billing"], ClusterConfig(min_cluster_size=5))
+    segments, documents = _frames(truth)
+    table, assignment = find_pain_points(segments, X, documents, ["delivery", "billing"], CFG)
     assert set(table["label"]) == {"late delivery", "melted ice packs", "missing ingredients"}
-    assert table["label"].is_unique and table["size"].sum() == n and all(a is not None for a in assignment)
+    assert table["label"].is_unique and table["size"].sum() == len(X) and all(a is not None for a in assignment)
     assert all(1 <= len(q) <= 3 for q in table["example_quotes"])
     assert table["share_of_stage_negative"].sum() == 1.0
     assert table["last_seen"].max() == pd.Timestamp("2026-10-20", tz="UTC")
-    again, _ = find_pain_points(segments, X, documents, ["delivery", "billing"], ClusterConfig(min_cluster_size=5))
+    assert table["status"].isna().all() and all(len(c) == 32 for c in table["centroid"])
+    assert list(table.columns) == column_names("pain_points")
+    again, _ = find_pain_points(segments, X, documents, ["delivery", "billing"], CFG)
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_cluster_quotes_skip_near_duplicates():
+    X, truth = _blobs(per=12, noise=0)
+    X[1] = X[0]  # an exact duplicate of the most central candidate would otherwise be quoted twice
+    segments, documents = _frames(truth)
+    table, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    for ids in table["example_segment_ids"]:
+        assert not {"d0:0", "d1:0"} <= set(ids)
+
+
+def test_cluster_weekly_counts_and_trend_follow_the_dates():
+    X, truth = _blobs(per=[6, 12, 18], noise=0)
+    # blob 0 only in week 1, blob 1 spread evenly, blob 2 growing: 3, 6, 9 over weeks 1-3
+    dates = ["2026-10-05"] * 6 + ["2026-10-05", "2026-10-12", "2026-10-19"] * 4 + ["2026-10-06"] * 3 + ["2026-10-13"] * 6 + ["2026-10-20"] * 9
+    segments, documents = _frames(truth, dates)
+    table, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    by_label = table.set_index("label")
+    assert by_label.at["missing ingredients", "weekly_counts"] == [3, 6, 9]
+    assert by_label.at["missing ingredients", "trend"] == pytest.approx(0.5)  # +3 a week over a mean of 6
+    assert by_label.at["melted ice packs", "trend"] == pytest.approx(0.0)
+    assert by_label.at["late delivery", "weekly_counts"] == [6, 0, 0]
+    undated, _ = find_pain_points(segments, X, documents.assign(created_at=pd.NaT), ["delivery"], CFG)
+    assert undated["weekly_counts"].isna().all() and undated["trend"].isna().all()
+
+
+def test_cluster_baseline_keeps_ids_and_marks_new_growing_shrinking_gone():
+    X1, t1 = _blobs(seed=0, per=[30, 30, 30], noise=0)
+    seg1, doc1 = _frames(t1)
+    first, _ = find_pain_points(seg1, X1, doc1, ["delivery"], CFG)
+    ids1 = dict(zip(first["label"], first["pain_point_id"]))
+    # Next night: blob 0 grew, blob 1 shrank, blob 2 vanished, a new blob appeared.
+    rng = np.random.default_rng(1)
+    X2 = np.concatenate([np.eye(3, 32)[0] * 3 + rng.normal(0, 0.15, (60, 32)), np.eye(3, 32)[1] * 3 + rng.normal(0, 0.15, (10, 32)), -np.eye(3, 32)[0] * 3 + rng.normal(0, 0.15, (20, 32))]).astype(np.float32)
+    t2 = np.repeat([0, 1, 2], [60, 10, 20])
+    seg2, doc2 = _frames(t2, prefix="e")
+    seg2.loc[t2 == 2, "phrases"] = pd.Series([["wrong address"]] * 20, index=seg2.index[t2 == 2])
+    second, assignment = find_pain_points(seg2, X2, doc2, ["delivery"], CFG, baseline=Baseline(first, len(seg1)))
+    rows = second.set_index("label")
+    assert rows.at["late delivery", "pain_point_id"] == ids1["late delivery"] and rows.at["late delivery", "status"] == "growing"
+    assert rows.at["melted ice packs", "pain_point_id"] == ids1["melted ice packs"] and rows.at["melted ice packs", "status"] == "shrinking"
+    assert rows.at["missing ingredients", "status"] == "gone" and rows.at["missing ingredients", "size"] == 0
+    assert rows.at["missing ingredients", "pain_point_id"] == ids1["missing ingredients"]
+    assert rows.at["wrong address", "status"] == "new" and rows.at["wrong address", "pain_point_id"] == "delivery-4"
+    assert set(assignment) == {ids1["late delivery"], ids1["melted ice packs"], "delivery-4"}
+    assert second["label"].is_unique
+
+
+def test_cluster_baseline_without_centres_matches_on_keyphrases():
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _frames(truth)
+    first, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    old = first.assign(centroid=None)
+    again, renames = match_baseline(first, Baseline(old, len(segments)), len(segments), CFG)
+    assert list(again["pain_point_id"]) == list(first["pain_point_id"]) and renames == {}
+    assert set(again["status"]) == {"stable"}
+
+
+def test_cluster_load_baseline_reads_parquet_and_csv_and_explains_a_bad_folder(tmp_path):
+    from cxnlp.output import to_arrow, write_table
+
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _frames(truth)
+    table, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    for fmt in ("parquet", "csv"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        write_table(to_arrow("pain_points", table), folder / "pain_points", fmt)
+        (folder / "run.json").write_text('{"counts": {"segments": 36}}')
+        base = load_baseline(folder)
+        assert base.n_segments == 36 and base.pain_points["centroid"].map(len).eq(32).all()
+        again, _ = match_baseline(table, base, 36, CFG)
+        assert set(again["status"]) == {"stable"}
+    with pytest.raises(InputError, match=r"\[E209\].*no pain_points.parquet or pain_points.csv") as exc:
+        load_baseline(tmp_path)
+    assert exc.value.exit_code == 2
+
+
+def test_cluster_baseline_rerun_of_the_same_input_is_stable(analyzer, mixed_result, tmp_path):
+    mixed_result.write(tmp_path / "night1")
+    again = analyzer.analyze([str(FIXTURES / "mixed.jsonl")], baseline=tmp_path / "night1")
+    before, after = mixed_result.pain_points, again.pain_points
+    assert list(after["pain_point_id"]) == list(before["pain_point_id"]) and list(after["label"]) == list(before["label"])
+    assert set(after["status"]) <= {"stable"} and again.manifest["baseline"] == str(tmp_path / "night1")
+    assert list(again.segments["pain_point_id"]) == list(mixed_result.segments["pain_point_id"])
