@@ -17,21 +17,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
+import os
 import re
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from .about import SCHEMA_VERSION
 from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT
 
+logger = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "Customer experience report"
 QUOTE_CHARS = 300  # longer quotes and verbatims are cut with an ellipsis
@@ -41,6 +47,23 @@ REJECT_EXAMPLES = 3  # reasons shown per reject code
 MIN_SEGMENTS_FOR_WORST = 5  # a stage needs this many segments to be called the one that hurts most
 MAX_BUCKETS = 78  # trend buckets: weeks, else months, quarters or years, whichever first fits
 NET_SATURATION = 60.0  # |net sentiment| at which the diverging colour is at full strength
+MIN_RATED_FOR_DRIVERS = 20  # rated documents needed before drivers are computed
+MIN_DRIVER_DOCUMENTS = 5  # rated documents with an issue (and without it) for it to be a driver
+DRIVER_ROWS = 10  # drivers shown, the largest pull on the mean rating first
+RISING_TREND = 0.1  # a pain point whose weekly trend is at least +10% a week ...
+RISING_MIN_SIZE = 10  # ... with at least this many segments is "rising" even without a baseline
+CHURN_QUOTES = 5  # churn-risk quotes shown
+# Words of leaving: cancelling, switching, closing the account, not coming back. Matched, case-insensitive,
+# in segments that are not positive ("would never cancel, love it" stays out).
+CHURN_PATTERN = re.compile(
+    r"\b(?:cancel(?:l?ed|l?ing|lation|s)?|unsubscrib\w*|switch(?:ed|ing)? (?:to|over)|"
+    r"(?:moving|moved|going|went) (?:to|over to) (?:a |another )?(?:competitor|\w+ instead)|"
+    r"clos(?:e|ed|ing) (?:my|the) account|delet(?:e|ed|ing) (?:my|the) account|"
+    r"never (?:again|order(?:ing)? again|buy(?:ing)? again|coming back)|(?:won'?t|will not) (?:be )?"
+    r"(?:order(?:ing)?|buy(?:ing)?|com(?:e|ing)) (?:back|again)|look(?:ing)? elsewhere|go(?:ing)? elsewhere|"
+    r"(?:last|final) (?:order|box|time)|done with (?:you|this|them|it))\b",
+    re.IGNORECASE,
+)
 
 NEGATIVE_COLOUR, NEUTRAL_COLOUR, POSITIVE_COLOUR = "#dc2626", "#cbd5e1", "#16a34a"
 _RED, _GREY, _GREEN = (185, 28, 28), (107, 114, 128), (21, 128, 61)
@@ -83,6 +106,14 @@ class PainPoint:
     top_emotions: list[str]
     keyphrases: list[str]
     quotes: list[str]
+    status: str = ""  # against the baseline: new, growing, shrinking, stable, gone; "" without one
+    baseline_size: int | None = None
+    trend: float | None = None  # least-squares weekly slope / mean: +0.1 = about +10% a week
+    weekly: list[int] = field(default_factory=list)
+
+    @property
+    def spark(self) -> Markup:
+        return sparkline(self.weekly)
 
 
 @dataclass
@@ -116,6 +147,9 @@ class TrendPanel:
     title: str
     total: int
     svg: Markup
+    buckets: list[pd.Timestamp] = field(default_factory=list)
+    volume: list[int] = field(default_factory=list)
+    net: list[float | None] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +158,101 @@ class Trends:
     start: str
     end: str
     panels: list[TrendPanel]
+
+
+@dataclass
+class Driver:
+    """Mean rating of the rated documents with an issue against those without it (key-driver style)."""
+
+    kind: str  # stage (a negative segment in the stage) or pain point (a segment in the pain point)
+    name: str
+    stage: str
+    documents: int  # rated documents with the issue
+    mean_with: float
+    mean_without: float
+
+    @property
+    def impact(self) -> float:
+        return self.mean_with - self.mean_without
+
+
+@dataclass
+class Drivers:
+    rated: int
+    mean: float
+    low: float  # lowest and highest rating seen, for the scale
+    high: float
+    rows: list[Driver]  # the largest pull on the mean first (impact x documents)
+
+
+@dataclass
+class ChurnQuote:
+    text: str
+    stage: str
+    score: float | None
+
+
+@dataclass
+class Alerts:
+    churn_documents: int
+    churn_share: float | None  # of analysed documents
+    churn_by_stage: list[tuple[str, int]]  # documents per stage (of the matching segment), most first
+    churn_quotes: list[ChurnQuote]
+    rising: list[PainPoint]  # trend >= RISING_TREND and size >= RISING_MIN_SIZE, steepest first
+
+
+@dataclass
+class StageChange:
+    id: str
+    slug: str
+    segments: int
+    before_segments: int | None
+    net: float | None
+    before_net: float | None
+    negative_share: float | None
+    before_negative_share: float | None
+
+    @property
+    def net_change(self) -> float | None:
+        return None if self.net is None or self.before_net is None else self.net - self.before_net
+
+
+@dataclass
+class PainPointChange:
+    label: str
+    stage: str
+    status: str  # new, growing, shrinking, gone
+    size: int
+    before: int | None
+
+
+@dataclass
+class Comparison:
+    """This run against a baseline run: headline and per-stage changes, pain points that moved."""
+
+    name: str
+    path: str
+    analysed_at: str
+    analysed: int
+    before_analysed: int
+    segments: int
+    before_segments: int
+    net: float | None
+    before_net: float | None
+    negative_share: float | None
+    before_negative_share: float | None
+    stages: list[StageChange]
+    changes: list[PainPointChange]  # new and growing first (the alerts), then shrinking and gone
+    stable: int
+    statuses: bool  # whether pain point statuses are known
+
+    @property
+    def net_change(self) -> float | None:
+        return None if self.net is None or self.before_net is None else self.net - self.before_net
+
+    @property
+    def surging(self) -> list[PainPointChange]:
+        return [c for c in self.changes if c.status in ("new", "growing")]
 
 
 @dataclass
@@ -163,6 +292,11 @@ class Report:
     device: str
     verbatims: int
     top_pain_points: int
+    generated_at: str = ""  # ISO 8601, UTC
+    ended_at: str = ""  # when the run ended, as run.json has it
+    comparison: Comparison | None = None
+    drivers: Drivers | None = None
+    alerts: Alerts | None = None
 
     @property
     def negative_share(self) -> float | None:
@@ -303,6 +437,27 @@ def fmt_score(value: Any) -> str:
     return f"+{number:.2f}" if number > 0 else f"−{-number:.2f}" if number < 0 else "0.00"
 
 
+def fmt_trend(value: Any) -> str:
+    """A weekly trend (slope / mean) as a signed percentage a week: "+12%/wk"."""
+    number = _num(value)
+    if number is None:
+        return "—"
+    rounded = int(round(100 * number))
+    return (f"+{rounded}" if rounded > 0 else f"−{-rounded}" if rounded < 0 else "0") + "%/wk"
+
+
+def fmt_change(value: Any, points: bool = False) -> str:
+    """A signed change: net sentiment points, or percentage points of a share with ``points``."""
+    number = _num(value)
+    if number is None:
+        return "—"
+    if points:
+        number *= 100
+    rounded = int(round(number))
+    sign = f"+{rounded}" if rounded > 0 else f"−{-rounded}" if rounded < 0 else "±0"
+    return sign + (" pp" if points else "")
+
+
 def fmt_bytes(value: Any) -> str:
     number = _num(value)
     if number is None:
@@ -317,8 +472,13 @@ def fmt_bytes(value: Any) -> str:
 # -- building the report -----------------------------------------------------------------------------
 
 
-def build_report(result: Any) -> Report:
-    """All the aggregates the renderers show, from a result's attributes only."""
+def build_report(result: Any, compare: bool = True) -> Report:
+    """All the aggregates the renderers show, from a result's attributes only.
+
+    A ``baseline`` attribute (a run loaded with :func:`load_run`) adds the comparison with that run;
+    without one, the baseline named in the manifest (``cxnlp analyze --baseline``) is loaded when it
+    still exists.
+    """
     documents, segments = _frame(result, "documents"), _frame(result, "segments")
     manifest: dict[str, Any] = getattr(result, "manifest", None) or {}
     report_cfg = getattr(getattr(result, "config", None), "report", None)
@@ -330,7 +490,8 @@ def build_report(result: Any) -> Report:
     counts = manifest.get("counts") or {}
     rejects = list(getattr(result, "rejects", None) or [])
 
-    pain_points = _pain_points(_frame(result, "pain_points"), stage_ids)
+    every_pain_point = _pain_points(_frame(result, "pain_points"), stage_ids)
+    pain_points = [p for p in every_pain_point if p.status != "gone"]  # gone: the baseline's, size 0
     stages = _stages(result, documents, segments, stage_ids, pain_points, verbatims, top_n)
     sentiment = _col(segments, "sentiment").value_counts()
     pos, neu, neg = (int(sentiment.get(k, 0)) for k in ("positive", "neutral", "negative"))
@@ -353,11 +514,14 @@ def build_report(result: Any) -> Report:
     channels = channels[channels.index != ""]
     timings = {str(k): v for k, v in (manifest.get("timings") or {}).items() if _num(v) is not None}
     slowest = max((float(v) for v in timings.values()), default=0.0) or 1.0
-    return Report(
+    now = datetime.now(timezone.utc)
+    report = Report(
         title=TITLE,
         version=_text(manifest.get("cxnlp_version")) or "unknown",
         schema_version=_text(manifest.get("schema_version")),
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=now.strftime("%Y-%m-%d %H:%M UTC"),
+        generated_at=now.isoformat(timespec="seconds"),
+        ended_at=_text(manifest.get("ended_at")),
         analysed_at=_when(manifest.get("ended_at") or manifest.get("started_at")),
         inputs=[_input(i) for i in manifest.get("inputs") or []],
         period=period,
@@ -393,6 +557,14 @@ def build_report(result: Any) -> Report:
         verbatims=verbatims,
         top_pain_points=top_n,
     )
+    baseline = getattr(result, "baseline", None) if compare else None
+    if compare and baseline is None and manifest.get("baseline"):
+        baseline = _manifest_baseline(str(manifest["baseline"]))
+    if baseline is not None:
+        report.comparison = _compare(report, result, every_pain_point, baseline)
+    report.drivers = _drivers(documents, segments, pain_points, stage_ids)
+    report.alerts = _alerts(report, documents, segments, pain_points)
+    return report
 
 
 def _input(info: Any) -> dict[str, Any]:
@@ -432,6 +604,12 @@ def _pain_points(table: pd.DataFrame, stage_ids: list[str]) -> list[PainPoint]:
                 quotes=[_clip(q) for q in _as_list(row.get("example_quotes")) if _text(q).strip()][
                     :PAIN_POINT_QUOTES
                 ],
+                status=_text(row.get("status")),
+                baseline_size=None
+                if _num(row.get("baseline_size")) is None
+                else _int(row.get("baseline_size")),
+                trend=_num(row.get("trend")),
+                weekly=[_int(v) for v in _as_list(row.get("weekly_counts"))],
             )
         )
     order = {s: i for i, s in enumerate(stage_ids)}
@@ -586,7 +764,260 @@ def _models(models: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+# -- drivers and alerts ------------------------------------------------------------------------------
+
+
+def _drivers(
+    documents: pd.DataFrame, segments: pd.DataFrame, pain_points: list[PainPoint], stage_ids: list[str]
+) -> Drivers | None:
+    """Which stages and pain points go with lower ratings: mean rating with the issue vs without it."""
+    if documents.empty or segments.empty or "doc_id" not in segments.columns:
+        return None
+    rating = pd.to_numeric(_col(documents, "rating"), errors="coerce").to_numpy()
+    ids = _col(documents, "doc_id").astype(str).to_numpy()
+    rated = ~pd.isna(rating)
+    if rated.sum() < MIN_RATED_FOR_DRIVERS:
+        return None
+    ratings = pd.Series(rating[rated].astype(float), index=ids[rated])
+    ratings = ratings[~ratings.index.duplicated()]
+    total, count = float(ratings.sum()), len(ratings)
+    seg_doc = _col(segments, "doc_id").astype(str)
+    negative = _col(segments, "sentiment") == "negative"
+    issues: list[tuple[str, str, str, Any]] = []
+    by_stage = seg_doc[negative].groupby(_col(segments, "stage")[negative]).unique()
+    issues += [("stage", s, s, by_stage.get(s)) for s in stage_ids if s in by_stage.index]
+    pain = _col(segments, "pain_point_id")
+    by_pain = seg_doc[pain.notna()].groupby(pain[pain.notna()].astype(str)).unique()
+    issues += [
+        ("pain point", p.label, p.stage, by_pain.get(p.id))
+        for p in pain_points
+        if not p.is_other and p.id in by_pain.index
+    ]
+    rows = []
+    for kind, name, stage, docs in issues:
+        with_issue = ratings.reindex(pd.Index(docs)).dropna()
+        n = len(with_issue)
+        if n < MIN_DRIVER_DOCUMENTS or count - n < MIN_DRIVER_DOCUMENTS:
+            continue
+        mean_with = float(with_issue.mean())
+        rows.append(Driver(kind, name, stage, n, mean_with, (total - float(with_issue.sum())) / (count - n)))
+    rows.sort(key=lambda d: (d.impact * d.documents, d.kind != "stage", d.name))  # ties: stages first
+    return Drivers(count, total / count, float(ratings.min()), float(ratings.max()), rows[:DRIVER_ROWS])
+
+
+def _alerts(
+    report: Report, documents: pd.DataFrame, segments: pd.DataFrame, pain_points: list[PainPoint]
+) -> Alerts:
+    """Documents at churn risk (words of leaving in a non-positive segment) and pain points on the rise."""
+    rising = sorted(
+        (
+            p
+            for p in pain_points
+            if not p.is_other
+            and p.trend is not None
+            and p.trend >= RISING_TREND
+            and p.size >= RISING_MIN_SIZE
+        ),
+        key=lambda p: (-(p.trend or 0.0), p.stage, p.label),
+    )
+    if segments.empty or "text" not in segments.columns:
+        return Alerts(0, None, [], [], rising)
+    candidates = segments[_col(segments, "sentiment") != "positive"]
+    hits = candidates[_col(candidates, "text").astype(str).str.contains(CHURN_PATTERN, na=False)]
+    n_docs = int(_col(hits, "doc_id").nunique())
+    stage = _col(hits, "stage").fillna("no stage").astype(str)
+    per_stage = (
+        hits.assign(_stage=stage.to_numpy()).groupby("_stage")["doc_id"].nunique()
+        if len(hits)
+        else pd.Series(dtype=int)
+    )
+    order = {s.id: s.position for s in report.stages}
+    by_stage = sorted(
+        ((str(k), int(v)) for k, v in per_stage.items()), key=lambda kv: (-kv[1], order.get(kv[0], 99), kv[0])
+    )
+    quotes: list[ChurnQuote] = []
+    seen: set[str] = set()
+    ranked = hits.assign(_score=pd.to_numeric(_col(hits, "sentiment_score"), errors="coerce")).sort_values(
+        "_score", na_position="last"
+    )
+    for text, st, score, doc in zip(
+        ranked["text"], _col(ranked, "stage"), ranked["_score"], _col(ranked, "doc_id")
+    ):
+        clipped = _clip(text)
+        if clipped.casefold() in seen or str(doc) in seen:
+            continue
+        seen.update({clipped.casefold(), str(doc)})
+        quotes.append(ChurnQuote(clipped, _text(st), _num(score)))
+        if len(quotes) == CHURN_QUOTES:
+            break
+    share = n_docs / report.analysed if report.analysed else None
+    return Alerts(n_docs, share, by_stage, quotes, rising)
+
+
+# -- comparison with a baseline run ----------------------------------------------------------------
+
+STATUS_ORDER = ("new", "growing", "shrinking", "gone")
+
+
+def _manifest_baseline(path: str) -> Any:
+    """The baseline a run was analysed against, when its folder still holds a run; else None."""
+    try:
+        return load_run(path, baseline=True)
+    except Exception as exc:  # noqa: BLE001 - a vanished or broken baseline drops the comparison only
+        logger.warning("baseline %s could not be read (%s); the report has no comparison", path, exc)
+        return None
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    try:
+        return bool(a) and bool(b) and Path(str(a)).resolve() == Path(str(b)).resolve()
+    except OSError:  # pragma: no cover
+        return False
+
+
+def _compare(report: Report, result: Any, pain_points: list[PainPoint], baseline: Any) -> Comparison:
+    before = build_report(baseline, compare=False)
+    summary = getattr(baseline, "summary", None) or {}
+    sentiment = summary.get("sentiment") if isinstance(summary.get("sentiment"), dict) else None
+    before_net = _num(sentiment.get("net_sentiment")) if sentiment else before.net
+    before_neg = _num(sentiment.get("negative_share")) if sentiment else before.negative_share
+    by_id = {s.id: s for s in before.stages}
+    stages = []
+    for s in report.stages:
+        b = by_id.get(s.id)
+        stages.append(
+            StageChange(
+                s.id,
+                s.slug,
+                s.segments,
+                b.segments if b else None,
+                s.net,
+                b.net if b else None,
+                s.share("negative"),
+                b.share("negative") if b else None,
+            )
+        )
+    manifest = getattr(result, "manifest", None) or {}
+    path = _text(getattr(baseline, "path", ""))
+    changes: list[PainPointChange] | None
+    if any(p.status for p in pain_points) and (
+        getattr(result, "baseline", None) is None or _same_path(manifest.get("baseline"), path)
+    ):
+        changes = [
+            PainPointChange(p.label, p.stage, p.status, p.size, p.baseline_size)
+            for p in pain_points
+            if p.status and not p.is_other
+        ]
+    else:
+        changes = _match_pain_points(result, baseline)
+    stable = sum(1 for c in changes or [] if c.status == "stable")
+    moved = [c for c in changes or [] if c.status in STATUS_ORDER]
+    moved.sort(key=lambda c: (STATUS_ORDER.index(c.status), -max(c.size, c.before or 0), c.stage, c.label))
+    return Comparison(
+        name=path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or path,
+        path=path,
+        analysed_at=before.analysed_at,
+        analysed=report.analysed,
+        before_analysed=before.analysed,
+        segments=report.segments,
+        before_segments=before.segments,
+        net=report.net,
+        before_net=before_net,
+        negative_share=report.negative_share,
+        before_negative_share=before_neg,
+        stages=stages,
+        changes=moved,
+        stable=stable,
+        statuses=changes is not None,
+    )
+
+
+def _match_pain_points(result: Any, baseline: Any) -> list[PainPointChange] | None:
+    """Statuses of this run's pain points against ``baseline``'s, by the cluster step's own matching."""
+    now, old = _frame(result, "pain_points"), _frame(baseline, "pain_points")
+    if now.empty and old.empty:
+        return []
+    try:
+        from .cluster import Baseline, match_baseline
+        from .config import ClusterConfig
+
+        def plain(frame: pd.DataFrame) -> pd.DataFrame:  # list cells as lists (Parquet: arrays; CSV: JSON)
+            frame = frame.reset_index(drop=True).copy()
+            for col in _LIST_COLUMNS:
+                if col in frame.columns:
+                    frame[col] = [None if v is None or _missing(v) else _as_list(v) for v in frame[col]]
+            return frame
+
+        if "status" in now.columns:
+            now = now[now["status"].fillna("") != "gone"]
+        now = plain(now.drop(columns=["status", "baseline_size"], errors="ignore"))
+        manifest = getattr(result, "manifest", None) or {}
+        cfg = (
+            ((manifest.get("config") or {}).get("cluster") or {})
+            if isinstance(manifest.get("config"), dict)
+            else {}
+        )
+        config = ClusterConfig(**{k: cfg[k] for k in ("match_threshold", "change_ratio") if k in cfg})
+        counts = (getattr(baseline, "manifest", None) or {}).get("counts") or {}
+        base = Baseline(plain(old), _int(counts.get("segments")), _text(getattr(baseline, "path", "")))
+        n_segments = _int((manifest.get("counts") or {}).get("segments"), len(_frame(result, "segments")))
+        table, renames = match_baseline(now, base, n_segments, config)
+    except Exception as exc:  # noqa: BLE001 - the stage comparison stands without pain point statuses
+        logger.warning(
+            "pain points could not be matched to the baseline's (%s); showing stage changes only", exc
+        )
+        return None
+    current = {_text(k): _text(v) for k, v in zip(now["pain_point_id"], now["label"])}
+    inverse = {new: old_id for old_id, new in renames.items()}
+    out = []
+    for row in table.to_dict("records"):
+        pid, status = _text(row.get("pain_point_id")), _text(row.get("status"))
+        if pid.endswith(f"-{OTHER_PAIN_POINT}") or not status:
+            continue
+        label = (
+            current.get(inverse.get(pid, pid), _text(row.get("label")))
+            if status != "gone"
+            else _text(row.get("label"))
+        )
+        before = _num(row.get("baseline_size"))
+        out.append(
+            PainPointChange(
+                _clip(label, 120),
+                _text(row.get("stage")),
+                status,
+                _int(row.get("size")),
+                None if before is None else int(before),
+            )
+        )
+    return out
+
+
+_LIST_COLUMNS = (
+    "keyphrases",
+    "top_emotions",
+    "example_segment_ids",
+    "example_quotes",
+    "weekly_counts",
+    "centroid",
+)
+
+
 # -- charts (inline SVG; any text is escaped here, then the whole is Markup) -------------------------
+
+
+def sparkline(counts: list[int], width: int = 72, height: int = 16) -> Markup:
+    """A tiny line of weekly counts (numbers only, nothing to escape); empty with fewer than 2 weeks."""
+    if len(counts) < 2:
+        return Markup("")
+    peak = max(counts) or 1
+    step = (width - 2) / (len(counts) - 1)
+    points = " ".join(
+        f"{1 + i * step:.1f},{height - 1.5 - (height - 3) * c / peak:.1f}" for i, c in enumerate(counts)
+    )
+    return Markup(
+        f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="segments per week, {len(counts)} weeks"><polyline points="{points}"/></svg>'
+    )
 
 
 def split_bar(negative: int, neutral: int, positive: int, label: str = "") -> Markup:
@@ -655,7 +1086,7 @@ def _panel(title: str, frame: pd.DataFrame, buckets: list[pd.Timestamp], unit: s
     )
     n = agg["n"].astype(int).tolist()
     net = [100.0 * (p - q) / c if c else None for p, q, c in zip(agg["pos"], agg["neg"], n)]
-    return TrendPanel(title, int(sum(n)), trend_chart(buckets, n, net, title, unit))
+    return TrendPanel(title, int(sum(n)), trend_chart(buckets, n, net, title, unit), buckets, n, net)
 
 
 def trend_chart(
@@ -721,18 +1152,130 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=fmt_num, pct=fmt_pct, net=fmt_net, score=fmt_score, bytes=fmt_bytes)
+    env.filters.update(
+        num=fmt_num,
+        pct=fmt_pct,
+        net=fmt_net,
+        score=fmt_score,
+        bytes=fmt_bytes,
+        trend=fmt_trend,
+        change=fmt_change,
+    )
     return env
 
 
 def render_html(result: Any) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no external resources)."""
-    report = build_report(result)
+    return html_page(build_report(result))
+
+
+def html_page(report: Report) -> str:
+    """Lay out a built report as HTML."""
     template = _environment().get_template("report.html.j2")
-    return template.render(r=report, csp=Markup(CSP), script=Markup(_SCRIPT), saturation=int(NET_SATURATION))
+    return template.render(
+        r=report,
+        csp=Markup(CSP),
+        script=Markup(_SCRIPT),
+        saturation=int(NET_SATURATION),
+        min_driver=MIN_DRIVER_DOCUMENTS,
+        rising_size=RISING_MIN_SIZE,
+        rising_pct=int(round(100 * RISING_TREND)),
+    )
 
 
 # -- Markdown ----------------------------------------------------------------------------------------
+
+
+def _markdown_drivers_and_alerts(r: Report) -> list[str]:
+    out: list[str] = []
+    if r.drivers is not None:
+        d = r.drivers
+        out += [
+            "## Drivers",
+            "",
+            f"Mean rating {d.mean:.2f} over {fmt_num(d.rated)} rated documents. Rating of the documents with each "
+            "issue against those without it, largest pull on the mean first (an association, not a cause).",
+            "",
+        ]
+        if d.rows:
+            out += [
+                "| Issue | Stage | Documents | Rating with | Without | Impact |",
+                "|---|---|---:|---:|---:|---:|",
+            ]
+            for x in d.rows:
+                kind = " (stage)" if x.kind == "stage" else ""
+                impact = f"{x.impact:+.2f}".replace("-", "−")
+                out.append(
+                    f"| {md_text(x.name, 120)}{kind} | {md_text(x.stage, 80)} | {fmt_num(x.documents)} | "
+                    f"{x.mean_with:.2f} | {x.mean_without:.2f} | {impact} |"
+                )
+        else:
+            out.append(
+                f"No stage or pain point has {MIN_DRIVER_DOCUMENTS} or more rated documents with and without it."
+            )
+        out.append("")
+    if r.alerts is not None:
+        a = r.alerts
+        out += ["## Alerts", ""]
+        if a.churn_documents:
+            stages = ", ".join(f"{md_text(s, 80)} {fmt_num(n)}" for s, n in a.churn_by_stage)
+            out.append(
+                f"- Churn risk: **{fmt_num(a.churn_documents)}** documents ({fmt_pct(a.churn_share)}) speak of "
+                f"cancelling, switching or leaving ({stages})"
+            )
+            out += [f"  > “{md_text(q.text)}”" for q in a.churn_quotes[:3]]
+        else:
+            out.append("- Churn risk: no document speaks of cancelling, switching or leaving")
+        if a.rising:
+            out.append("- Pain points on the rise:")
+            out += [
+                f"  - **{md_text(p.label, 120)}** ({md_text(p.stage, 80)}; {fmt_num(p.size)} segments, {fmt_trend(p.trend)})"
+                for p in a.rising[:10]
+            ]
+        else:
+            out.append("- Pain points on the rise: none")
+        out.append("")
+    return out
+
+
+def _markdown_comparison(c: Comparison) -> list[str]:
+    out = [f"## Compared with the baseline ({md_text(c.name, 120)})", ""]
+    if c.analysed_at:
+        out.append(f"Baseline analysed {md_text(c.analysed_at, 40)}.")
+        out.append("")
+    out.append(
+        f"- Documents analysed: {fmt_num(c.analysed)} (baseline {fmt_num(c.before_analysed)}); "
+        f"net sentiment {fmt_net(c.net)} (baseline {fmt_net(c.before_net)}, {fmt_change(c.net_change)}); "
+        f"negative {fmt_pct(c.negative_share)} (baseline {fmt_pct(c.before_negative_share)})"
+    )
+    moved = [s for s in c.stages if s.net_change is not None]
+    moved.sort(key=lambda s: (s.net_change or 0.0, s.id))
+    if moved:
+        worse = [s for s in moved if (s.net_change or 0) < 0][:3]
+        better = [s for s in reversed(moved) if (s.net_change or 0) > 0][:3]
+        if worse:
+            out.append(
+                "- Stages that got worse: "
+                + ", ".join(f"{md_text(s.id, 80)} {fmt_change(s.net_change)}" for s in worse)
+            )
+        if better:
+            out.append(
+                "- Stages that got better: "
+                + ", ".join(f"{md_text(s.id, 80)} {fmt_change(s.net_change)}" for s in better)
+            )
+    if not c.statuses:
+        out.append("- Pain points could not be matched to the baseline's.")
+    elif c.surging:
+        out.append("- Surging pain points:")
+        for p in c.surging[:10]:
+            was = "" if p.before is None else f", was {fmt_num(p.before)}"
+            out.append(
+                f"  - **{md_text(p.label, 120)}** ({md_text(p.stage, 80)}; {p.status}: {fmt_num(p.size)} segments{was})"
+            )
+    else:
+        out.append("- No pain point is new or growing.")
+    return out
+
 
 _ENTITY = re.compile(r"&(?=#?\w+;)")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
@@ -749,7 +1292,12 @@ def md_text(value: Any, limit: int = QUOTE_CHARS) -> str:
 
 def render_markdown(result: Any) -> str:
     """The same story in Markdown for email and chat: headline, journey table, pain points, data quality."""
-    r = build_report(result)
+    return markdown_page(build_report(result))
+
+
+def markdown_page(r: Report, charts: dict[str, str] | None = None) -> str:
+    """Lay out a built report as Markdown; ``charts`` (name -> relative PNG path) are shown as images."""
+    charts = charts or {}
     out = [f"# {r.title}", ""]
     meta = []
     if r.inputs:
@@ -778,6 +1326,8 @@ def render_markdown(result: Any) -> str:
         out.append("- Biggest pain point: none found")
     if r.mean_rating is not None:
         out.append(f"- Mean rating: **{r.mean_rating:.2f}** ({fmt_num(r.n_rated)} rated documents)")
+    if r.comparison is not None:
+        out += [""] + _markdown_comparison(r.comparison)
     out += ["", "## Journey", ""]
     out.append(
         "| # | Stage | Segments | Documents | Negative % | Net sentiment | Top emotions | Top pain point |"
@@ -791,6 +1341,8 @@ def render_markdown(result: Any) -> str:
             f"| {s.position + 1} | {md_text(s.id, 80)}{flag} | {fmt_num(s.segments)} | {fmt_num(s.documents)} | "
             f"{fmt_pct(s.share('negative'))} | {fmt_net(s.net)} | {emotions} | {md_text(top.label, 120) if top else '—'} |"
         )
+    if charts.get("journey"):
+        out += ["", f"![Net sentiment by journey stage]({charts['journey']})"]
     out += ["", "## Pain points by stage", ""]
     if not any(s.pain_points for s in r.stages):
         out += ["No pain points were found.", ""]
@@ -800,15 +1352,29 @@ def render_markdown(result: Any) -> str:
         out += [f"### {md_text(s.id, 80)}", ""]
         for p in s.pain_points:
             tag = " _(other)_" if p.is_other else ""
+            if p.status:
+                tag += f" _({md_text(p.status, 20)}{'' if p.baseline_size is None else ', was ' + fmt_num(p.baseline_size)})_"
+            trend = f", trend {fmt_trend(p.trend)}" if p.trend is not None else ""
             out.append(
                 f"- **{md_text(p.label, 120)}**{tag}: {fmt_num(p.size)} segments "
-                f"({fmt_pct(p.share)} of the stage's negative), {fmt_num(p.n_documents)} documents"
+                f"({fmt_pct(p.share)} of the stage's negative), {fmt_num(p.n_documents)} documents{trend}"
             )
             if p.quotes:
                 out.append(f"  > “{md_text(p.quotes[0])}”")
         if s.more_pain_points:
             out.append(f"- … and {s.more_pain_points} more (see report.html)")
         out.append("")
+    out += _markdown_drivers_and_alerts(r)
+    if r.trends is not None and charts.get("trend"):
+        out += [
+            "## Trends",
+            "",
+            f"Segments per {r.trends.unit} (grey bars) and net sentiment (line, −100 to +100), "
+            f"{r.trends.start} to {r.trends.end}, by the documents' created_at (UTC).",
+            "",
+            f"![Segments and net sentiment per {r.trends.unit} and stage]({charts['trend']})",
+            "",
+        ]
     out += ["## Data quality", ""]
     mark = "" if r.identity_holds else " (**mismatch**)"
     out.append(
@@ -829,3 +1395,321 @@ def render_markdown(result: Any) -> str:
         f"- cxnlp {md_text(r.version, 40)}, schema {md_text(r.schema_version, 20)}, device {md_text(r.device, 40)}{seconds}"
     )
     return "\n".join(out) + "\n"
+
+
+# -- summary.json ------------------------------------------------------------------------------------
+
+BIGGEST_PAIN_POINTS = 10  # clustered pain points listed in summary.json
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _pain_point_summary(p: PainPoint) -> dict[str, Any]:
+    return {
+        "pain_point_id": p.id,
+        "stage": p.stage,
+        "label": p.label,
+        "size": p.size,
+        "share_of_stage_negative": _round(p.share, 4),
+        "n_documents": p.n_documents,
+        "mean_sentiment_score": _round(p.mean_score, 4),
+        "status": p.status or None,
+        "trend": _round(p.trend, 4),
+    }
+
+
+def build_summary(r: Report) -> dict[str, Any]:
+    """The headline figures for dashboards (``summary.json``; fields in :data:`cxnlp.schema.SUMMARY_FIELDS`)."""
+    stages = []
+    for s in r.stages:
+        top = next((p for p in s.pain_points if not p.is_other), None)
+        stages.append(
+            {
+                "stage": s.id,
+                "position": s.position,
+                "documents": s.documents,
+                "segments": s.segments,
+                "positive": s.positive,
+                "neutral": s.neutral,
+                "negative": s.negative,
+                "net_sentiment": _round(s.net, 2),
+                "negative_share": _round(s.share("negative"), 4),
+                "mean_sentiment_score": _round(s.mean_score, 4),
+                "top_emotions": [e for e, _ in s.emotions],
+                "top_pain_point": None
+                if top is None
+                else {"pain_point_id": top.id, "label": top.label, "size": top.size},
+            }
+        )
+    clustered = sorted((p for p in r.pain_points if not p.is_other), key=lambda p: (-p.size, p.stage, p.id))
+    c = r.comparison
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cxnlp_version": r.version,
+        "generated_at": r.generated_at,
+        "analysed_at": r.ended_at or None,
+        "period": None if r.period is None else {"start": r.period[0], "end": r.period[1]},
+        "counts": {
+            "read": r.read,
+            "analysed": r.analysed,
+            "rejected": r.rejected,
+            "segments": r.segments,
+            "segments_without_stage": r.unassigned,
+        },
+        "sentiment": {
+            "positive": r.positive,
+            "neutral": r.neutral,
+            "negative": r.negative,
+            "negative_share": _round(r.negative_share, 4),
+            "net_sentiment": _round(r.net, 2),
+        },
+        "mean_rating": _round(r.mean_rating, 4),
+        "rated_documents": r.n_rated,
+        "worst_stage": r.worst.id if r.worst is not None else None,
+        "stages": stages,
+        "biggest_pain_points": [_pain_point_summary(p) for p in clustered[:BIGGEST_PAIN_POINTS]],
+        "drivers": None
+        if r.drivers is None
+        else [
+            {
+                "kind": x.kind,
+                "name": x.name,
+                "stage": x.stage,
+                "documents": x.documents,
+                "mean_rating_with": _round(x.mean_with, 4),
+                "mean_rating_without": _round(x.mean_without, 4),
+                "impact": _round(x.impact, 4),
+            }
+            for x in r.drivers.rows
+        ],
+        "churn_risk": None
+        if r.alerts is None
+        else {
+            "documents": r.alerts.churn_documents,
+            "share": _round(r.alerts.churn_share, 4),
+            "by_stage": dict(r.alerts.churn_by_stage),
+        },
+        "rising_pain_points": [] if r.alerts is None else [_pain_point_summary(p) for p in r.alerts.rising],
+        "rejects_by_code": {x["code"]: x["count"] for x in r.rejects},
+        "baseline": None
+        if c is None
+        else {
+            "path": c.path,
+            "analysed_documents": c.before_analysed,
+            "net_sentiment": _round(c.before_net, 2),
+            "net_sentiment_change": _round(c.net_change, 2),
+            "negative_share": _round(c.before_negative_share, 4),
+            "stages": [
+                {
+                    "stage": s.id,
+                    "segments": s.before_segments,
+                    "net_sentiment": _round(s.before_net, 2),
+                    "net_sentiment_change": _round(s.net_change, 2),
+                }
+                for s in c.stages
+            ],
+            "pain_point_statuses": None
+            if not c.statuses
+            else {k: sum(1 for x in c.changes if x.status == k) for k in STATUS_ORDER} | {"stable": c.stable},
+            "surging_pain_points": [
+                {
+                    "stage": x.stage,
+                    "label": x.label,
+                    "status": x.status,
+                    "size": x.size,
+                    "baseline_size": x.before,
+                }
+                for x in c.surging
+            ],
+        },
+    }
+
+
+def render_summary(result: Any) -> str:
+    """``summary.json`` for a result."""
+    return _summary_json(build_report(result))
+
+
+def _summary_json(report: Report) -> str:
+    return json.dumps(build_summary(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# -- files: writing a run's reports, and re-rendering them from the tables on disk -------------------
+
+CHARTS_DIR = "charts"
+
+
+def _write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(
+    result: Any, outdir: str | Path, html: bool = True, markdown: bool = True
+) -> dict[str, Any]:
+    """Write report.html, report.md with its charts/*.png, and summary.json into ``outdir``, each atomically.
+
+    The report is built once for all of them. Returns what was written, as run.json's ``outputs`` names it.
+    """
+    outdir = Path(outdir)
+    report = build_report(result)
+    files: dict[str, Any] = {}
+    charts: dict[str, str] = {}
+    if markdown:
+        from .charts import draw_charts
+
+        for name, png in draw_charts(report).items():
+            relative = f"{CHARTS_DIR}/{name}.png"
+            _write_atomic(outdir / relative, png)
+            charts[name] = relative
+        files["charts"] = list(charts.values())
+    if html:
+        _write_atomic(outdir / "report.html", html_page(report))
+        files["report_html"] = "report.html"
+    if markdown:
+        _write_atomic(outdir / "report.md", markdown_page(report, charts))
+        files["report_md"] = "report.md"
+    _write_atomic(outdir / "summary.json", _summary_json(report))
+    files["summary"] = "summary.json"
+    return files
+
+
+@dataclass
+class LoadedRun:
+    """A finished run read back from its output folder, with the attributes the renderers read."""
+
+    path: str
+    manifest: dict[str, Any]
+    documents: pd.DataFrame
+    segments: pd.DataFrame
+    pain_points: pd.DataFrame
+    stage_summary: pd.DataFrame
+    stage_ids: list[str]
+    rejects: list[Any]
+    config: Any
+    summary: dict[str, Any] | None = None
+    baseline: Any = None
+
+
+_SKIP_COLUMNS = {
+    "documents": ["emotion_scores"],
+    "segments": ["emotion_scores"],
+}  # not shown; slow to convert
+
+
+def load_run(outdir: str | Path, baseline: bool = False) -> LoadedRun:
+    """Read a run's tables (Parquet, CSV or DuckDB), run.json, rejects.jsonl and summary.json.
+
+    With ``baseline``, only what a comparison needs: the stage summary and pain points (and the
+    segments' sentiment when the run has no summary.json).
+    """
+    from .config import ReportConfig
+    from .io import Reject
+    from .output import TABLE_NAMES, read_outputs
+    from .schema import column_names
+
+    path = Path(outdir)
+    summary: dict[str, Any] | None = None
+    try:
+        loaded = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        summary = loaded if isinstance(loaded, dict) else None
+    except (OSError, ValueError):
+        summary = None
+    names: tuple[str, ...] = TABLE_NAMES
+    if baseline:
+        names = ("stage_summary", "pain_points") + (
+            () if summary and "sentiment" in summary else ("segments",)
+        )
+    tables = read_outputs(path, names)
+    manifest: dict[str, Any] = dict(tables["manifest"])
+    frames: dict[str, pd.DataFrame] = {}
+    for name in TABLE_NAMES:
+        table = tables.get(name)
+        if table is None:
+            frames[name] = pd.DataFrame(columns=column_names(name))
+            continue
+        keep = [c for c in table.column_names if c not in _SKIP_COLUMNS.get(name, [])]
+        frames[name] = table.select(keep).to_pandas()
+    rejects: list[Any] = []
+    counts: Counter[str] = Counter()
+    try:
+        with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(row, dict):
+                    continue
+                code = _text(row.get("code")) or "?"
+                counts[code] += 1
+                if counts[code] <= REJECT_EXAMPLES:  # the report shows a few reasons per code
+                    rejects.append(
+                        Reject(
+                            _text(row.get("source_file")),
+                            _int(row.get("source_line")),
+                            code,
+                            _text(row.get("reason")),
+                            _text(row.get("raw")),
+                        )
+                    )
+    except OSError:
+        pass
+    if counts and not manifest.get("rejects_by_code"):
+        manifest["rejects_by_code"] = dict(counts)
+    settings = (
+        ((manifest.get("config") or {}).get("report") or {})
+        if isinstance(manifest.get("config"), dict)
+        else {}
+    )
+    try:
+        report_config = ReportConfig(**{k: v for k, v in settings.items() if k in ReportConfig.model_fields})
+    except ValueError:
+        report_config = ReportConfig()
+    stage_ids = (
+        [str(s) for s in manifest.get("stages") or []]
+        or [_text(s) for s in frames["stage_summary"].get("stage", pd.Series(dtype=object))]
+        or list(DEFAULT_STAGES)
+    )
+    return LoadedRun(
+        path=str(path),
+        manifest=manifest,
+        documents=frames["documents"],
+        segments=frames["segments"],
+        pain_points=frames["pain_points"],
+        stage_summary=frames["stage_summary"],
+        stage_ids=stage_ids,
+        rejects=rejects,
+        config=SimpleNamespace(report=report_config),
+        summary=summary,
+    )
+
+
+def rerender(outdir: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:
+    """Re-render report.html, report.md, its charts and summary.json from OUTDIR's tables; no model runs.
+
+    ``baseline``: another run's output folder to compare with (default: the one the run was analysed
+    against, if any). Each file is replaced atomically. Returns what was written.
+    """
+    from .errors import Errors, PipelineError
+
+    run = load_run(outdir)
+    if baseline is not None:
+        run.baseline = load_run(baseline, baseline=True)
+    try:
+        files = write_reports(run, Path(outdir))
+    except OSError as exc:
+        raise PipelineError(Errors.E208, path=str(outdir), problem=exc.strerror or str(exc)) from exc
+    logger.info("re-rendered the report in %s", outdir)
+    return files

@@ -18,6 +18,7 @@ SECTIONS = [
     "Headline numbers",
     "Journey map",
     "Stages",
+    "Alerts",
     "Pain points",
     "Trends",
     "Data quality",
@@ -412,3 +413,285 @@ def test_report_reads_csv_style_cells_and_any_index(result: SimpleNamespace) -> 
         render_markdown(loaded).split("## Data quality")[0]
         == render_markdown(result).split("## Data quality")[0]
     )
+
+
+# -- writing, re-rendering from disk (cxnlp report), summary.json, charts, baseline ------------------
+
+
+def make_analysis(**kwargs):
+    """The hand-built result as a real AnalysisResult, so ``write`` and ``cxnlp report`` run on it."""
+    from cxnlp.config import config_to_dict, load_config
+    from cxnlp.io import Reject
+    from cxnlp.pipeline import AnalysisResult
+
+    r = make_result(**kwargs)
+    config = load_config(None, {"report": {"verbatims": 2, "top_pain_points": 3}})
+    rejects = [Reject(x.source_file, x.source_line, x.code, x.reason, x.raw) for x in r.rejects]
+    manifest = {**r.manifest, "config": config_to_dict(config)}
+    return AnalysisResult(
+        r.documents, r.segments, r.pain_points, r.stage_summary, rejects, manifest, STAGES, config
+    )
+
+
+def _stable(text: str) -> str:
+    """A report without its generation time."""
+    return re.sub(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", "Generated <time>", text)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "duckdb"])
+def test_report_rerender_from_disk_matches_the_run(tmp_path, fmt: str) -> None:
+    from cxnlp.report import rerender
+
+    out = make_analysis().write(tmp_path / "run", fmt)
+    written = {name: (out / name).read_text(encoding="utf-8") for name in ("report.html", "report.md")}
+    tables = {
+        p.name: p.stat().st_mtime_ns
+        for p in out.iterdir()
+        if p.suffix in (".parquet", ".csv", ".duckdb", ".jsonl")
+    }
+    files = rerender(out)
+    assert files["report_html"] == "report.html" and files["summary"] == "summary.json"
+    for name, before in written.items():
+        assert _stable((out / name).read_text(encoding="utf-8")) == _stable(before), (fmt, name)
+    assert {
+        p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in tables
+    } == tables  # tables untouched
+    assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_report_summary_json_holds_the_headline_figures(tmp_path) -> None:
+    import json
+
+    from cxnlp.schema import SUMMARY_FIELDS
+
+    out = make_analysis().write(tmp_path / "run")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert list(summary) == list(SUMMARY_FIELDS)
+    assert summary["schema_version"] == "1.0" and summary["generated_at"].endswith("+00:00")
+    assert summary["counts"] == {
+        "read": 8,
+        "analysed": 6,
+        "rejected": 2,
+        "segments": 13,
+        "segments_without_stage": 1,
+    }
+    assert summary["sentiment"]["negative"] == 7 and summary["sentiment"]["net_sentiment"] == round(
+        -300 / 13, 2
+    )
+    assert summary["worst_stage"] == "delivery" and summary["period"] == {
+        "start": "2024-03-04",
+        "end": "2024-03-24",
+    }
+    assert [s["stage"] for s in summary["stages"]] == STAGES
+    delivery = summary["stages"][STAGES.index("delivery")]
+    assert delivery["segments"] == 6 and delivery["negative_share"] == 0.6667
+    assert delivery["top_pain_point"]["label"].startswith("late parcel")
+    assert [p["pain_point_id"] for p in summary["biggest_pain_points"]] == [
+        "delivery-1"
+    ]  # "other" is no pain point
+    assert summary["rejects_by_code"] == {"R001": 1, "R002": 1} and summary["baseline"] is None
+    assert json.loads((out / "run.json").read_text())["outputs"]["summary"] == "summary.json"
+
+
+def test_report_markdown_charts_are_small_deterministic_pngs(tmp_path) -> None:
+    from cxnlp.charts import draw_charts
+    from cxnlp.report import build_report
+
+    out = make_analysis().write(tmp_path / "run")
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    for name in ("journey", "trend"):
+        png = (out / "charts" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and 5_000 < len(png) < 300_000, name
+        assert f"](charts/{name}.png)" in markdown
+    first, second = draw_charts(build_report(make_result())), draw_charts(build_report(make_result()))
+    assert first == second
+
+
+def test_report_without_timestamps_has_no_trend_chart(tmp_path) -> None:
+    out = make_analysis(timestamps=False).write(tmp_path / "run")
+    assert (out / "charts" / "journey.png").is_file() and not (out / "charts" / "trend.png").exists()
+    assert "trend.png" not in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_report_cli_rerenders_and_reports_errors(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from cxnlp.cli import cli
+
+    out = make_analysis().write(tmp_path / "run")
+    (out / "report.html").unlink()
+    (out / "summary.json").unlink()
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Wrote" in result.output and (out / "report.html").is_file() and (out / "summary.json").is_file()
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "[E209]" in result.output and "run.json is missing" in result.output
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def _worse_delivery() -> SimpleNamespace:
+    """The same run a week later: two more negative delivery segments."""
+    result = make_analysis()
+    extra = result.segments.iloc[[0, 4]].copy()
+    extra["segment_id"] = ["d1:90", "d3:91"]
+    result.segments = pd.concat([result.segments, extra], ignore_index=True)
+    result.stage_summary = _stage_summary(result.segments, result.documents, result.pain_points)
+    result.manifest = {
+        **result.manifest,
+        "counts": {**result.manifest["counts"], "segments": len(result.segments)},
+    }
+    return result
+
+
+def test_report_baseline_compares_stages_and_headline(tmp_path) -> None:
+    import json
+
+    from cxnlp.report import rerender
+
+    before = make_analysis().write(tmp_path / "before")
+    out = _worse_delivery().write(tmp_path / "now")
+    rerender(out, baseline=before)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    section = html.split('<section id="baseline">')[1].split("</section>")[0]
+    assert "Compared with the baseline" in section and "before" in section
+    delivery = section.split('href="#stage-delivery"')[1].split("</tr>")[0]
+    # delivery: net 100 * (1 - 4) / 6 = -50 before, 100 * (1 - 6) / 8 = -62.5 now
+    assert "−50" in delivery and "−62" in delivery and "−12" in delivery  # round half to even
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    stages = {s["stage"]: s for s in summary["baseline"]["stages"]}
+    assert (
+        stages["delivery"]["net_sentiment_change"] == -12.5 and stages["usage"]["net_sentiment_change"] == 0
+    )
+    assert "## Compared with the baseline (before)" in (out / "report.md").read_text(encoding="utf-8")
+    rerender(out)  # without --baseline the comparison goes away again
+    assert '<section id="baseline">' not in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_report_shows_pain_point_statuses_from_an_analysis_against_a_baseline(tmp_path) -> None:
+    import json
+
+    before = make_analysis().write(tmp_path / "before")
+    result = _worse_delivery()
+    pp = result.pain_points.copy()
+    pp["status"], pp["baseline_size"] = ["stable", "growing"], [2, 1]
+    pp["trend"] = [None, 0.25]
+    pp["weekly_counts"] = [None, [1, 0, 1]]
+    gone = pp.iloc[[1]].assign(
+        pain_point_id="delivery-2", label="lost parcels", size=0, status="gone", baseline_size=4
+    )
+    result.pain_points = pd.concat([pp, gone], ignore_index=True)
+    result.manifest = {**result.manifest, "baseline": str(before)}
+    out = result.write(tmp_path / "now")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    section = html.split('<section id="baseline">')[1].split("</section>")[0]
+    assert '<span class="badge growing">growing</span>' in section and "lost parcels" in section
+    card = html.split('id="stage-delivery"')[1].split("</details>")[0]
+    assert "lost parcels" not in card  # gone pain points are no longer in the stage
+    assert "trend +25%/wk" in card and '<svg class="spark"' in card
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    statuses = summary["baseline"]["pain_point_statuses"]
+    assert statuses == {"new": 0, "growing": 1, "shrinking": 0, "gone": 1, "stable": 0}
+    assert [p["status"] for p in summary["baseline"]["surging_pain_points"]] == ["growing"]
+
+
+# -- drivers and alerts ------------------------------------------------------------------------------
+
+
+def _rated_run(n: int = 40) -> SimpleNamespace:
+    """n rated documents: those with a negative delivery segment rate 1, the others 5; a few mention leaving."""
+    docs, segs = [], []
+    for i in range(n):
+        doc, late = f"r{i}", i % 4 == 0
+        texts = [("delivery", "negative", -0.8, "The box came late again.")] if late else []
+        texts.append(("usage", "positive", 0.7, "The recipes are lovely."))
+        if i in (1, 2):
+            texts.append(("billing", "negative", -0.9, "I am cancelling my subscription today."))
+        if i == 3:
+            texts.append(("loyalty", "positive", 0.9, "Would never cancel, love it."))
+        for j, (stage, label, score, text) in enumerate(texts):
+            segs.append(
+                {
+                    "doc_id": doc,
+                    "segment_id": f"{doc}:{j}",
+                    "position": j,
+                    "text": text,
+                    "stage": stage,
+                    "stages": [stage],
+                    "sentiment": label,
+                    "sentiment_score": score,
+                    "emotion": "neutral",
+                    "pain_point_id": "delivery-1" if stage == "delivery" else None,
+                }
+            )
+        docs.append(
+            {
+                "doc_id": doc,
+                "text": "...",
+                "created_at": START + pd.Timedelta(days=i),
+                "rating": 1.0 if late else 5.0,
+                "stages": sorted({t[0] for t in texts}, key=STAGES.index),
+            }
+        )
+    documents, segments = pd.DataFrame(docs), pd.DataFrame(segs)
+    pp = pd.DataFrame(
+        [
+            {
+                "pain_point_id": "delivery-1",
+                "stage": "delivery",
+                "label": "late box",
+                "size": n // 4,
+                "share_of_stage_negative": 1.0,
+                "n_documents": n // 4,
+                "example_quotes": ["The box came late again."],
+                "trend": 0.3,
+                "weekly_counts": [1, 2, 3, 4, 0, 0],
+            }
+        ]
+    )
+    return SimpleNamespace(
+        documents=documents,
+        segments=segments,
+        pain_points=pp,
+        stage_summary=_stage_summary(segments, documents, pp),
+        manifest={"counts": {"read": n, "analysed": n, "rejected": 0}},
+        stage_ids=STAGES,
+        rejects=[],
+        config=SimpleNamespace(report=SimpleNamespace(verbatims=2, top_pain_points=3)),
+    )
+
+
+def test_report_drivers_compare_ratings_with_and_without_the_issue() -> None:
+    from cxnlp.report import build_report, build_summary
+
+    report = build_report(_rated_run())
+    assert report.drivers is not None and report.drivers.rated == 40
+    first = report.drivers.rows[0]
+    assert (first.name, first.documents, first.mean_with, first.mean_without) == ("delivery", 10, 1.0, 5.0)
+    assert [(d.kind, d.name, d.impact) for d in report.drivers.rows] == [
+        ("stage", "delivery", -4.0),
+        ("pain point", "late box", -4.0),
+    ]
+    html = render_html(_rated_run())
+    assert _h2(html) == SECTIONS[1:4] + ["Drivers"] + SECTIONS[4:]
+    assert "−4.00" in html.split('<section id="drivers">')[1].split("</section>")[0]
+    assert build_summary(report)["drivers"][0]["impact"] == -4.0
+    assert "Drivers" not in render_html(make_result())  # 6 rated documents are too few
+
+
+def test_report_alerts_churn_risk_and_rising_pain_points() -> None:
+    from cxnlp.report import build_report
+
+    report = build_report(_rated_run())
+    alerts = report.alerts
+    assert alerts.churn_documents == 2 and alerts.churn_by_stage == [
+        ("billing", 2)
+    ]  # "never cancel, love it" is positive
+    assert [q.text for q in alerts.churn_quotes] == ["I am cancelling my subscription today."]
+    assert [p.label for p in alerts.rising] == ["late box"]
+    section = render_html(_rated_run()).split('<section id="alerts">')[1].split("</section>")[0]
+    assert "I am cancelling my subscription today." in section and "+30%/wk" in section
+    assert "## Alerts" in render_markdown(_rated_run())
+    quiet = render_html(make_result()).split('<section id="alerts">')[1].split("</section>")[0]
+    assert "No document speaks of cancelling" in quiet
