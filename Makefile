@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo screenshots test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/cxnlp analyze data/samples/reviews.jsonl -o out/demo
 	@echo "Report: $(CURDIR)/out/demo/report.html"
+
+screenshots: demo  # docs/img/report-*.png from out/demo (headless Chromium)
+	$(BIN)/python docs/screenshots.py
 
 test: install
 	$(BIN)/python -m pytest -q

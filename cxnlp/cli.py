@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from .about import __version__
-from .errors import CxnlpError, Errors, PipelineError
+from .errors import CxnlpError, Errors, Interrupted, PipelineError
 
 logger = logging.getLogger("cxnlp")
 
@@ -72,6 +72,8 @@ def verbosity(f: Callable[..., Any]) -> Callable[..., Any]:
             return f(*args, quiet=quiet, **kwargs)
         except CxnlpError as exc:
             raise CliError(exc) from exc
+        except KeyboardInterrupt:
+            raise CliError(Interrupted(Errors.E215)) from None
 
     return wrapper
 
@@ -110,15 +112,18 @@ def cli() -> None:
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline config YAML (default: pipelines/default.yaml).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set cluster.scope=all.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Table format (default: output.format, parquet).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "duckdb"]), help="Table format (default: output.format, parquet); duckdb writes one cxnlp.duckdb with tables and views.")
 @click.option("--taxonomy", help="Journey taxonomy YAML (same as --set journey.taxonomy=PATH).")
 @click.option("--text-field", help="Input field holding the text (default: auto-detected).")
 @click.option("--id-field", help="Input field holding the record id.")
 @click.option("--timestamp-field", help="Input field holding the date or time.")
 @click.option("--rating-field", help="Input field holding a rating, NPS or CSAT value.")
 @click.option("--channel-field", help="Input field holding the channel.")
+@click.option("--no-redact", is_flag=True, help="Keep personal data (emails, phones, cards, IBANs, IPs, token URLs, names) in the outputs; same as --set redact.enabled=false.")
+@click.option("--max-rejects", type=float, metavar="N", help="Fail (exit 1, after writing rejects.jsonl) when more records than this are rejected: a count, or a fraction below 1 such as 0.05.")
+@click.option("--baseline", type=click.Path(file_okay=False), help="Output folder of an earlier run: pain points keep its ids and get a status (new, growing, shrinking, stable, gone).")
 @verbosity
-def analyze_cli(inputs: tuple[str, ...], outdir: str, config_path: str | None, device: str, overrides: tuple[str, ...], fmt: str | None, taxonomy: str | None, quiet: bool, **fields: str | None) -> None:
+def analyze_cli(inputs: tuple[str, ...], outdir: str, config_path: str | None, device: str, overrides: tuple[str, ...], fmt: str | None, taxonomy: str | None, quiet: bool, baseline: str | None, **fields: str | None) -> None:
     """Analyse INPUT files (JSONL, CSV, TSV, Parquet, optionally .gz; globs; - for JSONL on stdin).
 
     \b
@@ -127,9 +132,10 @@ def analyze_cli(inputs: tuple[str, ...], outdir: str, config_path: str | None, d
       cxnlp analyze 'exports/*.csv.gz' -o out/nightly --set cluster.scope=all
     """
     from .config import _merge, load_config, parse_overrides
-    from .pipeline import Analyzer
+    from .pipeline import Analyzer, reject_limit_error
 
     extra: dict[str, Any] = parse_overrides(list(overrides))
+    no_redact, max_rejects = fields.pop("no_redact", False), fields.pop("max_rejects", None)
     field_map = {k.removesuffix("_field"): v for k, v in fields.items() if v}
     if field_map:
         extra = _merge(extra, {"input": {"fields": field_map}})
@@ -137,11 +143,17 @@ def analyze_cli(inputs: tuple[str, ...], outdir: str, config_path: str | None, d
         extra = _merge(extra, {"journey": {"taxonomy": taxonomy}})
     if fmt:
         extra = _merge(extra, {"output": {"format": fmt}})
+    if no_redact:
+        extra = _merge(extra, {"redact": {"enabled": False}})
+    if max_rejects is not None:
+        extra = _merge(extra, {"input": {"max_rejects": max_rejects}})
     config = load_config(config_path, extra or None)
     analyzer = Analyzer(config, device)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
-        result = analyzer.analyze(list(inputs), progress)
+        result = analyzer.analyze(list(inputs), progress, baseline)
     out = result.write(outdir)
+    if (failure := reject_limit_error(result, out / "rejects.jsonl")) is not None:
+        raise failure
     counts = result.counts
     if not quiet:
         _summary(result, out)
@@ -208,6 +220,27 @@ def eval_cli(path: str, task: str, heads: str, taxonomy: str, device: str, json_
     target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if not quiet:
         click.echo(f"\nJSON: {target}")
+
+
+@cli.command("report")
+@click.argument("outdir", type=click.Path(exists=True, file_okay=False))
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False), help="Output folder of an earlier run to compare with: stage changes and pain points that are new, growing, shrinking or gone.")
+@verbosity
+def report_cli(outdir: str, baseline: str | None, quiet: bool) -> None:
+    """Re-render report.html, report.md, its charts and summary.json from OUTDIR's tables; runs no model.
+
+    \b
+    Example:
+      cxnlp report out/demo
+      cxnlp report out/this-week --baseline out/last-week
+    """
+    from .report import rerender
+
+    files = rerender(outdir, baseline)
+    if not quiet:
+        for key in ("report_html", "report_md", "summary"):
+            if key in files:
+                click.echo(f"Wrote {Path(outdir) / files[key]}")
 
 
 def main() -> None:

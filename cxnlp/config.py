@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, Errors, did_you_mean
 
@@ -34,6 +34,22 @@ class InputConfig(_Section):
     fields: FieldsConfig = FieldsConfig()
     max_chars: int = Field(20_000, ge=100)
     strip_html: bool = True
+    max_rejects: float | None = Field(None, ge=0)
+
+    @field_validator("max_rejects")
+    @classmethod
+    def _count_or_fraction(cls, value: float | None) -> float | None:
+        if value is not None and value >= 1 and value != int(value):
+            raise ValueError("use a whole number of records (e.g. 100) or a fraction below 1 (e.g. 0.05)")
+        return value
+
+    def reject_limit(self, read: int) -> int | None:
+        """How many rejects ``max_rejects`` allows for ``read`` records (None: no limit)."""
+        if self.max_rejects is None:
+            return None
+        if 0 < self.max_rejects < 1:
+            return int(self.max_rejects * read)
+        return int(self.max_rejects)
 
 
 class SegmentConfig(_Section):
@@ -62,9 +78,15 @@ class ClusterConfig(_Section):
     min_segments: int = Field(6, ge=2)
     min_cluster_size: int | None = Field(None, ge=2)
     min_samples: int | None = Field(None, ge=1)
-    reduce_dims: int = Field(10, ge=2)
-    assign_threshold: float = Field(0.6, ge=0, le=1)
+    reduce_dims: int = Field(15, ge=2)
+    selection: Literal["leaf", "eom"] = "leaf"
+    backend: Literal["hdbscan", "sklearn"] = "hdbscan"
+    fit_sample: int = Field(10_000, ge=100)
+    assign_threshold: float = Field(0.5, ge=0, le=1)
+    refine_iterations: int = Field(3, ge=0, le=20)
     n_quotes: int = Field(3, ge=1, le=10)
+    match_threshold: float = Field(0.8, ge=0, le=1)
+    change_ratio: float = Field(0.25, ge=0)
 
 
 class ReportConfig(_Section):
@@ -74,8 +96,22 @@ class ReportConfig(_Section):
     top_pain_points: int = Field(5, ge=1, le=20)
 
 
+RedactType = Literal["email", "phone", "card", "iban", "ip", "url"]
+
+
+def _all_redact_types() -> list[RedactType]:
+    return ["email", "phone", "card", "iban", "ip", "url"]
+
+
+class RedactConfig(_Section):
+    enabled: bool = True
+    types: list[RedactType] = Field(default_factory=_all_redact_types)
+    person_names: bool = True
+    keep: list[str] = Field(default_factory=list)
+
+
 class OutputConfig(_Section):
-    format: Literal["parquet", "csv"] = "parquet"
+    format: Literal["parquet", "csv", "duckdb"] = "parquet"
 
 
 class Config(_Section):
@@ -87,6 +123,7 @@ class Config(_Section):
     cluster: ClusterConfig = ClusterConfig()
     report: ReportConfig = ReportConfig()
     output: OutputConfig = OutputConfig()
+    redact: RedactConfig = RedactConfig()
 
 
 def _check_keys(data: dict[str, Any], model: type[BaseModel], section: str, source: str) -> None:

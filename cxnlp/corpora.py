@@ -24,6 +24,7 @@ LICENCES = {
     "banking77": "banking77 (Casanueva et al., 2020), PolyAI; CC BY 4.0",
     "clinc150": "clinc150 (Larson et al., 2019); CC BY 3.0",
     "cxnlp-taxonomy": "examples written by the cxnlp project; Apache-2.0",
+    "cxnlp-sentiment": "data/train/cx_sentiment.jsonl, sentences written and labelled by the cxnlp project; Apache-2.0",
 }
 
 
@@ -124,6 +125,12 @@ def weak_stage_labels(
             keep.append(i)
     keep.sort()
     return Labelled([texts[i] for i in keep], [labels[i] for i in keep], "weak:banking77+clinc150")
+
+
+def project_sentiment(path: Path) -> Labelled:
+    """Customer-feedback sentences written and labelled by the project ({"text", "sentiment"} JSONL)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return Labelled([r["text"] for r in rows], [[r["sentiment"]] for r in rows], f"cxnlp-written CX sentences ({path})")
 
 
 def sample(data: Labelled, n: int | None, seed: int) -> Labelled:

@@ -40,6 +40,8 @@ class Errors:
     R007 = "row has {got} cells, the header has {expected}"
     R008 = "text has no letters or digits after normalisation"
     R009 = "row could not be decoded ({problem})"
+    R010 = "the file ends early ({problem}); nothing after line {last} could be read"
+    R011 = "a quoted cell opened here is never closed: lines up to {end} became {got} cells, the header has {expected}"
     # Models and runtime (exit code 1)
     E201 = (
         "Model '{name}' was not found. Looked in: {looked}. Reinstall cxnlp, or set {key} to a local "
@@ -55,6 +57,22 @@ class Errors:
     E209 = "'{path}' is not a cxnlp output directory: {problem}."
     E210 = "Unknown task '{task}'. Valid tasks: {valid}."
     E211 = "Evaluation file '{path}' has no usable rows: {problem}."
+    E212 = (
+        "{rejected} of {read} input records were rejected, more than input.max_rejects allows ({limit}); see {rejects}. "
+        "The first reason was: {reason}. Fix the input, or raise the limit with --max-rejects N."
+    )
+    E213 = (
+        "Ran out of disk space writing the outputs for '{path}' ({problem}). Nothing was replaced: the folder "
+        "holds its previous run, if any. Free some space, or write elsewhere with -o."
+    )
+    E214 = (
+        "Out of memory in step '{step}' on device '{device}' ({problem}). Lower models.batch_size (now "
+        "{batch_size}), e.g. --set models.batch_size={smaller}{cpu_hint}."
+    )
+    E215 = (
+        "Interrupted before cxnlp finished. cxnlp analyze replaces OUTDIR only with a complete run, so its "
+        "earlier outputs are unchanged; run the command again to finish."
+    )
 
 
 class CxnlpError(Exception):
@@ -83,6 +101,12 @@ class ModelError(CxnlpError):
 
 class PipelineError(CxnlpError):
     exit_code = 1
+
+
+class Interrupted(CxnlpError):
+    """Ctrl-C or SIGINT: the conventional exit code 128 + 2."""
+
+    exit_code = 130
 
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:

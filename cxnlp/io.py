@@ -16,7 +16,9 @@ import json
 import logging
 import math
 import os
+import re
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,14 +87,56 @@ class ReadResult:
         return len(self.records) + len(self.rejects)
 
 
+_CODES = {v: k for k, v in vars(Errors).items() if k[:1] in "ER" and k[1:].isdigit()}
+# strict=False: raw tabs and other control characters inside strings are kept (normalisation drops them).
+_DECODER = json.JSONDecoder(strict=False)
+_JSON_STARTS = frozenset('{["-0123456789tfnNI')
+_SURROGATE_ESCAPE = "\\ud"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _reject(path: str, line: int, template: str, raw: Any, **kw: Any) -> Reject:
-    code = next(k for k, v in vars(Errors).items() if v is template)
+    code = _CODES[template]
     if not isinstance(raw, str):
         try:
             raw = json.dumps(raw, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            raw = repr(raw)
-    return Reject(path, line, code, template.format(**kw), raw[:RAW_LIMIT])
+        except (TypeError, ValueError, RecursionError):
+            raw = "(a value too deeply nested to show)"
+    return Reject(path, line, code, clean_text(template.format(**kw)), clean_text(raw[:RAW_LIMIT]))
+
+
+def clean_text(text: str) -> str:
+    """Lone surrogates (JSON escapes such as "\\ud800") cannot be written as UTF-8: make them U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+
+
+def clean_value(value: Any) -> Any:
+    """``value`` with every string in it passed through :func:`clean_text` (iteratively: no recursion limit)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if not isinstance(value, (dict, list)):
+        return value
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = clean_text(item)
+        elif isinstance(item, dict):
+            for k in list(item):
+                if isinstance(k, str) and clean_text(k) != k:
+                    item[clean_text(k)] = item.pop(k)
+            stack.extend((item, k) for k in item)
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+    return root[0]
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -157,11 +201,19 @@ def _iter_jsonl(path: str, compressed: bool) -> Iterator[tuple[int, Any, Reject 
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                yield lineno, None, _reject(path, lineno, Errors.R001, line.rstrip("\r\n"), problem=str(exc)[:200])
+            idx = len(line) - len(line.lstrip(" \t\n\r"))
+            if line[idx] not in _JSON_STARTS:  # cheap and common: junk that cannot be JSON at all
+                problem = f"Expecting value: line 1 column {idx + 1} (char {idx})"
+                yield lineno, None, _reject(path, lineno, Errors.R001, line.rstrip("\r\n"), problem=problem)
                 continue
+            try:
+                obj = _DECODER.decode(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                problem = str(exc)[:200] if not isinstance(exc, RecursionError) else "nested too deeply"
+                yield lineno, None, _reject(path, lineno, Errors.R001, line.rstrip("\r\n"), problem=problem)
+                continue
+            if _SURROGATE_ESCAPE in line or "\\uD" in line:
+                obj = clean_value(obj)
             if not isinstance(obj, dict):
                 yield lineno, None, _reject(path, lineno, Errors.R002, line.rstrip("\r\n"), kind=type(obj).__name__.replace("dict", "object").replace("list", "array"))
                 continue
@@ -172,11 +224,15 @@ def _iter_json(path: str, compressed: bool) -> Iterator[tuple[int, Any, Reject |
     with _open_text(path, compressed) as fh:
         text = fh.read()
     try:
-        data = json.loads(text)
+        data = _DECODER.decode(text)
     except json.JSONDecodeError:
         # Many ".json" exports are really JSON Lines.
         yield from _iter_jsonl(path, compressed)
         return
+    except RecursionError:
+        yield 1, None, _reject(path, 1, Errors.R001, text[:RAW_LIMIT], problem="nested too deeply")
+        return
+    data = clean_value(data)
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else [data]
@@ -192,7 +248,14 @@ def _iter_json(path: str, compressed: bool) -> Iterator[tuple[int, Any, Reject |
 def _iter_csv(path: str, compressed: bool, delimiter: str) -> Iterator[tuple[int, Any, Reject | None]]:
     csv.field_size_limit(sys.maxsize)
     with _open_text(path, compressed) as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+        last_line = [""]
+
+        def lines() -> Iterator[str]:
+            for physical in fh:
+                last_line[0] = physical
+                yield physical
+
+        reader = csv.reader(lines(), delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
@@ -200,21 +263,45 @@ def _iter_csv(path: str, compressed: bool, delimiter: str) -> Iterator[tuple[int
         except csv.Error as exc:
             raise InputError(Errors.E104, path=path, problem=f"the header could not be parsed ({exc})") from exc
         header = [h.strip() for h in header]
+
+        def outcome(start: int, end: int, row: list[str]) -> tuple[int, Any, Reject | None]:
+            if len(row) == len(header):
+                return start, dict(zip(header, row)), None
+            if len(row) < len(header) and end > start and any("\n" in c for c in row):
+                # A quote that is never closed swallows the following lines into one cell.
+                return start, None, _reject(path, start, Errors.R011, delimiter.join(row), end=end, got=len(row), expected=len(header))
+            return start, None, _reject(path, start, Errors.R007, delimiter.join(row), got=len(row), expected=len(header))
+
+        # A multi-line row whose last cell ends with a line break is held back: if it is the file's last
+        # row, its quote ran to the end of the file and was never closed.
+        held: tuple[int, int, list[str]] | None = None
         while True:
             start = reader.line_num + 1
             try:
                 row = next(reader)
             except StopIteration:
+                if held is not None:
+                    h_start, h_end, h_row = held
+                    if h_row[-1].endswith(last_line[0]):  # the file's last line, newline included, is inside the cell
+                        yield h_start, None, _reject(path, h_start, Errors.R011, delimiter.join(h_row), end=h_end, got=len(h_row), expected=len(header))
+                    else:
+                        yield outcome(*held)
                 return
             except csv.Error as exc:
+                if held is not None:
+                    yield outcome(*held)
+                    held = None
                 yield start, None, _reject(path, start, Errors.R009, "", problem=str(exc))
                 continue
+            if held is not None:
+                yield outcome(*held)
+                held = None
             if not row or all(not c.strip() for c in row):
                 continue
-            if len(row) != len(header):
-                yield start, None, _reject(path, start, Errors.R007, delimiter.join(row), got=len(row), expected=len(header))
+            if reader.line_num > start and row[-1].endswith(("\n", "\r")):
+                held = (start, reader.line_num, row)
                 continue
-            yield start, dict(zip(header, row)), None
+            yield outcome(start, reader.line_num, row)
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[int, Any, Reject | None]]:
@@ -282,7 +369,7 @@ def read_inputs(
     sources: list[tuple[str, Iterator[tuple[int, Any, Reject | None]]]] = []
     if inputs and all(isinstance(x, dict) for x in inputs):
         result.files.append(InputFile("<records>", "records", False, records=len(inputs)))  # type: ignore[arg-type]
-        sources.append(("<records>", iter((i, r, None) for i, r in enumerate(inputs, start=1))))
+        sources.append(("<records>", iter((i, clean_value(dict(r)), None) for i, r in enumerate(inputs, start=1))))  # type: ignore[arg-type]
     else:
         for path in expand_inputs(inputs):  # type: ignore[arg-type]
             fmt, compressed = detect_format(path)
@@ -307,6 +394,7 @@ def read_inputs(
         # Records seen before the field roles could be detected (their keys held no text field).
         pending: list[tuple[int, dict[str, Any]]] = []
         first_error: InputError | None = None
+        line = 0
         try:
             for line, obj, reject in rows:
                 info.records += 1
@@ -329,6 +417,10 @@ def read_inputs(
                         _add(result, _validate(path, p_line, p_obj, roles, seen_ids))
                     pending.clear()
                 _add(result, _validate(path, line, obj, roles, seen_ids))
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            # A truncated or corrupt compressed stream: keep what was read, reject the rest as one record.
+            info.records += 1
+            result.rejects.append(_reject(path, line + 1, Errors.R010, "", problem=str(exc) or type(exc).__name__, last=line))
         except OSError as exc:
             raise InputError(Errors.E104, path=path, problem=str(exc)) from exc
         if pending and first_error is not None:
@@ -359,6 +451,8 @@ def _validate(path: str, line: int, obj: dict[str, Any], roles: dict[str, str | 
     data["__roles__"] = roles
     id_field = roles["id"]
     raw_id = obj.get(id_field) if id_field else None
+    if isinstance(raw_id, (dict, list)):
+        return _reject(path, line, Errors.R005, obj, field=id_field, kind=type(raw_id).__name__)
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
         doc_id = stable_id(text)
         n = 2

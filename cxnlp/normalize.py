@@ -21,17 +21,21 @@ from .errors import Errors
 from .io import Record, Reject, _reject
 from .schema import column_names
 
-_TAG = re.compile(r"<\s*(?:br|p|div|li|tr|h[1-6])\b[^>]*>|<[^>]{1,200}>", re.I)
+# Bounded repeats keep every pattern linear in the text length (a hostile text may be megabytes long).
+_TAG = re.compile(r"<\s{0,20}(?:br|p|div|li|tr|h[1-6])\b[^>]{0,200}>|<[^>]{1,200}>", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200e\u200f\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
-_NEWLINES = re.compile(r"\s*\n\s*(?:\n\s*)+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _ALNUM = re.compile(r"\w", re.UNICODE)
 _EPOCH_MS = 10**11
+PRECUT = 4
 
 RESERVED = set(column_names("documents"))
 
 
 def normalize_text(text: str, strip_html: bool = True) -> str:
+    text = _SURROGATES.sub("\ufffd", text)
     if "&" in text:
         text = html.unescape(text)
     if strip_html and "<" in text:
@@ -40,8 +44,8 @@ def normalize_text(text: str, strip_html: bool = True) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     text = _SPACES.sub(" ", text)
-    text = _NEWLINES.sub("\n\n", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
+    text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
 
 
@@ -54,7 +58,7 @@ def truncate(text: str, max_chars: int) -> tuple[str, bool]:
 
 def parse_timestamp(value: Any) -> pd.Timestamp | None:
     """ISO strings, dates, epoch seconds or milliseconds -> UTC timestamp; None when unparseable."""
-    if value is None or value == "":
+    if value is None or isinstance(value, (dict, list, tuple, bytes)) or value == "":
         return None
     try:
         if isinstance(value, bool):
@@ -93,9 +97,18 @@ def parse_rating(value: Any) -> float | None:
 
 def _extra_value(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, default=str)
+        try:
+            return _SURROGATES.sub("\ufffd", json.dumps(value, ensure_ascii=False, default=str))
+        except (ValueError, RecursionError):
+            return "(a value too deeply nested to keep)"
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return str(value)
     return value
 
 
@@ -108,7 +121,12 @@ def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.Da
         data = rec.data
         roles = data["__roles__"]
         raw_text = data[roles["text"]]
+        # A very long text is cut before cleaning (cleaning only shortens it), so a megabyte costs no more than a page.
+        precut = len(raw_text) > PRECUT * config.max_chars
+        if precut:
+            raw_text = raw_text[: PRECUT * config.max_chars]
         text, truncated = truncate(normalize_text(raw_text, config.strip_html), config.max_chars)
+        truncated = truncated or precut
         if not _ALNUM.search(text):
             clean = {k: v for k, v in data.items() if not k.startswith("__")}
             rejects.append(_reject(rec.source_file, rec.source_line, Errors.R008, clean))
@@ -128,7 +146,7 @@ def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.Da
                 flags.append("rating_unparsed")
         if data.get("__id_generated__"):
             flags.append("id_generated")
-        channel = data.get(roles["channel"]) if roles["channel"] else None
+        channel = _extra_value(data.get(roles["channel"])) if roles["channel"] else None
         row = {
             "doc_id": data["__doc_id__"],
             "text": text,

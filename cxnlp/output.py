@@ -1,4 +1,4 @@
-"""Write a run's outputs: tables (Parquet or CSV), rejects.jsonl, run.json and the reports.
+"""Write a run's outputs: tables (Parquet, CSV or one DuckDB file), rejects.jsonl, run.json and the reports.
 
 Everything is written into a fresh sibling folder and swapped into place at the end, so OUTDIR always
 holds one complete run: a rerun replaces the previous outputs atomically, and a failed run leaves the
@@ -7,11 +7,14 @@ previous outputs untouched.
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,40 +82,94 @@ def write_table(table: pa.Table, path: Path, fmt: str) -> Path:
 
 
 def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") -> Path:
-    from .report import render_html, render_markdown
+    from .report import write_reports
 
     outdir = Path(outdir).resolve()
     parent = outdir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.partial-", dir=parent))
+        _recover(outdir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.partial-{os.getpid()}-", dir=parent))
     except OSError as exc:
-        raise PipelineError(Errors.E208, path=str(outdir), problem=exc.strerror or str(exc)) from exc
+        raise _write_error(outdir, exc) from exc
     try:
-        files: dict[str, str] = {}
-        for name in TABLE_NAMES:
-            frame = getattr(result, name)
-            files[name] = write_table(to_arrow(name, frame), staging / name, fmt).name
-        with (staging / "rejects.jsonl").open("w", encoding="utf-8") as fh:
-            for r in result.rejects:
-                fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        files: dict[str, Any] = {}
+        if result.manifest.get("status") == "failed":
+            # Stopped by input.max_rejects: only rejects.jsonl and run.json, so it cannot pass for a complete run.
+            _write_rejects(result, staging / "rejects.jsonl")
+            manifest_failed = {**result.manifest, "format": fmt, "outputs": {"rejects": "rejects.jsonl"}}
+            (staging / MARKER).write_text(json.dumps(manifest_failed, indent=2, default=str) + "\n", encoding="utf-8")
+            _swap(staging, outdir)
+            return outdir
+        if fmt == "duckdb":
+            from .warehouse import DUCKDB_FILE, write_duckdb
+
+            tables = {name: to_arrow(name, getattr(result, name)) for name in TABLE_NAMES}
+            rejects = [r.to_dict() for r in result.rejects]
+            files["database"] = write_duckdb(tables, staging / DUCKDB_FILE, rejects, result.manifest).name
+        else:
+            for name in TABLE_NAMES:
+                frame = getattr(result, name)
+                files[name] = write_table(to_arrow(name, frame), staging / name, fmt).name
+        _write_rejects(result, staging / "rejects.jsonl")
         files["rejects"] = "rejects.jsonl"
-        if result.config.report.html:
-            (staging / "report.html").write_text(render_html(result), encoding="utf-8")
-            files["report_html"] = "report.html"
-        if result.config.report.markdown:
-            (staging / "report.md").write_text(render_markdown(result), encoding="utf-8")
-            files["report_md"] = "report.md"
+        # report.html, report.md, summary.json and charts/*.png, from one build of the report
+        files.update(write_reports(result, staging, html=result.config.report.html, markdown=result.config.report.markdown))
         manifest: dict[str, Any] = {**result.manifest, "format": fmt, "outputs": files}
         (staging / MARKER).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
         _swap(staging, outdir)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise PipelineError(Errors.E208, path=str(outdir), problem=exc.strerror or str(exc)) from exc
+            raise _write_error(outdir, exc) from exc
         raise
     logger.info("wrote %s", outdir)
     return outdir
+
+
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def _write_rejects(result: AnalysisResult, path: Path) -> None:
+    """One JSON object per line; Unicode line separators are escaped too, so no reader splits a record."""
+    with path.open("w", encoding="utf-8", errors="replace") as fh:
+        for r in result.rejects:
+            fh.write(json.dumps(r.to_dict(), ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
+
+
+def _write_error(outdir: Path, exc: OSError) -> PipelineError:
+    """Disk full (or over quota) gets its own message; any other OS error is 'not writable'."""
+    problem = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PipelineError(Errors.E213, path=str(outdir), problem=problem)
+    return PipelineError(Errors.E208, path=str(outdir), problem=problem)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _recover(outdir: Path) -> None:
+    """Clean up after a run that was killed (SIGKILL, power loss) while writing to ``outdir``: a
+    staging folder of a dead process is removed; a previous run moved aside by a dead process is put
+    back if ``outdir`` is missing."""
+    for sibling in outdir.parent.glob(f".{glob.escape(outdir.name)}.*-*"):
+        kind, _, rest = sibling.name[len(outdir.name) + 2 :].partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("partial", "old") or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not outdir.exists() and (sibling / MARKER).is_file():
+            logger.warning("restoring %s from %s, left by an interrupted run", outdir, sibling.name)
+            os.replace(sibling, outdir)
+        else:
+            logger.info("removing %s, left by an interrupted run", sibling)
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def _swap(staging: Path, outdir: Path) -> None:
@@ -127,7 +184,7 @@ def _swap(staging: Path, outdir: Path) -> None:
         os.replace(outdir, old)
         try:
             os.replace(staging, outdir)
-        except OSError:
+        except BaseException:  # including KeyboardInterrupt: put the previous run back
             os.replace(old, outdir)
             raise
         shutil.rmtree(old, ignore_errors=True)
@@ -136,15 +193,39 @@ def _swap(staging: Path, outdir: Path) -> None:
     os.chmod(outdir, 0o755)
 
 
-def read_outputs(outdir: str | Path) -> dict[str, Any]:
-    """Load a finished run's tables (for ``cxnlp report`` and tests)."""
+def read_outputs(outdir: str | Path, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """Load a finished run's tables (for ``cxnlp report`` and tests) as Arrow tables with the schema's types.
+
+    Parquet, CSV (list and struct cells are JSON text there) and ``cxnlp.duckdb`` all come back alike;
+    ``names`` picks tables (default: all). A table the run did not write is None.
+    """
     outdir = Path(outdir)
     marker = outdir / MARKER
     if not marker.is_file():
         raise PipelineError(Errors.E209, path=str(outdir), problem="run.json is missing")
     manifest = json.loads(marker.read_text(encoding="utf-8"))
     tables: dict[str, Any] = {"manifest": manifest}
-    for name in TABLES:
+    wanted = list(TABLES) if names is None else list(names)
+    for name in wanted:
         parquet, csv = outdir / f"{name}.parquet", outdir / f"{name}.csv"
-        tables[name] = pq.read_table(parquet) if parquet.is_file() else pacsv.read_csv(csv) if csv.is_file() else None
+        tables[name] = pq.read_table(parquet) if parquet.is_file() else _read_csv(csv, name) if csv.is_file() else None
+    from .warehouse import DUCKDB_FILE, read_duckdb
+
+    missing = [name for name in wanted if tables[name] is None]
+    if missing and (outdir / DUCKDB_FILE).is_file():
+        tables.update(read_duckdb(outdir / DUCKDB_FILE, missing))
     return tables
+
+
+def _read_csv(path: Path, name: str) -> pa.Table:
+    """A CSV table with the schema's types: scalars parsed as typed, list and struct cells decoded from JSON."""
+    columns = {c.name: c.type for c in TABLES.get(name, [])}
+    nested = {n: t for n, t in columns.items() if pa.types.is_list(t) or pa.types.is_struct(t)}
+    types = {n: pa.string() if n in nested else t for n, t in columns.items()}
+    options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False)
+    table = pacsv.read_csv(path, convert_options=options)
+    for col, typ in nested.items():
+        if col in table.column_names:
+            values = [None if v is None or v == "" else json.loads(v) for v in table.column(col).to_pylist()]
+            table = table.set_column(table.column_names.index(col), col, pa.array(values, type=typ))
+    return table.replace_schema_metadata(arrow_schema(name).metadata) if name in TABLES else table

@@ -1,4 +1,4 @@
-"""The runner: read -> normalize -> segment -> embed -> journey -> sentiment -> emotion -> cluster -> aggregate.
+"""The runner: read -> normalize -> redact -> segment -> embed -> journey -> sentiment -> emotion -> cluster -> aggregate.
 
 Each step is a function over a :class:`Corpus` that declares the columns it requires and assigns;
 the runner checks both, times every step and records it in the run manifest. The encoder runs once
@@ -23,10 +23,11 @@ from . import aggregate, cluster, emotion, journey, sentiment
 from .about import SCHEMA_VERSION, __version__
 from .config import Config, _merge, config_to_dict, load_config, parse_overrides
 from .device import resolve_device
-from .errors import Errors, PipelineError
+from .errors import Errors, ModelError, PipelineError
 from .io import ReadResult, Reject, read_inputs
 from .models import Heads, encode, load_encoder
 from .normalize import normalize_records
+from .redact import redact_corpus
 from .segment import segment_documents
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Analyzer:
             "spacy": {"pipeline": f"{nlp.meta.get('lang')}_{nlp.meta.get('name')}", "version": nlp.meta.get("version"), "spacy": spacy.__version__},
         }
 
-    def steps(self, progress: Progress | None) -> list[Step]:
+    def steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
         cfg = self.config
 
         def tick(label: str, total: int | None) -> Callable[[int], None]:
@@ -144,12 +145,13 @@ class Analyzer:
             emotion.annotate_documents(c.documents, c.segments)
 
         def cluster_step(c: Corpus) -> None:
-            c.pain_points, assignment = cluster.find_pain_points(c.segments, c.embeddings, c.documents, self.stage_ids, cfg.cluster, cfg.seed)
+            c.pain_points, assignment = cluster.find_pain_points(c.segments, c.embeddings, c.documents, self.stage_ids, cfg.cluster, cfg.seed, baseline)
             c.segments["pain_point_id"] = assignment
 
         def aggregate_step(c: Corpus) -> None:
             c.documents["n_segments"] = c.documents["doc_id"].map(c.segments.groupby("doc_id").size()).fillna(0).astype("int32")
-            c.stage_summary = aggregate.stage_summary(c.documents, c.segments, c.pain_points, self.stage_ids, cfg.report.top_pain_points)
+            live = c.pain_points[c.pain_points["status"].fillna("") != "gone"] if "status" in c.pain_points else c.pain_points
+            c.stage_summary = aggregate.stage_summary(c.documents, c.segments, live, self.stage_ids, cfg.report.top_pain_points)
 
         return [
             Step("segment", segment_step, {"documents": ["doc_id", "text"]}, {"segments": ["doc_id", "segment_id", "position", "text", "char_start", "char_end", "phrases"]}),
@@ -161,7 +163,9 @@ class Analyzer:
             Step("aggregate", aggregate_step, aggregate.REQUIRES, {"documents": ["n_segments"]}),
         ]
 
-    def analyze(self, inputs: Iterable[Any], progress: Progress | None = None) -> AnalysisResult:
+    def analyze(self, inputs: Iterable[Any], progress: Progress | None = None, baseline: str | Path | None = None) -> AnalysisResult:
+        """``baseline``: the output folder of an earlier run; its pain points keep their ids (``status``)."""
+        base = cluster.load_baseline(baseline) if baseline is not None else None
         started = datetime.now(timezone.utc)
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -171,12 +175,22 @@ class Analyzer:
         documents, more_rejects = normalize_records(read.records, self.config.input)
         rejects = read.rejects + more_rejects
         timings["normalize"] = time.perf_counter() - t
+        t = time.perf_counter()
+        redactions = redact_corpus(documents, rejects, self.config.redact, self.config.segment.spacy_model, self.config.segment.batch_size)
+        timings["redact"] = time.perf_counter() - t
+        # Too many rejects: stop before the models run; the writer keeps rejects.jsonl and run.json only.
+        reject_limit = self.config.input.reject_limit(read.read)
+        failed = reject_limit is not None and len(rejects) > reject_limit
         corpus = Corpus(documents)
-        if len(documents):
-            for step in self.steps(progress):
+        if len(documents) and not failed:
+            for step in self.steps(progress, base):
                 step.check(corpus, "requires")
                 t = time.perf_counter()
-                step.run(corpus)
+                try:
+                    step.run(corpus)
+                except Exception as exc:
+                    _raise_if_out_of_memory(exc, step.name, self.device, self.config.models.batch_size)
+                    raise
                 timings[step.name] = time.perf_counter() - t
                 step.check(corpus, "assigns")
                 logger.debug("step %s: %.2fs", step.name, timings[step.name])
@@ -204,8 +218,35 @@ class Analyzer:
             "models": self.models_info(),
             "stages": self.stage_ids,
             "timings": {k: round(v, 3) for k, v in timings.items()},
+            "baseline": base.path if base is not None else None,
+            "redactions": redactions,
+            "status": "failed" if failed else "complete",
+            "reject_limit": reject_limit,
         }
         return AnalysisResult(corpus.documents, corpus.segments, corpus.pain_points, corpus.stage_summary, rejects, manifest, self.stage_ids, self.config)
+
+
+def reject_limit_error(result: AnalysisResult, rejects_path: str | Path) -> PipelineError | None:
+    """The E212 error of a run stopped by ``input.max_rejects``; None for a complete run."""
+    if result.manifest.get("status") != "failed":
+        return None
+    c = result.counts
+    reason = result.rejects[0].reason if result.rejects else "(none)"
+    return PipelineError(Errors.E212, rejected=c["rejected"], read=c["read"], limit=result.manifest.get("reject_limit"), rejects=str(rejects_path), reason=reason)
+
+
+def _raise_if_out_of_memory(exc: Exception, step: str, device: str, batch_size: int) -> None:
+    """Turn a device out-of-memory error (CUDA, MPS or host) into E214, which says what to lower."""
+    oom = isinstance(exc, MemoryError)
+    if not oom:
+        import torch
+
+        kinds = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if isinstance(t, type))
+        oom = isinstance(exc, kinds) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    if oom:
+        problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        cpu_hint = "" if device == "cpu" else ", or run on the CPU with --device cpu"
+        raise ModelError(Errors.E214, step=step, device=device, problem=problem, batch_size=batch_size, smaller=max(1, batch_size // 4), cpu_hint=cpu_hint) from exc
 
 
 def _empty_annotations(corpus: Corpus) -> None:
@@ -221,8 +262,11 @@ def analyze(
     device: str = "auto",
     overrides: dict[str, Any] | list[str] | None = None,
     progress: Progress | None = None,
+    baseline: str | Path | None = None,
 ) -> AnalysisResult:
     """Analyse files, globs, ``-`` (stdin) or a list of record dicts; returns the tables and manifest.
+
+    ``baseline``: an earlier run's output folder; pain points are matched to its own (ids, ``status``).
 
     >>> result = cxnlp.analyze([{"text": "My parcel arrived broken and two weeks late."}])
     >>> result.segments[["text", "stage", "sentiment"]]
@@ -234,4 +278,4 @@ def analyze(
         config = load_config(None, _merge(config_to_dict(config), extra))
     if isinstance(inputs, (str, Path, dict)):
         inputs = [inputs]
-    return Analyzer(config, device).analyze(inputs, progress)
+    return Analyzer(config, device).analyze(inputs, progress, baseline)

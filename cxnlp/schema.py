@@ -9,6 +9,7 @@ without a major schema version.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -43,6 +44,7 @@ NEGATIVE_EMOTIONS: frozenset[str] = frozenset(
     {"anger", "annoyance", "disappointment", "sadness", "fear", "confusion"}
 )
 OTHER_PAIN_POINT = "other"
+PAIN_POINT_STATUSES: tuple[str, ...] = ("new", "growing", "shrinking", "stable", "gone")
 DOCUMENT_FLAGS: tuple[str, ...] = ("truncated", "created_at_unparsed", "rating_unparsed", "id_generated")
 
 EMOTION_SCORES = pa.struct([pa.field(e, pa.float32()) for e in CX_EMOTIONS])
@@ -105,11 +107,16 @@ TABLES: dict[str, list[Column]] = {
         ),
     ],
     "pain_points": [
-        Column("pain_point_id", pa.string(), "`<stage>-<n>` (n from 1, largest first) or `<stage>-other`."),
+        Column(
+            "pain_point_id",
+            pa.string(),
+            "`<stage>-<n>` (n from 1, largest first) or `<stage>-other`. With `--baseline`, a matched pain point "
+            "keeps the earlier run's id and new ones continue that run's numbering.",
+        ),
         Column("stage", pa.string(), "Stage the pain point belongs to.", _STAGE_NOTE),
         Column("label", pa.string(), "Short readable label, unique within the run."),
         Column("keyphrases", pa.list_(pa.string()), "Top keyphrases by class-based TF-IDF."),
-        Column("size", pa.int32(), "Number of segments."),
+        Column("size", pa.int32(), "Number of segments (0 on `gone` rows)."),
         Column("share_of_stage_negative", pa.float32(), "size / negative segments of the stage.", "[0, 1]"),
         Column("n_documents", pa.int32(), "Documents with at least one segment in the pain point."),
         Column("mean_sentiment_score", pa.float32(), "Mean segment sentiment score.", "[-1, 1]"),
@@ -118,6 +125,35 @@ TABLES: dict[str, list[Column]] = {
         Column("last_seen", TIMESTAMP, "Latest created_at among its documents.", nullable=True),
         Column("example_segment_ids", pa.list_(pa.string()), "Segments closest to the centre, not near-duplicates."),
         Column("example_quotes", pa.list_(pa.string()), "The text of those segments."),
+        Column(
+            "status",
+            pa.string(),
+            "Against the `--baseline` run: new; growing, shrinking or stable (size relative to the run's segments, "
+            "beyond `cluster.change_ratio` and 2 Poisson standard deviations); gone (an earlier pain point with no "
+            "match, kept as a row with size 0). Null without a baseline.",
+            " | ".join(PAIN_POINT_STATUSES),
+            True,
+        ),
+        Column("baseline_size", pa.int32(), "Size of the matched pain point in the `--baseline` run.", nullable=True),
+        Column(
+            "weekly_counts",
+            pa.list_(pa.int32()),
+            "Segments per week (weeks start on Monday, UTC) from the run's first to its last dated week; "
+            "null without timestamps.",
+            nullable=True,
+        ),
+        Column(
+            "trend",
+            pa.float32(),
+            "Least-squares slope of `weekly_counts` divided by their mean: +0.1 = about +10% a week. "
+            "Null with fewer than 3 weeks.",
+            nullable=True,
+        ),
+        Column(
+            "centroid",
+            pa.list_(pa.float32()),
+            "Unit-length mean embedding of its segments (the encoder's dimension); a later run matches on it.",
+        ),
     ],
     "stage_summary": [
         Column("stage", pa.string(), "Stage id, in journey order.", _STAGE_NOTE),
@@ -142,6 +178,37 @@ REJECT_FIELDS: dict[str, str] = {
     "raw": "The raw record, truncated to 2,000 characters.",
 }
 
+SUMMARY_FIELDS: dict[str, str] = {
+    "schema_version": "Schema version of this contract (string).",
+    "cxnlp_version": "cxnlp version that analysed the run.",
+    "generated_at": "When this file was written (ISO 8601, UTC); `cxnlp report` rewrites it.",
+    "analysed_at": "When the run ended (run.json `ended_at`).",
+    "period": "`{start, end}`: first and last document date (YYYY-MM-DD, UTC); null without timestamps.",
+    "counts": "`{read, analysed, rejected, segments, segments_without_stage}`; read = analysed + rejected.",
+    "sentiment": "`{positive, neutral, negative}` segment counts, `negative_share` (0..1) and `net_sentiment` "
+    "(100 * (positive - negative) / segments; null without segments).",
+    "mean_rating": "Mean input rating; null without ratings.",
+    "rated_documents": "Documents with a rating.",
+    "worst_stage": "Stage with the lowest net sentiment among those with at least 5 segments; null if none.",
+    "stages": "One object per stage in journey order: `stage`, `position`, `documents`, `segments`, `positive`, "
+    "`neutral`, `negative`, `net_sentiment`, `negative_share`, `mean_sentiment_score`, `top_emotions`, "
+    "`top_pain_point` (`{pain_point_id, label, size}` or null).",
+    "biggest_pain_points": "Up to 10 clustered pain points (no `-other` groups), largest first: `pain_point_id`, "
+    "`stage`, `label`, `size`, `share_of_stage_negative`, `n_documents`, `mean_sentiment_score`, `status`, `trend`.",
+    "drivers": "Null without at least 20 rated documents; else up to 10 stages and pain points that go with lower "
+    "ratings, largest pull on the mean first: `kind` (stage | pain point), `name`, `stage`, `documents` (rated, "
+    "with the issue), `mean_rating_with`, `mean_rating_without`, `impact` (with - without).",
+    "churn_risk": "`{documents, share, by_stage}`: documents that speak of cancelling, switching or leaving in a "
+    "segment that is not positive, their share of the analysed documents, and per stage.",
+    "rising_pain_points": "Pain points whose weekly trend is +10% a week or more, with at least 10 segments, "
+    "steepest first (same fields as `biggest_pain_points`).",
+    "rejects_by_code": "Rejected records per reason code, most frequent first.",
+    "baseline": "Null without a baseline run; else `path`, `analysed_documents`, `net_sentiment`, "
+    "`net_sentiment_change`, `negative_share`, per-stage `stages` (`stage`, `segments`, `net_sentiment`, "
+    "`net_sentiment_change`), `pain_point_statuses` (counts per status; null when the pain points could not "
+    "be matched) and `surging_pain_points` (new and growing: `stage`, `label`, `status`, `size`, `baseline_size`).",
+}
+
 
 def arrow_schema(table: str, extra: pa.Schema | None = None) -> pa.Schema:
     """The Arrow schema of ``table``; ``extra`` fields (input fields kept on documents) are appended."""
@@ -149,6 +216,23 @@ def arrow_schema(table: str, extra: pa.Schema | None = None) -> pa.Schema:
     if extra is not None:
         fields.extend(extra)
     return pa.schema(fields, metadata={b"cxnlp.schema_version": SCHEMA_VERSION.encode(), b"cxnlp.table": table.encode()})
+
+
+def snapshot() -> dict[str, Any]:
+    """Every table's columns with their types, the rejects and summary.json keys, for the pinning test.
+
+    ``tests/fixtures/schema_v<major>.json`` holds the committed copy; regenerate it after a deliberate
+    addition with ``python -c "import json, cxnlp.schema as s; print(json.dumps(s.snapshot(), indent=2))"``.
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tables": {
+            name: {c.name: f"{c.type}{', nullable' if c.nullable else ''}" for c in columns}
+            for name, columns in TABLES.items()
+        },
+        "rejects.jsonl": list(REJECT_FIELDS),
+        "summary.json": list(SUMMARY_FIELDS),
+    }
 
 
 def column_names(table: str) -> list[str]:
@@ -173,6 +257,10 @@ def validate_table(table: str, data: pa.Table) -> list[str]:
             bad = set(data.column(name).to_pylist()) - set(allowed)
             if bad:
                 problems.append(f"{table}.{name} has values outside {allowed}: {sorted(map(str, bad))[:5]}")
+    if table == "pain_points" and "status" in names:
+        bad = set(data.column("status").to_pylist()) - set(PAIN_POINT_STATUSES) - {None}
+        if bad:
+            problems.append(f"{table}.status has values outside {PAIN_POINT_STATUSES}: {sorted(map(str, bad))[:5]}")
     for name in ("sentiment_score", "mean_sentiment_score"):
         if name in names:
             values = [v for v in data.column(name).to_pylist() if v is not None]
@@ -205,6 +293,18 @@ def render_markdown() -> str:
         out.append("")
     out += ["## `rejects.jsonl`", "", "One JSON object per input record that was not analysed.", "", "| field | description |", "|---|---|"]
     out += [f"| `{k}` | {v} |" for k, v in REJECT_FIELDS.items()]
+    out.append("")
+    out += [
+        "## `summary.json`",
+        "",
+        "The headline figures for dashboards: one JSON object, written by every run and by `cxnlp report`, with",
+        "the same numbers as the report. Keys are stable like column names; numbers are rounded (shares to 4",
+        "decimals, net sentiment to 2).",
+        "",
+        "| key | description |",
+        "|---|---|",
+    ]
+    out += [f"| `{k}` | {v} |" for k, v in SUMMARY_FIELDS.items()]
     out.append("")
     return "\n".join(out)
 

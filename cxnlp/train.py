@@ -54,6 +54,8 @@ class SentimentTrainConfig(HeadTrainConfig):
     sst2_min_words: int = 3
     goemotions_sample: int | None = 30000
     use_tweeteval: bool = True
+    cx_file: str | None = "data/train/cx_sentiment.jsonl"
+    cx_repeat: int = Field(4, ge=1)
 
 
 class EmotionTrainConfig(HeadTrainConfig):
@@ -222,6 +224,11 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     parts.append(corpora.sample(ge, sc.goemotions_sample, cfg.seed))
     if sc.use_tweeteval:
         parts.append(corpora.tweeteval_sentiment(data_dir))
+    if sc.cx_file:
+        # Project-written customer-feedback sentences, repeated so that a few hundred lines weigh
+        # against ~65k sentences from other domains.
+        cx = corpora.project_sentiment(Path(sc.cx_file))
+        parts += [corpora.Labelled(cx.texts, cx.labels, f"{cx.source} (x{sc.cx_repeat})" if i == 0 else cx.source) for i in range(sc.cx_repeat)]
     texts = [t for p in parts for t in p.texts]
     y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
@@ -229,7 +236,10 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     weights = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
     module = fit_head(X, y, "multiclass", sc, cfg.seed, pos_weight=weights)
     spec = TaskSpec("sentiment", "multiclass", SENTIMENTS, sc.features, sc.hidden)
-    data = {p.source: len(p) for p in parts}
+    data: dict[str, Any] = {}
+    for p in parts:
+        if p.source not in data:
+            data[p.source] = len(p)
     # Evaluation on data never trained on: SST-2 dev (binary) and GoEmotions group dev (3-way).
     metrics: dict[str, Any] = {}
     dev = corpora.sst2(data_dir, "dev")
