@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     import torch
-
     from bench_analyze import machine
+
     from cxnlp.evaluate import multilabel_metrics
     from cxnlp.journey import decide, with_none_examples
     from cxnlp.models import PACKAGED_ENCODER

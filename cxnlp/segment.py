@@ -161,9 +161,7 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
         for child in tok.children:
             if child.i < span.start or child.i >= span.end:
                 continue
-            if child.dep_ == "neg" or child.dep_ == "prt":
-                parts.append(child)
-            elif child.dep_ in _PHRASE_DEPS and not child.is_stop and not (child.pos_ == "ADV" and child.lower_.endswith("ly")):
+            if child.dep_ == "neg" or child.dep_ == "prt" or child.dep_ in _PHRASE_DEPS and not child.is_stop and not (child.pos_ == "ADV" and child.lower_.endswith("ly")):
                 parts.append(child)
             elif child.dep_ in {"nsubj", "nsubjpass"} and child.pos_ == "NOUN":
                 parts.extend(c for c in child.lefts if c.dep_ == "compound")
