@@ -99,8 +99,9 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
     if not rows:
         raise InputError(Errors.E211, path=str(path), problem="the file is empty")
     header = [h.strip().lower() for h in rows[0]]
-    if "text" in header:
-        ti = header.index("text")
+    text_col = next((c for c in ("text", "sentence", "content", "review", "body") if c in header), None)
+    if text_col is not None:
+        ti = header.index(text_col)
         li = next((header.index(k) for k in (*key_order, "category") if k in header), None)
         if li is None:
             raise InputError(Errors.E211, path=str(path), problem=f"no label column (looked for {', '.join(key_order)})")

@@ -228,7 +228,7 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
         # Project-written customer-feedback sentences, repeated so that a few hundred lines weigh
         # against ~65k sentences from other domains.
         cx = corpora.project_sentiment(Path(sc.cx_file))
-        parts += [corpora.Labelled(cx.texts, cx.labels, f"{cx.source} (x{sc.cx_repeat})" if i == 0 else cx.source) for i in range(sc.cx_repeat)]
+        parts += [corpora.Labelled(cx.texts, cx.labels, f"{cx.source}, repeated x{sc.cx_repeat}") for _ in range(sc.cx_repeat)]
     texts = [t for p in parts for t in p.texts]
     y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from cxnlp.cli import cli
+from cxnlp.evaluate import multilabel_metrics, read_labelled, singlelabel_metrics
+
+
+def test_evaluate_metrics_on_a_known_example():
+    m = singlelabel_metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    assert m["accuracy"] == 0.75
+    assert m["per_label"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}
+    assert m["per_label"]["b"]["precision"] == 0.6667 and m["per_label"]["b"]["recall"] == 1.0
+    assert m["confusion"]["matrix"] == [[1, 1], [0, 2]]
+    ml = multilabel_metrics([["x", "y"], ["y"]], [["x"], ["y"]], ["x", "y"])
+    assert ml["accuracy"] == 0.5 and ml["per_label"]["y"]["recall"] == 0.5
+
+
+def test_evaluate_reads_sst2_goemotions_and_jsonl_files(tmp_path):
+    (tmp_path / "sst.tsv").write_text("label\tsentence\n1\ta lovely film .\n0\tdull .\n")
+    assert read_labelled(tmp_path / "sst.tsv", "sentiment") == (["a lovely film .", "dull ."], [["1"], ["0"]])
+    ge = tmp_path / "ge"
+    ge.mkdir()
+    (ge / "labels.txt").write_text("joy\nanger\nneutral\n")
+    (ge / "dev.tsv").write_text("so happy\t0\tid1\nugh\t1,2\tid2\n")
+    assert read_labelled(ge / "dev.tsv", "emotion") == (["so happy", "ugh"], [["joy"], ["anger", "neutral"]])
+    (tmp_path / "s.jsonl").write_text(json.dumps({"text": "late box", "stages": ["delivery"]}) + "\n")
+    assert read_labelled(tmp_path / "s.jsonl", "stage") == (["late box"], [["delivery"]])
+
+
+def test_evaluate_cli_prints_metrics_and_writes_json(tmp_path):
+    src = tmp_path / "s.jsonl"
+    rows = [{"text": "My parcel arrived broken and two weeks late.", "stages": ["delivery"]}, {"text": "I was charged twice for one order.", "stages": ["billing"]}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(cli, ["eval", "--task", "stage", str(src), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "macro-F1" in result.output and "confusion" in result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 2 and metrics["per_label"]["delivery"]["support"] == 1
