@@ -31,7 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def machine() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
         info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name"))
@@ -48,7 +55,12 @@ def run_cxnlp(path: Path, out: Path) -> dict:
     seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     manifest = json.loads((out / "run.json").read_text())
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_kb / 1024, 1), "counts": manifest["counts"], "timings": manifest["timings"]}
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "counts": manifest["counts"],
+        "timings": manifest["timings"],
+    }
 
 
 def run_easy(rows: list[dict]) -> dict:
@@ -91,7 +103,11 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "n_reviews": args.n,
         "cxnlp": {**ours, "reviews_per_s": round(ours_rate, 1)},
-        "easy_alternative": {**easy, "reviews_per_s": round(easy_rate, 1), "note": "spaCy + encode + heads, one review at a time, no clustering or writing"},
+        "easy_alternative": {
+            **easy,
+            "reviews_per_s": round(easy_rate, 1),
+            "note": "spaCy + encode + heads, one review at a time, no clustering or writing",
+        },
         "speedup": round(ours_rate / easy_rate, 2),
         "machine": machine(),
     }

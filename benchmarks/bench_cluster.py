@@ -76,7 +76,11 @@ def score(truth: np.ndarray, labels: np.ndarray, seconds: float) -> dict:
     return {
         "nmi": round(float(normalized_mutual_info_score(truth, labels)), 4),
         "ari": round(float(adjusted_rand_score(truth, labels)), 4),
-        "nmi_clustered_only": round(float(normalized_mutual_info_score(truth[clustered], labels[clustered])), 4) if clustered.any() else None,
+        "nmi_clustered_only": round(
+            float(normalized_mutual_info_score(truth[clustered], labels[clustered])), 4
+        )
+        if clustered.any()
+        else None,
         "outlier_share": round(float((~clustered).mean()), 4),
         "n_clusters": len(set(labels.tolist()) - {-1}),
         "seconds": round(seconds, 2),
@@ -103,7 +107,9 @@ def _bertopic(seed: int | None):  # type: ignore[no-untyped-def]
     if seed is None:
         return BERTopic()
     # BERTopic's default UMAP (bertopic/_bertopic.py), plus the seed its FAQ recommends.
-    umap = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", low_memory=False, random_state=seed)
+    umap = UMAP(
+        n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", low_memory=False, random_state=seed
+    )
     return BERTopic(umap_model=umap)
 
 
@@ -132,9 +138,16 @@ def run_umap_variant(emb: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     cfg = ClusterConfig()
     t0 = time.perf_counter()
     X = normalize(emb)
-    Z = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=seed).fit_transform(X)
+    Z = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=seed).fit_transform(
+        X
+    )
     mcs = auto_min_cluster_size(len(X))
-    fit = np.asarray(hdbscan.HDBSCAN(min_cluster_size=mcs, min_samples=auto_min_samples(mcs), cluster_selection_method="leaf").fit_predict(Z), dtype=np.int64)
+    fit = np.asarray(
+        hdbscan.HDBSCAN(
+            min_cluster_size=mcs, min_samples=auto_min_samples(mcs), cluster_selection_method="leaf"
+        ).fit_predict(Z),
+        dtype=np.int64,
+    )
     sums = np.zeros((int(fit.max()) + 1, X.shape[1]))
     np.add.at(sums, fit[fit >= 0], X[fit >= 0])
     centres, _ = _centres_from_sums(sums)
@@ -156,7 +169,10 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| method | seed | NMI | ARI | outliers | clusters | seconds | labels sha256 |", "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| method | seed | NMI | ARI | outliers | clusters | seconds | labels sha256 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         out.append(
             f"| {r['method']} | {r['seed']} | {r['nmi']:.3f} | {r['ari']:.3f} | {100 * r['outlier_share']:.1f}% | {r['n_clusters']} | {r['seconds']:.1f} | `{r['labels_sha256']}` |"
@@ -169,7 +185,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--no-bertopic", action="store_true", help="Only cxnlp (and --variants).")
-    ap.add_argument("--variants", action="store_true", help="Also the reduction/selection variants behind the defaults.")
+    ap.add_argument(
+        "--variants", action="store_true", help="Also the reduction/selection variants behind the defaults."
+    )
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.jsonl")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -193,7 +211,9 @@ def main() -> None:
     labels, seconds = run_cxnlp(emb, first)
     record("cxnlp (rerun)", first, labels, seconds)
     if not args.no_bertopic:
-        run_bertopic(docs[:5000], emb[:5000], 0)  # compile numba (incl. pynndescent, used above 4,096 rows) once, untimed
+        run_bertopic(
+            docs[:5000], emb[:5000], 0
+        )  # compile numba (incl. pynndescent, used above 4,096 rows) once, untimed
         for seed in args.seeds:
             labels, seconds = run_bertopic(docs, emb, seed)
             record("BERTopic", seed, labels, seconds)
@@ -208,8 +228,15 @@ def main() -> None:
         labels, seconds = run_umap_variant(emb, first)
         record("variant umap5-leaf (cxnlp with UMAP)", first, labels, seconds)
 
-    same = {r["method"].removesuffix(" (rerun)"): r["labels_sha256"] for r in rows if r["method"].endswith("(rerun)")}
-    identical = {m: any(r["method"] == m and r["seed"] == first and r["labels_sha256"] == h for r in rows) for m, h in same.items()}
+    same = {
+        r["method"].removesuffix(" (rerun)"): r["labels_sha256"]
+        for r in rows
+        if r["method"].endswith("(rerun)")
+    }
+    identical = {
+        m: any(r["method"] == m and r["seed"] == first and r["labels_sha256"] == h for r in rows)
+        for m, h in same.items()
+    }
     try:
         import bertopic
 
@@ -220,7 +247,11 @@ def main() -> None:
         "benchmark": "cluster_vs_bertopic",
         "date": time.strftime("%Y-%m-%d"),
         "data": {"name": "banking77 train", "n": len(docs), "intents": len(set(truth.tolist()))},
-        "embeddings": {"encoder": "packaged all-MiniLM-L6-v2", "cache": str(cache_path), "embed_seconds": embed_seconds},
+        "embeddings": {
+            "encoder": "packaged all-MiniLM-L6-v2",
+            "cache": str(cache_path),
+            "embed_seconds": embed_seconds,
+        },
         "rerun_identical": identical,
         "rows": rows,
         "bertopic_version": bertopic_version,

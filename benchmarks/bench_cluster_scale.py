@@ -36,7 +36,9 @@ WORKDIR = ROOT / "benchmarks" / "data"
 SIGMA = 0.02
 
 
-def make_embeddings(base: np.ndarray, n: int, seed: int, path: Path, chunk: int = 100_000) -> tuple[np.ndarray, float]:
+def make_embeddings(
+    base: np.ndarray, n: int, seed: int, path: Path, chunk: int = 100_000
+) -> tuple[np.ndarray, float]:
     """Write ``n`` jittered copies of ``base`` rows to ``path`` (float16); returns the source row of each."""
     from cxnlp.cluster import write_embeddings
 
@@ -66,7 +68,16 @@ def child(path: Path, seed: int, out: Path) -> None:
     np.save(out, labels)
     peak = _vmhwm_kb()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 1024, 1), "rss_after_imports_mb": round(before / 1024, 1), "ru_maxrss_mb": round(maxrss / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(seconds, 2),
+                "peak_rss_mb": round(peak / 1024, 1),
+                "rss_after_imports_mb": round(before / 1024, 1),
+                "ru_maxrss_mb": round(maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 def _vmhwm_kb() -> int:
@@ -100,7 +111,16 @@ def main() -> None:
         path = args.workdir / f"scale-{n}-{args.seed}.npy"
         source, gen_seconds = make_embeddings(base, n, args.seed, path)
         out = args.workdir / f"scale-{n}-{args.seed}-labels.npy"
-        cmd = [sys.executable, __file__, "--child", str(path), "--child-out", str(out), "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(path),
+            "--child-out",
+            str(out),
+            "--seed",
+            str(args.seed),
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -138,10 +158,14 @@ def main() -> None:
     }
     with args.results.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(result) + "\n")
-    print("| segments | cluster time | process time | peak RSS | clusters | outliers | NMI vs source intent |")
+    print(
+        "| segments | cluster time | process time | peak RSS | clusters | outliers | NMI vs source intent |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in runs:
-        print(f"| {r['n']:,} | {r['cluster_seconds']:.1f} s | {r['process_seconds']:.1f} s | {r['peak_rss_mb'] / 1024:.2f} GB | {r['n_clusters']} | {100 * r['outlier_share']:.1f}% | {r['nmi_vs_source_intent']:.3f} |")
+        print(
+            f"| {r['n']:,} | {r['cluster_seconds']:.1f} s | {r['process_seconds']:.1f} s | {r['peak_rss_mb'] / 1024:.2f} GB | {r['n_clusters']} | {100 * r['outlier_share']:.1f}% | {r['nmi_vs_source_intent']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

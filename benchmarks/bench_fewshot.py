@@ -41,20 +41,39 @@ def main() -> None:
         scores, seconds = [], []
         for seed in (0, 1):
             rng = random.Random(seed)
-            stages = tuple(Stage(s.id, s.description, tuple(rng.sample(s.examples, k)), s.label) for s in tax.stages)
+            stages = tuple(
+                Stage(s.id, s.description, tuple(rng.sample(s.examples, k)), s.label) for s in tax.stages
+            )
             sub = with_none_examples(Taxonomy(f"k{k}", stages, ()), seed)
             t0 = time.perf_counter()
-            cfg = StageTrainConfig(hidden=0 if k < 50 else 256, epochs=100 if k < 50 else 40, lr=0.01 if k < 50 else 0.002, batch_size=16, folds=5)
+            cfg = StageTrainConfig(
+                hidden=0 if k < 50 else 256,
+                epochs=100 if k < 50 else 40,
+                lr=0.01 if k < 50 else 0.002,
+                batch_size=16,
+                folds=5,
+            )
             spec, module, _ = train_stage_head(sub, PACKAGED_ENCODER, cfg, seed)
             seconds.append(time.perf_counter() - t0)
             with torch.inference_mode():
                 probs = torch.sigmoid(module(torch.from_numpy(emb))).numpy()
             pred = [p or ["none"] for p in decide(probs, np.array(spec.thresholds), spec.labels)]
             scores.append(multilabel_metrics(gold, pred, spec.labels)["macro_f1"])
-        row = {"k_per_stage": k, "macro_f1_seeds": scores, "macro_f1_mean": round(float(np.mean(scores)), 3), "train_seconds_mean": round(float(np.mean(seconds)), 1)}
+        row = {
+            "k_per_stage": k,
+            "macro_f1_seeds": scores,
+            "macro_f1_mean": round(float(np.mean(scores)), 3),
+            "train_seconds_mean": round(float(np.mean(seconds)), 1),
+        }
         print(json.dumps(row), flush=True)
         results.append(row)
-    record = {"benchmark": "custom_taxonomy_fewshot", "date": time.strftime("%Y-%m-%d"), "test_set": "data/eval/stages.jsonl", "results": results, "machine": machine()}
+    record = {
+        "benchmark": "custom_taxonomy_fewshot",
+        "date": time.strftime("%Y-%m-%d"),
+        "test_set": "data/eval/stages.jsonl",
+        "results": results,
+        "machine": machine(),
+    }
     with (ROOT / "benchmarks" / "results.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
 

@@ -20,7 +20,11 @@ _SPLIT = re.compile(r"(?<=[.!?])\s+")
 
 def make_corpus(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    samples = [json.loads(l) for l in (ROOT / "data/samples/reviews.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
+    samples = [
+        json.loads(l)
+        for l in (ROOT / "data/samples/reviews.jsonl").read_text(encoding="utf-8").splitlines()
+        if l.strip()
+    ]
     lengths = [len(_SPLIT.split(s["text"])) for s in samples]
     by_rating: dict[int, list[str]] = {}
     for s in samples:

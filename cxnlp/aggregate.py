@@ -8,14 +8,32 @@ import pandas as pd
 
 from .schema import CX_EMOTIONS, OTHER_PAIN_POINT
 
-REQUIRES = {"segments": ["stage", "sentiment", "sentiment_score", "emotion", "pain_point_id"], "documents": ["stages"]}
+REQUIRES = {
+    "segments": ["stage", "sentiment", "sentiment_score", "emotion", "pain_point_id"],
+    "documents": ["stages"],
+}
 STAGE_SUMMARY_COLUMNS = [
-    "stage", "position", "documents", "segments", "positive", "neutral", "negative", "net_sentiment",
-    "mean_sentiment_score", "top_emotions", "top_pain_points",
+    "stage",
+    "position",
+    "documents",
+    "segments",
+    "positive",
+    "neutral",
+    "negative",
+    "net_sentiment",
+    "mean_sentiment_score",
+    "top_emotions",
+    "top_pain_points",
 ]
 
 
-def stage_summary(documents: pd.DataFrame, segments: pd.DataFrame, pain_points: pd.DataFrame, stage_ids: list[str], top_n: int = 5) -> pd.DataFrame:
+def stage_summary(
+    documents: pd.DataFrame,
+    segments: pd.DataFrame,
+    pain_points: pd.DataFrame,
+    stage_ids: list[str],
+    top_n: int = 5,
+) -> pd.DataFrame:
     rows = []
     doc_counts = Counter(s for stages in documents["stages"] for s in stages) if len(documents) else Counter()
     for position, stage in enumerate(stage_ids):
@@ -24,7 +42,14 @@ def stage_summary(documents: pd.DataFrame, segments: pd.DataFrame, pain_points: 
         pos, neu, neg = (int(counts.get(k, 0)) for k in ("positive", "neutral", "negative"))
         n = len(seg)
         emos = Counter(e for e in seg["emotion"] if e != "neutral") if n else Counter()
-        pps = pain_points[(pain_points["stage"] == stage) & ~pain_points["pain_point_id"].str.endswith(f"-{OTHER_PAIN_POINT}")] if len(pain_points) else pain_points
+        pps = (
+            pain_points[
+                (pain_points["stage"] == stage)
+                & ~pain_points["pain_point_id"].str.endswith(f"-{OTHER_PAIN_POINT}")
+            ]
+            if len(pain_points)
+            else pain_points
+        )
         rows.append(
             {
                 "stage": stage,
@@ -36,8 +61,16 @@ def stage_summary(documents: pd.DataFrame, segments: pd.DataFrame, pain_points: 
                 "negative": neg,
                 "net_sentiment": 100.0 * (pos - neg) / n if n else None,
                 "mean_sentiment_score": float(seg["sentiment_score"].mean()) if n else None,
-                "top_emotions": [e for e, _ in sorted(emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0])))[:3]],
-                "top_pain_points": pps.sort_values(["size", "pain_point_id"], ascending=[False, True])["label"].head(top_n).tolist() if len(pps) else [],
+                "top_emotions": [
+                    e for e, _ in sorted(emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0])))[:3]
+                ],
+                "top_pain_points": pps.sort_values(["size", "pain_point_id"], ascending=[False, True])[
+                    "label"
+                ]
+                .head(top_n)
+                .tolist()
+                if len(pps)
+                else [],
             }
         )
     return pd.DataFrame(rows, columns=STAGE_SUMMARY_COLUMNS)

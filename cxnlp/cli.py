@@ -85,7 +85,14 @@ def _progress(enabled: bool) -> Iterator[Any]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True, console=_stderr_console()) as bar:
+    with Progress(
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=_stderr_console(),
+    ) as bar:
 
         def start(label: str, total: int | None) -> Callable[[int], None]:
             task = bar.add_task(label, total=total)
@@ -108,22 +115,70 @@ def cli() -> None:
 
 @cli.command("analyze")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory (replaced atomically).")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline config YAML (default: pipelines/default.yaml).")
+@click.option(
+    "-o",
+    "--output",
+    "outdir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output directory (replaced atomically).",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Pipeline config YAML (default: pipelines/default.yaml).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set cluster.scope=all.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "duckdb"]), help="Table format (default: output.format, parquet); duckdb writes one cxnlp.duckdb with tables and views.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set cluster.scope=all.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv", "duckdb"]),
+    help="Table format (default: output.format, parquet); duckdb writes one cxnlp.duckdb with tables and views.",
+)
 @click.option("--taxonomy", help="Journey taxonomy YAML (same as --set journey.taxonomy=PATH).")
 @click.option("--text-field", help="Input field holding the text (default: auto-detected).")
 @click.option("--id-field", help="Input field holding the record id.")
 @click.option("--timestamp-field", help="Input field holding the date or time.")
 @click.option("--rating-field", help="Input field holding a rating, NPS or CSAT value.")
 @click.option("--channel-field", help="Input field holding the channel.")
-@click.option("--no-redact", is_flag=True, help="Keep personal data (emails, phones, cards, IBANs, IPs, token URLs, names) in the outputs; same as --set redact.enabled=false.")
-@click.option("--max-rejects", type=float, metavar="N", help="Fail (exit 1, after writing rejects.jsonl) when more records than this are rejected: a count, or a fraction below 1 such as 0.05.")
-@click.option("--baseline", type=click.Path(file_okay=False), help="Output folder of an earlier run: pain points keep its ids and get a status (new, growing, shrinking, stable, gone).")
+@click.option(
+    "--no-redact",
+    is_flag=True,
+    help="Keep personal data (emails, phones, cards, IBANs, IPs, token URLs, names) in the outputs; same as --set redact.enabled=false.",
+)
+@click.option(
+    "--max-rejects",
+    type=float,
+    metavar="N",
+    help="Fail (exit 1, after writing rejects.jsonl) when more records than this are rejected: a count, or a fraction below 1 such as 0.05.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(file_okay=False),
+    help="Output folder of an earlier run: pain points keep its ids and get a status (new, growing, shrinking, stable, gone).",
+)
 @verbosity
-def analyze_cli(inputs: tuple[str, ...], outdir: str, config_path: str | None, device: str, overrides: tuple[str, ...], fmt: str | None, taxonomy: str | None, quiet: bool, baseline: str | None, **fields: str | None) -> None:
+def analyze_cli(
+    inputs: tuple[str, ...],
+    outdir: str,
+    config_path: str | None,
+    device: str,
+    overrides: tuple[str, ...],
+    fmt: str | None,
+    taxonomy: str | None,
+    quiet: bool,
+    baseline: str | None,
+    **fields: str | None,
+) -> None:
     """Analyse INPUT files (JSONL, CSV, TSV, Parquet, optionally .gz; globs; - for JSONL on stdin).
 
     \b
@@ -159,7 +214,9 @@ def analyze_cli(inputs: tuple[str, ...], outdir: str, config_path: str | None, d
         _summary(result, out)
     if counts["analysed"] == 0:
         first = result.rejects[0].reason if result.rejects else "no records in the input"
-        raise PipelineError(Errors.E207, count=counts["read"], rejects=str(out / "rejects.jsonl"), reason=first)
+        raise PipelineError(
+            Errors.E207, count=counts["read"], rejects=str(out / "rejects.jsonl"), reason=first
+        )
 
 
 def _summary(result: Any, out: Path) -> None:
@@ -168,14 +225,22 @@ def _summary(result: Any, out: Path) -> None:
 
     console = Console()
     c = result.counts
-    console.print(f"[bold]cxnlp[/bold] read {c['read']} records: {c['analysed']} analysed, {c['rejected']} rejected; {c['segments']} segments.")
+    console.print(
+        f"[bold]cxnlp[/bold] read {c['read']} records: {c['analysed']} analysed, {c['rejected']} rejected; {c['segments']} segments."
+    )
     table = Table(title="Journey", show_lines=False)
     for col in ("stage", "docs", "segments", "negative", "net", "top pain point"):
         table.add_column(col, justify="left" if col in ("stage", "top pain point") else "right")
     for row in result.stage_summary.itertuples():
-        net = "" if row.net_sentiment is None or row.net_sentiment != row.net_sentiment else f"{row.net_sentiment:+.0f}"
+        net = (
+            ""
+            if row.net_sentiment is None or row.net_sentiment != row.net_sentiment
+            else f"{row.net_sentiment:+.0f}"
+        )
         neg = f"{100 * row.negative / row.segments:.0f}%" if row.segments else ""
-        table.add_row(row.stage, str(row.documents), str(row.segments), neg, net, (row.top_pain_points or [""])[0])
+        table.add_row(
+            row.stage, str(row.documents), str(row.segments), neg, net, (row.top_pain_points or [""])[0]
+        )
     console.print(table)
     console.print(f"Outputs: {out}")
     if (out / "report.html").is_file():
@@ -186,11 +251,28 @@ def _summary(result: Any, out: Path) -> None:
 
 @cli.command("train")
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Model folder to write, e.g. models/cx-heads.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config key.")
-@click.option("--task", "tasks", multiple=True, type=click.Choice(["sentiment", "emotion", "stage"]), help="Train only these heads (default: all).")
+@click.option(
+    "-o",
+    "--output",
+    "outdir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model folder to write, e.g. models/cx-heads.",
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config key."
+)
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    type=click.Choice(["sentiment", "emotion", "stage"]),
+    help="Train only these heads (default: all).",
+)
 @verbosity
-def train_cli(config_path: str, outdir: str, overrides: tuple[str, ...], tasks: tuple[str, ...], quiet: bool) -> None:
+def train_cli(
+    config_path: str, outdir: str, overrides: tuple[str, ...], tasks: tuple[str, ...], quiet: bool
+) -> None:
     """Train cxnlp's heads from a training config (see pipelines/train-heads.yaml)."""
     from .config import parse_overrides
     from .train import load_train_config, train
@@ -203,13 +285,25 @@ def train_cli(config_path: str, outdir: str, overrides: tuple[str, ...], tasks: 
 
 @cli.command("eval")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--task", required=True, type=click.Choice(["sentiment", "emotion", "stage"]), help="Which judgement to score.")
+@click.option(
+    "--task",
+    required=True,
+    type=click.Choice(["sentiment", "emotion", "stage"]),
+    help="Which judgement to score.",
+)
 @click.option("--model", "heads", default="cx-heads", show_default=True, help="Heads model name or folder.")
 @click.option("--taxonomy", default="default", show_default=True, help="Taxonomy for the stage task.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the metrics as JSON here (default: PATH's name + .metrics.json in the current folder).")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    help="Also write the metrics as JSON here (default: PATH's name + .metrics.json in the current folder).",
+)
 @verbosity
-def eval_cli(path: str, task: str, heads: str, taxonomy: str, device: str, json_out: str | None, quiet: bool) -> None:
+def eval_cli(
+    path: str, task: str, heads: str, taxonomy: str, device: str, json_out: str | None, quiet: bool
+) -> None:
     """Score a model on a labelled JSONL, CSV or TSV file (GoEmotions TSV accepted as is)."""
     from .device import resolve_device
     from .evaluate import evaluate_file, format_metrics
@@ -224,7 +318,11 @@ def eval_cli(path: str, task: str, heads: str, taxonomy: str, device: str, json_
 
 @cli.command("report")
 @click.argument("outdir", type=click.Path(exists=True, file_okay=False))
-@click.option("--baseline", type=click.Path(exists=True, file_okay=False), help="Output folder of an earlier run to compare with: stage changes and pain points that are new, growing, shrinking or gone.")
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, file_okay=False),
+    help="Output folder of an earlier run to compare with: stage changes and pain points that are new, growing, shrinking or gone.",
+)
 @verbosity
 def report_cli(outdir: str, baseline: str | None, quiet: bool) -> None:
     """Re-render report.html, report.md, its charts and summary.json from OUTDIR's tables; runs no model.

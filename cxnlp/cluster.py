@@ -50,9 +50,24 @@ logger = logging.getLogger(__name__)
 REQUIRES = {"segments": ["stage", "sentiment", "sentiment_score", "emotion", "phrases"]}
 ASSIGNS = {"segments": ["pain_point_id"]}
 PAIN_POINT_COLUMNS = [
-    "pain_point_id", "stage", "label", "keyphrases", "size", "share_of_stage_negative", "n_documents",
-    "mean_sentiment_score", "top_emotions", "first_seen", "last_seen", "example_segment_ids", "example_quotes",
-    "status", "baseline_size", "weekly_counts", "trend", "centroid",
+    "pain_point_id",
+    "stage",
+    "label",
+    "keyphrases",
+    "size",
+    "share_of_stage_negative",
+    "n_documents",
+    "mean_sentiment_score",
+    "top_emotions",
+    "first_seen",
+    "last_seen",
+    "example_segment_ids",
+    "example_quotes",
+    "status",
+    "baseline_size",
+    "weekly_counts",
+    "trend",
+    "centroid",
 ]
 CHUNK = 65_536  # rows per chunk when reading embeddings
 
@@ -119,7 +134,11 @@ def _hdbscan(Z: np.ndarray, mcs: int, ms: int, selection: str, backend: str) -> 
 
 
 def _nearest_pass(
-    embeddings: np.ndarray, centres: np.ndarray, threshold: float, keep: np.ndarray | None = None, chunk: int = CHUNK
+    embeddings: np.ndarray,
+    centres: np.ndarray,
+    threshold: float,
+    keep: np.ndarray | None = None,
+    chunk: int = CHUNK,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label every row with its nearest centre (or -1 below ``threshold``); returns labels and the new centres.
 
@@ -140,7 +159,9 @@ def _nearest_pass(
             lab = np.where(kept >= 0, kept, lab)
         labels[i : i + len(X)] = lab
         m = lab >= 0
-        onehot = csr_matrix((np.ones(int(m.sum()), dtype=np.float32), (lab[m], np.flatnonzero(m))), shape=(k, len(X)))
+        onehot = csr_matrix(
+            (np.ones(int(m.sum()), dtype=np.float32), (lab[m], np.flatnonzero(m))), shape=(k, len(X))
+        )
         sums += onehot @ X
     return labels, sums
 
@@ -151,7 +172,9 @@ def _centres_from_sums(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (sums[alive] / norms[alive, None]).astype(np.float32), alive
 
 
-def cluster_segments(embeddings: np.ndarray, config: ClusterConfig | None = None, seed: int = 0) -> np.ndarray:
+def cluster_segments(
+    embeddings: np.ndarray, config: ClusterConfig | None = None, seed: int = 0
+) -> np.ndarray:
     """Cluster labels (0..k-1, largest first) or -1 for the ``other`` group, for one set of embeddings.
 
     ``embeddings``: any (n, d) array, float16 or float32, in memory or memory-mapped; rows need not be
@@ -192,7 +215,11 @@ def cluster_segments(embeddings: np.ndarray, config: ClusterConfig | None = None
 def _renumber(labels: np.ndarray) -> np.ndarray:
     """Largest cluster first, ties by first member (deterministic); -1 stays -1."""
     present, first = np.unique(labels, return_index=True)
-    sizes = np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1) if (labels >= 0).any() else np.zeros(0, int)
+    sizes = (
+        np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1)
+        if (labels >= 0).any()
+        else np.zeros(0, int)
+    )
     clusters = [(int(-sizes[c]), int(f), int(c)) for c, f in zip(present, first) if c >= 0]
     mapping = np.full(int(labels.max()) + 2, -1, dtype=np.int64)
     for new, (_, _, old) in enumerate(sorted(clusters)):
@@ -227,7 +254,9 @@ def _rank(scores: dict[str, float], counts: Counter, size: int) -> list[str]:
     return sorted(scores, key=key)
 
 
-def _quotes(idx: np.ndarray, X: np.ndarray, centre: np.ndarray, texts: list[str], ids: list[str], n: int) -> tuple[list[str], list[str]]:
+def _quotes(
+    idx: np.ndarray, X: np.ndarray, centre: np.ndarray, texts: list[str], ids: list[str], n: int
+) -> tuple[list[str], list[str]]:
     sims = X @ centre
     order = sorted(range(len(idx)), key=lambda i: (-round(float(sims[i]), 6), ids[idx[i]]))
     chosen: list[int] = []
@@ -291,12 +320,18 @@ def find_pain_points(
     phrases = segments["phrases"].tolist()
     stage_col = segments["stage"].to_numpy()
     negative = (segments["sentiment"] == "negative").to_numpy()
-    created = pd.to_datetime(segments["doc_id"].map(dict(zip(documents["doc_id"], documents["created_at"]))), utc=True, errors="coerce")
+    created = pd.to_datetime(
+        segments["doc_id"].map(dict(zip(documents["doc_id"], documents["created_at"]))),
+        utc=True,
+        errors="coerce",
+    )
     week_start = created.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
     n_weeks, weeks = 0, np.full(len(segments), -1, dtype=np.int64)
     if week_start.notna().any():
         first = week_start.min()
-        weeks = np.where(week_start.notna(), ((week_start - first).dt.days // 7).fillna(-1), -1).astype(np.int64)
+        weeks = np.where(week_start.notna(), ((week_start - first).dt.days // 7).fillna(-1), -1).astype(
+            np.int64
+        )
         n_weeks = int(weeks.max()) + 1
     used_labels: set[str] = set()
     for stage in stage_ids:
@@ -343,7 +378,12 @@ def find_pain_points(
                     "share_of_stage_negative": len(members) / max(len(idx), 1),
                     "n_documents": len(docs),
                     "mean_sentiment_score": float(seg["sentiment_score"].mean()),
-                    "top_emotions": [e for e, _ in sorted(emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0])))[:3]],
+                    "top_emotions": [
+                        e
+                        for e, _ in sorted(emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0])))[
+                            :3
+                        ]
+                    ],
                     "first_seen": dates.min() if len(dates) else None,
                     "last_seen": dates.max() if len(dates) else None,
                     "example_segment_ids": q_ids,
@@ -355,7 +395,13 @@ def find_pain_points(
                     "centroid": [float(v) for v in centre],
                 }
             )
-        logger.info("%s: %d segments -> %d pain points, %d in other", stage, len(idx), len(groups) - int((labels == -1).any()), int((labels == -1).sum()))
+        logger.info(
+            "%s: %d segments -> %d pain points, %d in other",
+            stage,
+            len(idx),
+            len(groups) - int((labels == -1).any()),
+            int((labels == -1).sum()),
+        )
     table = pd.DataFrame(rows, columns=PAIN_POINT_COLUMNS)
     if baseline is not None:
         table, renames = match_baseline(table, baseline, len(segments), config)
@@ -381,7 +427,9 @@ def load_baseline(outdir: str | Path) -> Baseline:
     elif csv.is_file():
         table = pd.read_csv(csv)
     else:
-        raise InputError(Errors.E209, path=str(path), problem=f"it has no pain_points.parquet or pain_points.csv; {fix}")
+        raise InputError(
+            Errors.E209, path=str(path), problem=f"it has no pain_points.parquet or pain_points.csv; {fix}"
+        )
     for col in _LIST_COLUMNS:  # Parquet gives arrays, CSV gives JSON text: make both plain lists
         if col in table.columns:
             table[col] = [_as_list(v) for v in table[col]]
@@ -393,8 +441,17 @@ def load_baseline(outdir: str | Path) -> Baseline:
     return Baseline(table, n_segments, str(path))
 
 
-_LIST_COLUMNS = ("keyphrases", "top_emotions", "example_segment_ids", "example_quotes", "weekly_counts", "centroid")
-KEYPHRASE_MATCH = 0.3  # Jaccard overlap of keyphrases + label needed to match when the baseline has no centres
+_LIST_COLUMNS = (
+    "keyphrases",
+    "top_emotions",
+    "example_segment_ids",
+    "example_quotes",
+    "weekly_counts",
+    "centroid",
+)
+KEYPHRASE_MATCH = (
+    0.3  # Jaccard overlap of keyphrases + label needed to match when the baseline has no centres
+)
 
 
 def _as_list(v: object) -> list | None:
@@ -417,7 +474,9 @@ def _similarity(new: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, bool]
     """
 
     def has_centres(t: pd.DataFrame) -> bool:
-        return "centroid" in t.columns and all(isinstance(c, (list, np.ndarray)) and len(c) for c in t["centroid"])
+        return "centroid" in t.columns and all(
+            isinstance(c, (list, np.ndarray)) and len(c) for c in t["centroid"]
+        )
 
     if has_centres(new) and has_centres(old) and len(new["centroid"].iloc[0]) == len(old["centroid"].iloc[0]):
         A = normalize(np.stack([np.asarray(c, dtype=np.float32) for c in new["centroid"]]))
@@ -428,7 +487,9 @@ def _similarity(new: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, bool]
         return set(row.get("keyphrases") or []) | {str(row["label"])}
 
     a, b = [terms(r) for _, r in new.iterrows()], [terms(r) for _, r in old.iterrows()]
-    return np.array([[len(x & y) / max(len(x | y), 1) for y in b] for x in a], dtype=np.float32).reshape(len(a), len(b)), False
+    return np.array([[len(x & y) / max(len(x | y), 1) for y in b] for x in a], dtype=np.float32).reshape(
+        len(a), len(b)
+    ), False
 
 
 def _status(size: int, before: int, scale: float, ratio: float) -> str:
@@ -442,7 +503,9 @@ def _status(size: int, before: int, scale: float, ratio: float) -> str:
     return "stable"
 
 
-def match_baseline(table: pd.DataFrame, baseline: Baseline, n_segments: int, config: ClusterConfig) -> tuple[pd.DataFrame, dict[str, str]]:
+def match_baseline(
+    table: pd.DataFrame, baseline: Baseline, n_segments: int, config: ClusterConfig
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Give matched pain points the earlier id and label, set ``status``, add ``gone`` rows.
 
     Matching is one-to-one within a stage (Hungarian assignment on centre similarity, at least
@@ -474,8 +537,22 @@ def match_baseline(table: pd.DataFrame, baseline: Baseline, n_segments: int, con
             rows, cols = linear_sum_assignment(-sim)
             pairs = [(cur_c.index[r], old_c.index[c]) for r, c in zip(rows, cols) if sim[r, c] >= threshold]
         if (cur["pain_point_id"] == other_id).any() and (old["pain_point_id"] == other_id).any():
-            pairs.append((cur.index[cur["pain_point_id"] == other_id][0], old.index[old["pain_point_id"] == other_id][0]))
-        next_number = max([_number(p) for p in baseline.pain_points.loc[baseline.pain_points["stage"] == stage, "pain_point_id"]] + [0]) + 1
+            pairs.append(
+                (
+                    cur.index[cur["pain_point_id"] == other_id][0],
+                    old.index[old["pain_point_id"] == other_id][0],
+                )
+            )
+        next_number = (
+            max(
+                [
+                    _number(p)
+                    for p in baseline.pain_points.loc[baseline.pain_points["stage"] == stage, "pain_point_id"]
+                ]
+                + [0]
+            )
+            + 1
+        )
         matched_new = {r for r, _ in pairs}
         for r, o in pairs:
             pos = table.index.get_loc(r)
@@ -495,8 +572,16 @@ def match_baseline(table: pd.DataFrame, baseline: Baseline, n_segments: int, con
             if old_label not in labels[:pos] + labels[pos + 1 :]:
                 labels[pos] = old_label
     renames = {old: new for old, new in zip(table["pain_point_id"], new_ids) if old != new}
-    table["pain_point_id"], table["label"], table["status"], table["baseline_size"] = new_ids, labels, status, base_size
-    gone = old_all[~old_all["pain_point_id"].astype(str).isin(matched_old) & ~old_all["pain_point_id"].astype(str).str.endswith(f"-{OTHER_PAIN_POINT}")]
+    table["pain_point_id"], table["label"], table["status"], table["baseline_size"] = (
+        new_ids,
+        labels,
+        status,
+        base_size,
+    )
+    gone = old_all[
+        ~old_all["pain_point_id"].astype(str).isin(matched_old)
+        & ~old_all["pain_point_id"].astype(str).str.endswith(f"-{OTHER_PAIN_POINT}")
+    ]
     gone_rows = []
     taken = set(labels)
     for _, row in gone.iterrows():

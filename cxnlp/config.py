@@ -140,7 +140,9 @@ def _check_keys(data: dict[str, Any], model: type[BaseModel], section: str, sour
         annotation = fields[key].annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if not isinstance(value, dict):
-                raise ConfigError(Errors.E002, key=_join(section, key), problem="expected a section", source=source)
+                raise ConfigError(
+                    Errors.E002, key=_join(section, key), problem="expected a section", source=source
+                )
             _check_keys(value, annotation, _join(section, key), source)
 
 

@@ -53,7 +53,9 @@ def sst2(data_dir: Path, split: str = "train", min_words: int = 1) -> Labelled:
 def uci_sentences(data_dir: Path) -> Labelled:
     texts, labels = [], []
     for name in ("amazon_cells_labelled.txt", "yelp_labelled.txt", "imdb_labelled.txt"):
-        for line in (data_dir / "uci_sentences" / name).read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in (
+            (data_dir / "uci_sentences" / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        ):
             text, _, label = line.rpartition("\t")
             if text.strip() and label.strip() in {"0", "1"}:
                 texts.append(text.strip())
@@ -63,17 +65,25 @@ def uci_sentences(data_dir: Path) -> Labelled:
 
 def tweeteval_sentiment(data_dir: Path) -> Labelled:
     base = data_dir / "tweeteval" / "sentiment"
-    mapping = dict(line.split("\t") for line in (base / "mapping.txt").read_text().splitlines() if line.strip())
+    mapping = dict(
+        line.split("\t") for line in (base / "mapping.txt").read_text().splitlines() if line.strip()
+    )
     texts = (base / "val_text.txt").read_text(encoding="utf-8").splitlines()
     labels = (base / "val_labels.txt").read_text().split()
-    return Labelled([t.strip() for t in texts], [[mapping[x].strip()] for x in labels], "tweeteval/sentiment/val")
+    return Labelled(
+        [t.strip() for t in texts], [[mapping[x].strip()] for x in labels], "tweeteval/sentiment/val"
+    )
 
 
 def goemotions(data_dir: Path, split: str = "train", variant: str = "original") -> Labelled:
     base = data_dir / "goemotions" / variant
     names = (base / "labels.txt").read_text().split()
     rows = _tsv(base / f"{split}.tsv")
-    return Labelled([r[0] for r in rows], [[names[int(i)] for i in r[1].split(",")] for r in rows], f"goemotions/{variant}/{split}")
+    return Labelled(
+        [r[0] for r in rows],
+        [[names[int(i)] for i in r[1].split(",")] for r in rows],
+        f"goemotions/{variant}/{split}",
+    )
 
 
 def goemotion_labels(data_dir: Path) -> list[str]:
@@ -86,7 +96,9 @@ def banking77(data_dir: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["category"] for r in rows]
 
 
-def clinc150(data_dir: Path, splits: tuple[str, ...] = ("train", "val", "oos_train", "oos_val")) -> tuple[list[str], list[str]]:
+def clinc150(
+    data_dir: Path, splits: tuple[str, ...] = ("train", "val", "oos_train", "oos_val")
+) -> tuple[list[str], list[str]]:
     """Only the train and validation splits: the test splits stay unseen."""
     data = json.loads((data_dir / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
     texts, intents = [], []
@@ -97,9 +109,7 @@ def clinc150(data_dir: Path, splits: tuple[str, ...] = ("train", "val", "oos_tra
     return texts, intents
 
 
-def weak_stage_labels(
-    data_dir: Path, mapping_file: Path, per_label_cap: int, seed: int
-) -> Labelled:
+def weak_stage_labels(data_dir: Path, mapping_file: Path, per_label_cap: int, seed: int) -> Labelled:
     """banking77 and clinc150 queries labelled with stages through an intent -> stage map."""
     mapping = yaml.safe_load(mapping_file.read_text(encoding="utf-8"))
     texts: list[str] = []
@@ -130,11 +140,15 @@ def weak_stage_labels(
 def project_sentiment(path: Path) -> Labelled:
     """Customer-feedback sentences written and labelled by the project ({"text", "sentiment"} JSONL)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return Labelled([r["text"] for r in rows], [[r["sentiment"]] for r in rows], f"cxnlp-written CX sentences ({path})")
+    return Labelled(
+        [r["text"] for r in rows], [[r["sentiment"]] for r in rows], f"cxnlp-written CX sentences ({path})"
+    )
 
 
 def sample(data: Labelled, n: int | None, seed: int) -> Labelled:
     if n is None or n >= len(data):
         return data
     idx = sorted(random.Random(seed).sample(range(len(data)), n))
-    return Labelled([data.texts[i] for i in idx], [data.labels[i] for i in idx], f"{data.source} (sample of {n})")
+    return Labelled(
+        [data.texts[i] for i in idx], [data.labels[i] for i in idx], f"{data.source} (sample of {n})"
+    )

@@ -30,11 +30,19 @@ def resolve_device(device: str | None = "auto") -> str:
         resolved = device
         if device.startswith("cuda"):
             if not torch.cuda.is_available():
-                raise ConfigError(Errors.E006, device=device, problem="CUDA is not available in this torch build or machine")
+                raise ConfigError(
+                    Errors.E006, device=device, problem="CUDA is not available in this torch build or machine"
+                )
             index = int(device.split(":")[1]) if ":" in device else 0
             if index >= torch.cuda.device_count():
-                raise ConfigError(Errors.E006, device=device, problem=f"only {torch.cuda.device_count()} CUDA device(s) exist")
-        elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+                raise ConfigError(
+                    Errors.E006,
+                    device=device,
+                    problem=f"only {torch.cuda.device_count()} CUDA device(s) exist",
+                )
+        elif device == "mps" and not (
+            getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+        ):
             raise ConfigError(Errors.E006, device=device, problem="MPS is not available")
     logger.info("device: %s (requested %s)", resolved, device)
     return resolved

@@ -16,7 +16,10 @@ from .models import Heads
 from .schema import CX_EMOTIONS
 
 REQUIRES = {"segments": ["text"]}
-ASSIGNS = {"segments": ["emotion", "emotion_score", "emotion_scores"], "documents": ["emotion", "emotion_scores"]}
+ASSIGNS = {
+    "segments": ["emotion", "emotion_score", "emotion_scores"],
+    "documents": ["emotion", "emotion_scores"],
+}
 
 CX_MAP: dict[str, str] = {
     "joy": "joy",
@@ -58,7 +61,9 @@ class EmotionModel:
         self.thresholds = np.array(spec.thresholds or [0.5] * len(self.labels), dtype=np.float32)
         cx_map = spec.extra.get("cx_map", CX_MAP)
         self.cx_labels = CX_EMOTIONS
-        self._groups = [[i for i, l in enumerate(self.labels) if cx_map.get(l) == cx] for cx in self.cx_labels]
+        self._groups = [
+            [i for i, l in enumerate(self.labels) if cx_map.get(l) == cx] for cx in self.cx_labels
+        ]
 
     def predict(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
         return self.heads.predict("emotion", embeddings, texts)

@@ -41,7 +41,12 @@ def multilabel_metrics(gold: list[list[str]], pred: list[list[str]], labels: lis
     micro_tp, micro_fp, micro_fn = tp.sum(), fp.sum(), fn.sum()
     micro_f1 = 2 * micro_tp / max(2 * micro_tp + micro_fp + micro_fn, 1)
     per_label = {
-        l: {"precision": round(float(prec[i]), 4), "recall": round(float(rec[i]), 4), "f1": round(float(f1[i]), 4), "support": int(support[i])}
+        l: {
+            "precision": round(float(prec[i]), 4),
+            "recall": round(float(rec[i]), 4),
+            "f1": round(float(f1[i]), 4),
+            "support": int(support[i]),
+        }
         for i, l in enumerate(labels)
     }
     return {
@@ -80,7 +85,11 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
         raise InputError(Errors.E102, path=str(path))
     texts: list[str] = []
     labels: list[list[str]] = []
-    key_order = {"sentiment": ("sentiment", "label", "labels"), "emotion": ("emotions", "labels", "label", "emotion"), "stage": ("stages", "labels", "label", "stage")}[task]
+    key_order = {
+        "sentiment": ("sentiment", "label", "labels"),
+        "emotion": ("emotions", "labels", "label", "emotion"),
+        "stage": ("stages", "labels", "label", "stage"),
+    }[task]
     if path.suffix == ".jsonl":
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
@@ -95,7 +104,11 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
         return texts, labels
     delimiter = "\t" if path.suffix == ".tsv" else ","
     with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL))
+        rows = list(
+            csv.reader(
+                fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            )
+        )
     if not rows:
         raise InputError(Errors.E211, path=str(path), problem="the file is empty")
     header = [h.strip().lower() for h in rows[0]]
@@ -104,7 +117,9 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
         ti = header.index(text_col)
         li = next((header.index(k) for k in (*key_order, "category") if k in header), None)
         if li is None:
-            raise InputError(Errors.E211, path=str(path), problem=f"no label column (looked for {', '.join(key_order)})")
+            raise InputError(
+                Errors.E211, path=str(path), problem=f"no label column (looked for {', '.join(key_order)})"
+            )
         for r in rows[1:]:
             if len(r) > max(ti, li):
                 texts.append(r[ti])
@@ -121,7 +136,9 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
     return texts, labels
 
 
-def evaluate_file(path: str | Path, task: str, heads: str = "cx-heads", device: str = "cpu", taxonomy: str = "default") -> dict[str, Any]:
+def evaluate_file(
+    path: str | Path, task: str, heads: str = "cx-heads", device: str = "cpu", taxonomy: str = "default"
+) -> dict[str, Any]:
     from .emotion import CX_MAP, EmotionModel
     from .journey import StageModel
     from .models import Heads, encode, load_encoder
@@ -155,7 +172,9 @@ def evaluate_file(path: str | Path, task: str, heads: str = "cx-heads", device: 
             cx = emodel.to_cx(raw)
             preds = [[emodel.cx_labels[int(np.argmax(r))]] for r in cx]
             gold_cx = [[CX_MAP.get(l, l) for l in g][:1] for g in gold]
-            result = singlelabel_metrics([g[0] for g in gold_cx], [p[0] for p in preds], list(emodel.cx_labels))
+            result = singlelabel_metrics(
+                [g[0] for g in gold_cx], [p[0] for p in preds], list(emodel.cx_labels)
+            )
     else:
         smodel = StageModel.for_taxonomy(h, taxonomy)
         probs = smodel.predict(emb, texts)
@@ -163,13 +182,19 @@ def evaluate_file(path: str | Path, task: str, heads: str = "cx-heads", device: 
         gold_s = [[l for l in g if l != "none"] or ["none"] for g in gold]
         preds_s = [p or ["none"] for p in preds]
         result = multilabel_metrics(gold_s, preds_s, [*smodel.stage_ids, "none"])
-        result["confusion"] = confusion([g[0] for g in gold_s], [p[0] for p in preds_s], [*smodel.stage_ids, "none"])
-    result.update({"task": task, "file": str(path), "model": h.meta.get("name", heads), "model_version": h.version})
+        result["confusion"] = confusion(
+            [g[0] for g in gold_s], [p[0] for p in preds_s], [*smodel.stage_ids, "none"]
+        )
+    result.update(
+        {"task": task, "file": str(path), "model": h.meta.get("name", heads), "model_version": h.version}
+    )
     return result
 
 
 def _sentiment_name(label: str) -> str:
-    return {"0": "negative", "1": "positive", "neg": "negative", "pos": "positive", "neu": "neutral"}.get(label.strip().lower(), label.strip().lower())
+    return {"0": "negative", "1": "positive", "neg": "negative", "pos": "positive", "neu": "neutral"}.get(
+        label.strip().lower(), label.strip().lower()
+    )
 
 
 def format_metrics(result: dict[str, Any]) -> str:
@@ -180,12 +205,18 @@ def format_metrics(result: dict[str, Any]) -> str:
         f"{'label':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
     for label, m in result["per_label"].items():
-        lines.append(f"{label:<16}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>10}")
+        lines.append(
+            f"{label:<16}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>10}"
+        )
     conf = result.get("confusion")
     if conf:
         labs = conf["labels"]
         width = max(6, max(len(l) for l in labs) + 1)
-        lines += ["", "confusion (rows gold, columns predicted):", " " * width + "".join(f"{l[:width - 1]:>{width}}" for l in labs)]
+        lines += [
+            "",
+            "confusion (rows gold, columns predicted):",
+            " " * width + "".join(f"{l[: width - 1]:>{width}}" for l in labs),
+        ]
         for l, row in zip(labs, conf["matrix"]):
-            lines.append(f"{l[:width - 1]:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+            lines.append(f"{l[: width - 1]:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)

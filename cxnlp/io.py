@@ -30,14 +30,43 @@ from .errors import Errors, InputError, did_you_mean
 logger = logging.getLogger(__name__)
 
 ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
-    "text": ("text", "review", "review_text", "body", "comment", "comments", "message", "content", "feedback", "verbatim", "description"),
+    "text": (
+        "text",
+        "review",
+        "review_text",
+        "body",
+        "comment",
+        "comments",
+        "message",
+        "content",
+        "feedback",
+        "verbatim",
+        "description",
+    ),
     "id": ("id", "review_id", "ticket_id", "doc_id", "document_id", "uuid", "case_id"),
-    "timestamp": ("created_at", "date", "timestamp", "time", "datetime", "created", "submitted_at", "review_date"),
+    "timestamp": (
+        "created_at",
+        "date",
+        "timestamp",
+        "time",
+        "datetime",
+        "created",
+        "submitted_at",
+        "review_date",
+    ),
     "rating": ("rating", "stars", "score", "star_rating", "nps", "csat"),
     "channel": ("channel", "source", "platform"),
 }
 ROLES = tuple(ROLE_CANDIDATES)
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 RAW_LIMIT = 2000
 # How many leading records without a recognisable text field are tolerated before the file is refused.
 MAX_PENDING = 100
@@ -59,7 +88,13 @@ class Reject:
     raw: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source_file": self.source_file, "source_line": self.source_line, "code": self.code, "reason": self.reason, "raw": self.raw}
+        return {
+            "source_file": self.source_file,
+            "source_line": self.source_line,
+            "code": self.code,
+            "reason": self.reason,
+            "raw": self.raw,
+        }
 
 
 @dataclass
@@ -72,7 +107,14 @@ class InputFile:
     records: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "format": self.format, "compressed": self.compressed, "bytes": self.size, "sha256": self.sha256, "records": self.records}
+        return {
+            "path": self.path,
+            "format": self.format,
+            "compressed": self.compressed,
+            "bytes": self.size,
+            "sha256": self.sha256,
+            "records": self.records,
+        }
 
 
 @dataclass
@@ -155,7 +197,11 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
             if not Path(item).exists():
                 raise InputError(Errors.E102, path=item)
             if Path(item).is_dir():
-                raise InputError(Errors.E104, path=item, problem="it is a directory; pass the files in it or a glob such as 'dir/*.jsonl'")
+                raise InputError(
+                    Errors.E104,
+                    path=item,
+                    problem="it is a directory; pass the files in it or a glob such as 'dir/*.jsonl'",
+                )
             paths.append(item)
     if not paths:
         raise InputError(Errors.E107)
@@ -215,7 +261,17 @@ def _iter_jsonl(path: str, compressed: bool) -> Iterator[tuple[int, Any, Reject 
             if _SURROGATE_ESCAPE in line or "\\uD" in line:
                 obj = clean_value(obj)
             if not isinstance(obj, dict):
-                yield lineno, None, _reject(path, lineno, Errors.R002, line.rstrip("\r\n"), kind=type(obj).__name__.replace("dict", "object").replace("list", "array"))
+                yield (
+                    lineno,
+                    None,
+                    _reject(
+                        path,
+                        lineno,
+                        Errors.R002,
+                        line.rstrip("\r\n"),
+                        kind=type(obj).__name__.replace("dict", "object").replace("list", "array"),
+                    ),
+                )
                 continue
             yield lineno, obj, None
 
@@ -261,7 +317,9 @@ def _iter_csv(path: str, compressed: bool, delimiter: str) -> Iterator[tuple[int
         except StopIteration:
             return
         except csv.Error as exc:
-            raise InputError(Errors.E104, path=path, problem=f"the header could not be parsed ({exc})") from exc
+            raise InputError(
+                Errors.E104, path=path, problem=f"the header could not be parsed ({exc})"
+            ) from exc
         header = [h.strip() for h in header]
 
         def outcome(start: int, end: int, row: list[str]) -> tuple[int, Any, Reject | None]:
@@ -269,8 +327,24 @@ def _iter_csv(path: str, compressed: bool, delimiter: str) -> Iterator[tuple[int
                 return start, dict(zip(header, row)), None
             if len(row) < len(header) and end > start and any("\n" in c for c in row):
                 # A quote that is never closed swallows the following lines into one cell.
-                return start, None, _reject(path, start, Errors.R011, delimiter.join(row), end=end, got=len(row), expected=len(header))
-            return start, None, _reject(path, start, Errors.R007, delimiter.join(row), got=len(row), expected=len(header))
+                return (
+                    start,
+                    None,
+                    _reject(
+                        path,
+                        start,
+                        Errors.R011,
+                        delimiter.join(row),
+                        end=end,
+                        got=len(row),
+                        expected=len(header),
+                    ),
+                )
+            return (
+                start,
+                None,
+                _reject(path, start, Errors.R007, delimiter.join(row), got=len(row), expected=len(header)),
+            )
 
         # A multi-line row whose last cell ends with a line break is held back: if it is the file's last
         # row, its quote ran to the end of the file and was never closed.
@@ -282,8 +356,22 @@ def _iter_csv(path: str, compressed: bool, delimiter: str) -> Iterator[tuple[int
             except StopIteration:
                 if held is not None:
                     h_start, h_end, h_row = held
-                    if h_row[-1].endswith(last_line[0]):  # the file's last line, newline included, is inside the cell
-                        yield h_start, None, _reject(path, h_start, Errors.R011, delimiter.join(h_row), end=h_end, got=len(h_row), expected=len(header))
+                    if h_row[-1].endswith(
+                        last_line[0]
+                    ):  # the file's last line, newline included, is inside the cell
+                        yield (
+                            h_start,
+                            None,
+                            _reject(
+                                path,
+                                h_start,
+                                Errors.R011,
+                                delimiter.join(h_row),
+                                end=h_end,
+                                got=len(h_row),
+                                expected=len(header),
+                            ),
+                        )
                     else:
                         yield outcome(*held)
                 return
@@ -326,7 +414,9 @@ def iter_file(path: str, fmt: str, compressed: bool) -> Iterator[tuple[int, Any,
     if fmt in ("csv", "tsv"):
         return _iter_csv(path, compressed, "\t" if fmt == "tsv" else ",")
     if compressed:
-        raise InputError(Errors.E103, path=path, suffix=".parquet.gz (Parquet is compressed internally; drop the .gz)")
+        raise InputError(
+            Errors.E103, path=path, suffix=".parquet.gz (Parquet is compressed internally; drop the .gz)"
+        )
     return _iter_parquet(path)
 
 
@@ -339,7 +429,14 @@ def detect_roles(keys: Iterable[str], fields: FieldsConfig, path: str) -> dict[s
         configured = getattr(fields, role)
         if configured:
             if configured not in keys:
-                raise InputError(Errors.E106, field=configured, role=role, path=path, suggestion=did_you_mean(configured, keys), seen=", ".join(keys) or "(none)")
+                raise InputError(
+                    Errors.E106,
+                    field=configured,
+                    role=role,
+                    path=path,
+                    suggestion=did_you_mean(configured, keys),
+                    seen=", ".join(keys) or "(none)",
+                )
             roles[role] = configured
             continue
         roles[role] = next((lowered[c] for c in ROLE_CANDIDATES[role] if c in lowered), None)
@@ -347,7 +444,13 @@ def detect_roles(keys: Iterable[str], fields: FieldsConfig, path: str) -> dict[s
         guess = did_you_mean("text", keys) or next(
             (f" Did you mean '{k}'?" for k in keys for c in ROLE_CANDIDATES["text"] if c in k.lower()), ""
         )
-        raise InputError(Errors.E101, path=path, field_note=" (looked for " + ", ".join(ROLE_CANDIDATES["text"][:6]) + ", ...)", suggestion=guess, seen=", ".join(keys) or "(none)")
+        raise InputError(
+            Errors.E101,
+            path=path,
+            field_note=" (looked for " + ", ".join(ROLE_CANDIDATES["text"][:6]) + ", ...)",
+            suggestion=guess,
+            seen=", ".join(keys) or "(none)",
+        )
     # A rating role must not steal the id, e.g. a column named "score" that is really an id.
     if roles["id"] is not None and roles["id"] == roles["rating"]:
         roles["rating"] = None
@@ -369,7 +472,8 @@ def read_inputs(
     sources: list[tuple[str, Iterator[tuple[int, Any, Reject | None]]]] = []
     if inputs and all(isinstance(x, dict) for x in inputs):
         result.files.append(InputFile("<records>", "records", False, records=len(inputs)))  # type: ignore[arg-type]
-        sources.append(("<records>", iter((i, clean_value(dict(r)), None) for i, r in enumerate(inputs, start=1))))  # type: ignore[arg-type]
+        records = [dict(r) for r in inputs]  # type: ignore[arg-type]
+        sources.append(("<records>", iter((i, clean_value(r), None) for i, r in enumerate(records, start=1))))
     else:
         for path in expand_inputs(inputs):  # type: ignore[arg-type]
             fmt, compressed = detect_format(path)
@@ -384,7 +488,9 @@ def read_inputs(
                         with gzip.open(path, "rb") as fh:
                             fh.read(1)
                     except OSError as exc:
-                        raise InputError(Errors.E104, path=path, problem=f"not a valid gzip file ({exc})") from exc
+                        raise InputError(
+                            Errors.E104, path=path, problem=f"not a valid gzip file ({exc})"
+                        ) from exc
             result.files.append(info)
             sources.append((path, iter_file(path, fmt, compressed)))
 
@@ -420,7 +526,9 @@ def read_inputs(
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             # A truncated or corrupt compressed stream: keep what was read, reject the rest as one record.
             info.records += 1
-            result.rejects.append(_reject(path, line + 1, Errors.R010, "", problem=str(exc) or type(exc).__name__, last=line))
+            result.rejects.append(
+                _reject(path, line + 1, Errors.R010, "", problem=str(exc) or type(exc).__name__, last=line)
+            )
         except OSError as exc:
             raise InputError(Errors.E104, path=path, problem=str(exc)) from exc
         if pending and first_error is not None:
@@ -435,7 +543,9 @@ def _add(result: ReadResult, item: Record | Reject) -> None:
         result.records.append(item)
 
 
-def _validate(path: str, line: int, obj: dict[str, Any], roles: dict[str, str | None], seen_ids: dict[str, str]) -> Record | Reject:
+def _validate(
+    path: str, line: int, obj: dict[str, Any], roles: dict[str, str | None], seen_ids: dict[str, str]
+) -> Record | Reject:
     text_field = roles["text"]
     assert text_field is not None
     if text_field not in obj:

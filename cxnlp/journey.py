@@ -41,7 +41,9 @@ def decide(probs: np.ndarray, thresholds: np.ndarray, names: list[str]) -> list[
 
 
 class StageModel:
-    def __init__(self, heads: Heads, spec: TaskSpec | None = None, module: Any = None, threshold: float | None = None) -> None:
+    def __init__(
+        self, heads: Heads, spec: TaskSpec | None = None, module: Any = None, threshold: float | None = None
+    ) -> None:
         self.heads = heads
         self.spec = spec or heads.tasks["stage"]
         self.module = module if module is not None else heads.modules["stage"]
@@ -57,7 +59,13 @@ class StageModel:
         return str(self.spec.extra.get("taxonomy_hash", ""))
 
     @classmethod
-    def for_taxonomy(cls, heads: Heads, taxonomy: str | Taxonomy = "default", threshold: float | None = None, device: str = "cpu") -> StageModel:
+    def for_taxonomy(
+        cls,
+        heads: Heads,
+        taxonomy: str | Taxonomy = "default",
+        threshold: float | None = None,
+        device: str = "cpu",
+    ) -> StageModel:
         tax = load_taxonomy(taxonomy) if isinstance(taxonomy, str) else taxonomy
         shipped = heads.tasks["stage"]
         if shipped.extra.get("taxonomy_hash") == tax.hash:
@@ -91,11 +99,19 @@ def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, An
         logger.info("stage head for taxonomy %s loaded from cache %s", tax.name, folder)
         return spec, module
     n = sum(len(s.examples) for s in tax.stages)
-    logger.info("training a stage head for taxonomy %s (%d stages, %d examples)", tax.name, len(tax.stages), n)
+    logger.info(
+        "training a stage head for taxonomy %s (%d stages, %d examples)", tax.name, len(tax.stages), n
+    )
     tax = with_none_examples(tax)
     per_stage = n / len(tax.stages)
     # Few examples: a linear head; more: the MLP (measured in benchmarks/bench_fewshot.py).
-    cfg = StageTrainConfig(hidden=0 if per_stage < 50 else 256, epochs=100 if per_stage < 50 else 40, lr=0.01 if per_stage < 50 else 0.002, batch_size=16 if n < 500 else 64, folds=5)
+    cfg = StageTrainConfig(
+        hidden=0 if per_stage < 50 else 256,
+        epochs=100 if per_stage < 50 else 40,
+        lr=0.01 if per_stage < 50 else 0.002,
+        batch_size=16 if n < 500 else 64,
+        folds=5,
+    )
     from .models import encode, load_encoder
 
     encoder = load_encoder(heads.encoder, device)
@@ -104,7 +120,12 @@ def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, An
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "head.safetensors"))
     (folder / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
-    logger.info("stage head for %s: cross-validated macro-F1 %.3f; cached in %s", tax.name, info["cv"]["macro_f1"], folder)
+    logger.info(
+        "stage head for %s: cross-validated macro-F1 %.3f; cached in %s",
+        tax.name,
+        info["cv"]["macro_f1"],
+        folder,
+    )
     return spec, module
 
 
@@ -136,7 +157,9 @@ def annotate_documents(documents: pd.DataFrame, segments: pd.DataFrame, stage_id
     order = {s: i for i, s in enumerate(stage_ids)}
     union: dict[str, set[str]] = {}
     best: dict[str, tuple[float, str]] = {}
-    for doc_id, stages, stage, score in zip(segments["doc_id"], segments["stages"], segments["stage"], segments["stage_score"]):
+    for doc_id, stages, stage, score in zip(
+        segments["doc_id"], segments["stages"], segments["stage"], segments["stage_score"]
+    ):
         union.setdefault(doc_id, set()).update(stages)
         if stage is not None and (doc_id not in best or score > best[doc_id][0]):
             best[doc_id] = (float(score), stage)

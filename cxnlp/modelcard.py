@@ -10,14 +10,21 @@ from .models import TaskSpec
 
 
 def _fmt(m: dict[str, Any]) -> str:
-    parts = [f"n={m['n']}", f"accuracy {m['accuracy']:.3f}", f"macro-F1 {m['macro_f1']:.3f}", f"macro-recall {m['macro_recall']:.3f}"]
+    parts = [
+        f"n={m['n']}",
+        f"accuracy {m['accuracy']:.3f}",
+        f"macro-F1 {m['macro_f1']:.3f}",
+        f"macro-recall {m['macro_recall']:.3f}",
+    ]
     return ", ".join(parts)
 
 
 def _per_label(m: dict[str, Any]) -> list[str]:
     rows = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label, v in m["per_label"].items():
-        rows.append(f"| {label} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+        rows.append(
+            f"| {label} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+        )
     return rows
 
 
@@ -48,7 +55,9 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         "",
     ]
     for name, spec in specs.items():
-        out.append(f"- **{name}** ({spec.kind}, features: {', '.join(spec.features)}, hidden {spec.hidden}): {', '.join(spec.labels)}")
+        out.append(
+            f"- **{name}** ({spec.kind}, features: {', '.join(spec.features)}, hidden {spec.hidden}): {', '.join(spec.labels)}"
+        )
     out += ["", "## Training data", ""]
     for task, data in report["data"].items():
         out.append(f"**{task}**")
@@ -93,7 +102,11 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         ]
     if "stage" in metrics:
         m = metrics["stage"]
-        out += ["### Journey stage", "", f"- 5-fold cross-validation over the taxonomy examples (out-of-fold predictions, which also tune the thresholds): {_fmt(m['taxonomy_cv'])}."]
+        out += [
+            "### Journey stage",
+            "",
+            f"- 5-fold cross-validation over the taxonomy examples (out-of-fold predictions, which also tune the thresholds): {_fmt(m['taxonomy_cv'])}.",
+        ]
         if "stage_eval_set" in m:
             e = m["stage_eval_set"]
             out += [

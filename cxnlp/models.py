@@ -93,7 +93,13 @@ def encode(model, texts: list[str], batch_size: int = 128, progress=None) -> np.
     step = max(batch_size * 8, 1)
     for i in range(0, len(texts), step):
         chunk = texts[i : i + step]
-        emb = model.encode(chunk, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+        emb = model.encode(
+            chunk,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         out.append(np.asarray(emb, dtype=np.float32))
         if progress is not None:
             progress(len(chunk))
@@ -110,7 +116,9 @@ def vader_features(texts: list[str]) -> np.ndarray:
     analyzer = _vader()
     assert isinstance(analyzer, SentimentIntensityAnalyzer)
     rows = [analyzer.polarity_scores(t) for t in texts]
-    return np.array([[r["neg"], r["neu"], r["pos"], r["compound"]] for r in rows], dtype=np.float32).reshape(len(texts), 4)
+    return np.array([[r["neg"], r["neu"], r["pos"], r["compound"]] for r in rows], dtype=np.float32).reshape(
+        len(texts), 4
+    )
 
 
 @lru_cache(maxsize=1)
@@ -142,7 +150,9 @@ def make_mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1):  # t
 
     if hidden <= 0:
         return nn.Sequential(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
+    )
 
 
 @dataclass
@@ -171,20 +181,32 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, name: str, d: dict[str, Any]) -> TaskSpec:
         known = {"kind", "labels", "features", "hidden", "thresholds"}
-        return cls(name, d["kind"], list(d["labels"]), list(d.get("features", ["embedding"])), int(d.get("hidden", 256)), d.get("thresholds"), {k: v for k, v in d.items() if k not in known})
+        return cls(
+            name,
+            d["kind"],
+            list(d["labels"]),
+            list(d.get("features", ["embedding"])),
+            int(d.get("hidden", 256)),
+            d.get("thresholds"),
+            {k: v for k, v in d.items() if k not in known},
+        )
 
 
 class Heads:
     """Task heads over sentence embeddings. ``predict`` is pure: arrays in, probabilities out."""
 
-    def __init__(self, tasks: dict[str, TaskSpec], embedding_dim: int, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, tasks: dict[str, TaskSpec], embedding_dim: int, meta: dict[str, Any] | None = None
+    ) -> None:
         import torch
         from torch import nn
 
         self.tasks = tasks
         self.embedding_dim = embedding_dim
         self.meta = meta or {}
-        self.modules = nn.ModuleDict({n: make_mlp(t.in_dim(embedding_dim), t.hidden, len(t.labels)) for n, t in tasks.items()})
+        self.modules = nn.ModuleDict(
+            {n: make_mlp(t.in_dim(embedding_dim), t.hidden, len(t.labels)) for n, t in tasks.items()}
+        )
         self.modules.eval()
         self._torch = torch
 
@@ -214,7 +236,11 @@ class Heads:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file(self.state_dict(), str(path / HEADS_FILE))
-        config = {**self.meta, "embedding_dim": self.embedding_dim, "tasks": {n: t.to_dict() for n, t in self.tasks.items()}}
+        config = {
+            **self.meta,
+            "embedding_dim": self.embedding_dim,
+            "tasks": {n: t.to_dict() for n, t in self.tasks.items()},
+        }
         (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if card is not None:
             (path / "README.md").write_text(card, encoding="utf-8")

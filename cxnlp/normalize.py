@@ -39,7 +39,14 @@ def normalize_text(text: str, strip_html: bool = True) -> str:
     if "&" in text:
         text = html.unescape(text)
     if strip_html and "<" in text:
-        text = _TAG.sub(lambda m: "\n" if m.group(0)[1:].lstrip().lower().startswith(("br", "p", "div", "li", "tr", "h")) else " ", text)
+        text = _TAG.sub(
+            lambda m: (
+                "\n"
+                if m.group(0)[1:].lstrip().lower().startswith(("br", "p", "div", "li", "tr", "h"))
+                else " "
+            ),
+            text,
+        )
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
@@ -167,7 +174,10 @@ def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.Da
             key = name[6:] if name.startswith("input_") and name[6:] in RESERVED else name
             column.append(_extra_value(data.get(key)) if key not in used else None)
         rows.append(row)
-    docs = pd.DataFrame(rows, columns=["doc_id", "text", "created_at", "rating", "channel", "flags", "source_file", "source_line"])
+    docs = pd.DataFrame(
+        rows,
+        columns=["doc_id", "text", "created_at", "rating", "channel", "flags", "source_file", "source_line"],
+    )
     docs["created_at"] = pd.to_datetime(docs["created_at"], utc=True)
     docs["rating"] = docs["rating"].astype("float64")
     for name, column in extras.items():

@@ -41,7 +41,10 @@ def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
     arrays = []
     for f in base:
         values = frame[f.name].tolist() if f.name in frame.columns else [None] * len(frame)
-        values = [None if (v is not None and not isinstance(v, (list, dict, str)) and pd.isna(v)) else v for v in values]
+        values = [
+            None if (v is not None and not isinstance(v, (list, dict, str)) and pd.isna(v)) else v
+            for v in values
+        ]
         arrays.append(pa.array(values, type=f.type, from_pandas=True))
     fields = list(base)
     if name == "documents":
@@ -66,7 +69,10 @@ def _csv_ready(table: pa.Table) -> pa.Table:
     for i, f in enumerate(table.schema):
         col = table.column(i)
         if pa.types.is_list(f.type) or pa.types.is_struct(f.type):
-            col = pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in col.to_pylist()], type=pa.string())
+            col = pa.array(
+                [None if v is None else json.dumps(v, ensure_ascii=False) for v in col.to_pylist()],
+                type=pa.string(),
+            )
         cols.append(col)
     return pa.Table.from_arrays(cols, names=table.column_names)
 
@@ -98,7 +104,9 @@ def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") ->
             # Stopped by input.max_rejects: only rejects.jsonl and run.json, so it cannot pass for a complete run.
             _write_rejects(result, staging / "rejects.jsonl")
             manifest_failed = {**result.manifest, "format": fmt, "outputs": {"rejects": "rejects.jsonl"}}
-            (staging / MARKER).write_text(json.dumps(manifest_failed, indent=2, default=str) + "\n", encoding="utf-8")
+            (staging / MARKER).write_text(
+                json.dumps(manifest_failed, indent=2, default=str) + "\n", encoding="utf-8"
+            )
             _swap(staging, outdir)
             return outdir
         if fmt == "duckdb":
@@ -114,7 +122,11 @@ def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") ->
         _write_rejects(result, staging / "rejects.jsonl")
         files["rejects"] = "rejects.jsonl"
         # report.html, report.md, summary.json and charts/*.png, from one build of the report
-        files.update(write_reports(result, staging, html=result.config.report.html, markdown=result.config.report.markdown))
+        files.update(
+            write_reports(
+                result, staging, html=result.config.report.html, markdown=result.config.report.markdown
+            )
+        )
         manifest: dict[str, Any] = {**result.manifest, "format": fmt, "outputs": files}
         (staging / MARKER).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
         _swap(staging, outdir)
@@ -162,7 +174,12 @@ def _recover(outdir: Path) -> None:
     for sibling in outdir.parent.glob(f".{glob.escape(outdir.name)}.*-*"):
         kind, _, rest = sibling.name[len(outdir.name) + 2 :].partition("-")
         pid = rest.split("-")[0]
-        if kind not in ("partial", "old") or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        if (
+            kind not in ("partial", "old")
+            or not pid.isdigit()
+            or int(pid) == os.getpid()
+            or _pid_alive(int(pid))
+        ):
             continue
         if kind == "old" and not outdir.exists() and (sibling / MARKER).is_file():
             logger.warning("restoring %s from %s, left by an interrupted run", outdir, sibling.name)
@@ -179,7 +196,11 @@ def _swap(staging: Path, outdir: Path) -> None:
             raise PipelineError(Errors.E208, path=str(outdir), problem="it exists and is not a directory")
         entries = list(outdir.iterdir())
         if entries and not (outdir / MARKER).is_file():
-            raise PipelineError(Errors.E208, path=str(outdir), problem="it is not empty and holds no cxnlp run.json; choose a new or empty folder")
+            raise PipelineError(
+                Errors.E208,
+                path=str(outdir),
+                problem="it is not empty and holds no cxnlp run.json; choose a new or empty folder",
+            )
         old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
         os.replace(outdir, old)
         try:
@@ -208,7 +229,9 @@ def read_outputs(outdir: str | Path, names: Iterable[str] | None = None) -> dict
     wanted = list(TABLES) if names is None else list(names)
     for name in wanted:
         parquet, csv = outdir / f"{name}.parquet", outdir / f"{name}.csv"
-        tables[name] = pq.read_table(parquet) if parquet.is_file() else _read_csv(csv, name) if csv.is_file() else None
+        tables[name] = (
+            pq.read_table(parquet) if parquet.is_file() else _read_csv(csv, name) if csv.is_file() else None
+        )
     from .warehouse import DUCKDB_FILE, read_duckdb
 
     missing = [name for name in wanted if tables[name] is None]
@@ -222,7 +245,9 @@ def _read_csv(path: Path, name: str) -> pa.Table:
     columns = {c.name: c.type for c in TABLES.get(name, [])}
     nested = {n: t for n, t in columns.items() if pa.types.is_list(t) or pa.types.is_struct(t)}
     types = {n: pa.string() if n in nested else t for n, t in columns.items()}
-    options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False)
+    options = pacsv.ConvertOptions(
+        column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+    )
     table = pacsv.read_csv(path, convert_options=options)
     for col, typ in nested.items():
         if col in table.column_names:

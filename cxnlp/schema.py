@@ -73,10 +73,17 @@ TABLES: dict[str, list[Column]] = {
         Column("rating", pa.float64(), "Input rating, NPS or CSAT value as given.", nullable=True),
         Column("channel", pa.string(), "Input channel (app store, email, chat, ...).", nullable=True),
         Column("n_segments", pa.int32(), "Number of segments the text was split into."),
-        Column("stages", pa.list_(pa.string()), "Union of the segments' stages, in journey order.", _STAGE_NOTE),
+        Column(
+            "stages", pa.list_(pa.string()), "Union of the segments' stages, in journey order.", _STAGE_NOTE
+        ),
         Column("primary_stage", pa.string(), "The stage with the most confident segment.", _STAGE_NOTE, True),
         Column("sentiment", pa.string(), "Document sentiment label.", " | ".join(SENTIMENTS)),
-        Column("sentiment_score", pa.float32(), "P(positive) - P(negative), length-weighted over segments.", "[-1, 1]"),
+        Column(
+            "sentiment_score",
+            pa.float32(),
+            "P(positive) - P(negative), length-weighted over segments.",
+            "[-1, 1]",
+        ),
         Column("emotion", pa.string(), "Most frequent non-neutral segment emotion.", " | ".join(CX_EMOTIONS)),
         Column("emotion_scores", EMOTION_SCORES, "Mean per-emotion score over segments.", "each in [0, 1]"),
         Column("flags", pa.list_(pa.string()), "What was changed on the way in.", " | ".join(DOCUMENT_FLAGS)),
@@ -92,7 +99,9 @@ TABLES: dict[str, list[Column]] = {
         Column("char_end", pa.int32(), "End offset (exclusive) in documents.text."),
         Column("stages", pa.list_(pa.string()), "Stages whose score passed their threshold.", _STAGE_NOTE),
         Column("stage", pa.string(), "The most confident stage, null when none passed.", _STAGE_NOTE, True),
-        Column("stage_score", pa.float32(), "Probability of `stage` (of the best stage when null).", "[0, 1]"),
+        Column(
+            "stage_score", pa.float32(), "Probability of `stage` (of the best stage when null).", "[0, 1]"
+        ),
         Column("sentiment", pa.string(), "Segment sentiment label.", " | ".join(SENTIMENTS)),
         Column("sentiment_score", pa.float32(), "P(positive) - P(negative).", "[-1, 1]"),
         Column("emotion", pa.string(), "Top CX emotion.", " | ".join(CX_EMOTIONS)),
@@ -120,10 +129,16 @@ TABLES: dict[str, list[Column]] = {
         Column("share_of_stage_negative", pa.float32(), "size / negative segments of the stage.", "[0, 1]"),
         Column("n_documents", pa.int32(), "Documents with at least one segment in the pain point."),
         Column("mean_sentiment_score", pa.float32(), "Mean segment sentiment score.", "[-1, 1]"),
-        Column("top_emotions", pa.list_(pa.string()), "Most frequent segment emotions.", " | ".join(CX_EMOTIONS)),
+        Column(
+            "top_emotions", pa.list_(pa.string()), "Most frequent segment emotions.", " | ".join(CX_EMOTIONS)
+        ),
         Column("first_seen", TIMESTAMP, "Earliest created_at among its documents.", nullable=True),
         Column("last_seen", TIMESTAMP, "Latest created_at among its documents.", nullable=True),
-        Column("example_segment_ids", pa.list_(pa.string()), "Segments closest to the centre, not near-duplicates."),
+        Column(
+            "example_segment_ids",
+            pa.list_(pa.string()),
+            "Segments closest to the centre, not near-duplicates.",
+        ),
         Column("example_quotes", pa.list_(pa.string()), "The text of those segments."),
         Column(
             "status",
@@ -134,7 +149,12 @@ TABLES: dict[str, list[Column]] = {
             " | ".join(PAIN_POINT_STATUSES),
             True,
         ),
-        Column("baseline_size", pa.int32(), "Size of the matched pain point in the `--baseline` run.", nullable=True),
+        Column(
+            "baseline_size",
+            pa.int32(),
+            "Size of the matched pain point in the `--baseline` run.",
+            nullable=True,
+        ),
         Column(
             "weekly_counts",
             pa.list_(pa.int32()),
@@ -163,9 +183,20 @@ TABLES: dict[str, list[Column]] = {
         Column("positive", pa.int32(), "Positive segments."),
         Column("neutral", pa.int32(), "Neutral segments."),
         Column("negative", pa.int32(), "Negative segments."),
-        Column("net_sentiment", pa.float32(), "100 * (positive - negative) / segments; null without segments.", "[-100, 100]", True),
+        Column(
+            "net_sentiment",
+            pa.float32(),
+            "100 * (positive - negative) / segments; null without segments.",
+            "[-100, 100]",
+            True,
+        ),
         Column("mean_sentiment_score", pa.float32(), "Mean segment sentiment score.", "[-1, 1]", True),
-        Column("top_emotions", pa.list_(pa.string()), "Up to 3 most frequent non-neutral emotions.", " | ".join(CX_EMOTIONS)),
+        Column(
+            "top_emotions",
+            pa.list_(pa.string()),
+            "Up to 3 most frequent non-neutral emotions.",
+            " | ".join(CX_EMOTIONS),
+        ),
         Column("top_pain_points", pa.list_(pa.string()), "Labels of up to 5 largest pain points."),
     ],
 }
@@ -215,7 +246,9 @@ def arrow_schema(table: str, extra: pa.Schema | None = None) -> pa.Schema:
     fields = [c.field() for c in TABLES[table]]
     if extra is not None:
         fields.extend(extra)
-    return pa.schema(fields, metadata={b"cxnlp.schema_version": SCHEMA_VERSION.encode(), b"cxnlp.table": table.encode()})
+    return pa.schema(
+        fields, metadata={b"cxnlp.schema_version": SCHEMA_VERSION.encode(), b"cxnlp.table": table.encode()}
+    )
 
 
 def snapshot() -> dict[str, Any]:
@@ -260,7 +293,9 @@ def validate_table(table: str, data: pa.Table) -> list[str]:
     if table == "pain_points" and "status" in names:
         bad = set(data.column("status").to_pylist()) - set(PAIN_POINT_STATUSES) - {None}
         if bad:
-            problems.append(f"{table}.status has values outside {PAIN_POINT_STATUSES}: {sorted(map(str, bad))[:5]}")
+            problems.append(
+                f"{table}.status has values outside {PAIN_POINT_STATUSES}: {sorted(map(str, bad))[:5]}"
+            )
     for name in ("sentiment_score", "mean_sentiment_score"):
         if name in names:
             values = [v for v in data.column(name).to_pylist() if v is not None]
@@ -282,16 +317,32 @@ def render_markdown() -> str:
         "new major schema version. `documents` also keeps every other input field as its own column",
         "(prefixed `input_` when the name clashes with a cxnlp column; nested values as JSON text).",
         "",
-        "Emotion scores are a struct with one float field per CX emotion: " + ", ".join(f"`{e}`" for e in CX_EMOTIONS) + ".",
+        "Emotion scores are a struct with one float field per CX emotion: "
+        + ", ".join(f"`{e}`" for e in CX_EMOTIONS)
+        + ".",
         "",
     ]
     for table, columns in TABLES.items():
-        out += [f"## `{table}`", "", "| column | type | nullable | description | allowed values |", "|---|---|---|---|---|"]
+        out += [
+            f"## `{table}`",
+            "",
+            "| column | type | nullable | description | allowed values |",
+            "|---|---|---|---|---|",
+        ]
         for c in columns:
             typ = "struct<emotion: float>" if c.type.equals(EMOTION_SCORES) else str(c.type)
-            out.append(f"| `{c.name}` | `{typ}` | {'yes' if c.nullable else 'no'} | {c.description} | {c.allowed} |")
+            out.append(
+                f"| `{c.name}` | `{typ}` | {'yes' if c.nullable else 'no'} | {c.description} | {c.allowed} |"
+            )
         out.append("")
-    out += ["## `rejects.jsonl`", "", "One JSON object per input record that was not analysed.", "", "| field | description |", "|---|---|"]
+    out += [
+        "## `rejects.jsonl`",
+        "",
+        "One JSON object per input record that was not analysed.",
+        "",
+        "| field | description |",
+        "|---|---|",
+    ]
     out += [f"| `{k}` | {v} |" for k, v in REJECT_FIELDS.items()]
     out.append("")
     out += [

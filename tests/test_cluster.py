@@ -27,12 +27,16 @@ def _blobs(seed: int = 0, per: int | list[int] = 20, noise: int = 3) -> tuple[np
     rng = np.random.default_rng(seed)
     sizes = per if isinstance(per, list) else [per] * 3
     centres = np.eye(3, 32) * 3
-    X = np.concatenate([c + rng.normal(0, 0.15, (k, 32)) for c, k in zip(centres, sizes)] + [rng.normal(0, 1.5, (noise, 32))])
+    X = np.concatenate(
+        [c + rng.normal(0, 0.15, (k, 32)) for c, k in zip(centres, sizes)] + [rng.normal(0, 1.5, (noise, 32))]
+    )
     truth = np.repeat(np.arange(4), sizes + [noise])
     return X.astype(np.float32), truth
 
 
-def _frames(truth: np.ndarray, dates: list[str] | None = None, prefix: str = "d") -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(
+    truth: np.ndarray, dates: list[str] | None = None, prefix: str = "d"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = len(truth)
     segments = pd.DataFrame(
         {
@@ -46,7 +50,9 @@ def _frames(truth: np.ndarray, dates: list[str] | None = None, prefix: str = "d"
             "phrases": [PHRASES[int(t)] for t in truth],
         }
     )
-    created = pd.to_datetime(dates if dates is not None else ["2026-10-01"] * (n - 1) + ["2026-10-20"], utc=True)
+    created = pd.to_datetime(
+        dates if dates is not None else ["2026-10-01"] * (n - 1) + ["2026-10-20"], utc=True
+    )
     return segments, pd.DataFrame({"doc_id": segments["doc_id"], "created_at": created})
 
 
@@ -68,14 +74,18 @@ def test_cluster_outliers_join_a_close_cluster_or_stay_other():
     X, truth = _blobs(noise=0)
     near = X[0] + 0.01  # very close to blob 0
     far = -X[0]  # opposite direction: cosine -1 to blob 0
-    labels = cluster_segments(np.vstack([X, near, far]), ClusterConfig(min_cluster_size=5, assign_threshold=0.6))
+    labels = cluster_segments(
+        np.vstack([X, near, far]), ClusterConfig(min_cluster_size=5, assign_threshold=0.6)
+    )
     assert labels[-2] == labels[0]
     assert labels[-1] == -1
 
 
 def test_cluster_assign_threshold_decides_whether_an_outlier_joins():
     X, _ = _blobs(noise=0)
-    aside = 3 * (0.7 * np.eye(32)[0] + 0.714 * np.eye(32)[10])  # cosine 0.7 to blob 0's centre, far from its members
+    aside = 3 * (
+        0.7 * np.eye(32)[0] + 0.714 * np.eye(32)[10]
+    )  # cosine 0.7 to blob 0's centre, far from its members
     data = np.vstack([X, aside]).astype(np.float32)
     strict = cluster_segments(data, ClusterConfig(min_cluster_size=5, assign_threshold=0.9))
     loose = cluster_segments(data, ClusterConfig(min_cluster_size=5, assign_threshold=0.5))
@@ -87,7 +97,11 @@ def test_cluster_small_inputs_are_all_other():
 
 
 def test_cluster_auto_min_cluster_size_grows_with_n():
-    assert auto_min_cluster_size(10) == 3 and auto_min_cluster_size(1000) == 8 and auto_min_cluster_size(10_000) == 25
+    assert (
+        auto_min_cluster_size(10) == 3
+        and auto_min_cluster_size(1000) == 8
+        and auto_min_cluster_size(10_000) == 25
+    )
 
 
 def test_cluster_sklearn_backend_finds_the_same_groups():
@@ -108,7 +122,9 @@ def test_cluster_fits_a_seeded_sample_and_assigns_the_rest():
 
 def test_cluster_precomputed_float16_memmap_gives_the_same_clusters(tmp_path):
     X, _ = _blobs()
-    mm = write_embeddings(tmp_path / "emb.npy", (X[i : i + 16] for i in range(0, len(X), 16)), len(X), X.shape[1])
+    mm = write_embeddings(
+        tmp_path / "emb.npy", (X[i : i + 16] for i in range(0, len(X), 16)), len(X), X.shape[1]
+    )
     assert mm.dtype == np.float16
     opened = open_embeddings(tmp_path / "emb.npy")
     assert isinstance(opened, np.memmap)
@@ -125,7 +141,9 @@ def test_cluster_pain_points_have_unique_labels_quotes_and_dates():
     segments, documents = _frames(truth)
     table, assignment = find_pain_points(segments, X, documents, ["delivery", "billing"], CFG)
     assert set(table["label"]) == {"late delivery", "melted ice packs", "missing ingredients"}
-    assert table["label"].is_unique and table["size"].sum() == len(X) and all(a is not None for a in assignment)
+    assert (
+        table["label"].is_unique and table["size"].sum() == len(X) and all(a is not None for a in assignment)
+    )
     assert all(1 <= len(q) <= 3 for q in table["example_quotes"])
     assert table["share_of_stage_negative"].sum() == 1.0
     assert table["last_seen"].max() == pd.Timestamp("2026-10-20", tz="UTC")
@@ -147,7 +165,13 @@ def test_cluster_quotes_skip_near_duplicates():
 def test_cluster_weekly_counts_and_trend_follow_the_dates():
     X, truth = _blobs(per=[6, 12, 18], noise=0)
     # blob 0 only in week 1, blob 1 spread evenly, blob 2 growing: 3, 6, 9 over weeks 1-3
-    dates = ["2026-10-05"] * 6 + ["2026-10-05", "2026-10-12", "2026-10-19"] * 4 + ["2026-10-06"] * 3 + ["2026-10-13"] * 6 + ["2026-10-20"] * 9
+    dates = (
+        ["2026-10-05"] * 6
+        + ["2026-10-05", "2026-10-12", "2026-10-19"] * 4
+        + ["2026-10-06"] * 3
+        + ["2026-10-13"] * 6
+        + ["2026-10-20"] * 9
+    )
     segments, documents = _frames(truth, dates)
     table, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
     by_label = table.set_index("label")
@@ -166,17 +190,34 @@ def test_cluster_baseline_keeps_ids_and_marks_new_growing_shrinking_gone():
     ids1 = dict(zip(first["label"], first["pain_point_id"]))
     # Next night: blob 0 grew, blob 1 shrank, blob 2 vanished, a new blob appeared.
     rng = np.random.default_rng(1)
-    X2 = np.concatenate([np.eye(3, 32)[0] * 3 + rng.normal(0, 0.15, (60, 32)), np.eye(3, 32)[1] * 3 + rng.normal(0, 0.15, (10, 32)), -np.eye(3, 32)[0] * 3 + rng.normal(0, 0.15, (20, 32))]).astype(np.float32)
+    X2 = np.concatenate(
+        [
+            np.eye(3, 32)[0] * 3 + rng.normal(0, 0.15, (60, 32)),
+            np.eye(3, 32)[1] * 3 + rng.normal(0, 0.15, (10, 32)),
+            -np.eye(3, 32)[0] * 3 + rng.normal(0, 0.15, (20, 32)),
+        ]
+    ).astype(np.float32)
     t2 = np.repeat([0, 1, 2], [60, 10, 20])
     seg2, doc2 = _frames(t2, prefix="e")
     seg2.loc[t2 == 2, "phrases"] = pd.Series([["wrong address"]] * 20, index=seg2.index[t2 == 2])
-    second, assignment = find_pain_points(seg2, X2, doc2, ["delivery"], CFG, baseline=Baseline(first, len(seg1)))
+    second, assignment = find_pain_points(
+        seg2, X2, doc2, ["delivery"], CFG, baseline=Baseline(first, len(seg1))
+    )
     rows = second.set_index("label")
-    assert rows.at["late delivery", "pain_point_id"] == ids1["late delivery"] and rows.at["late delivery", "status"] == "growing"
-    assert rows.at["melted ice packs", "pain_point_id"] == ids1["melted ice packs"] and rows.at["melted ice packs", "status"] == "shrinking"
+    assert (
+        rows.at["late delivery", "pain_point_id"] == ids1["late delivery"]
+        and rows.at["late delivery", "status"] == "growing"
+    )
+    assert (
+        rows.at["melted ice packs", "pain_point_id"] == ids1["melted ice packs"]
+        and rows.at["melted ice packs", "status"] == "shrinking"
+    )
     assert rows.at["missing ingredients", "status"] == "gone" and rows.at["missing ingredients", "size"] == 0
     assert rows.at["missing ingredients", "pain_point_id"] == ids1["missing ingredients"]
-    assert rows.at["wrong address", "status"] == "new" and rows.at["wrong address", "pain_point_id"] == "delivery-4"
+    assert (
+        rows.at["wrong address", "status"] == "new"
+        and rows.at["wrong address", "pain_point_id"] == "delivery-4"
+    )
     assert set(assignment) == {ids1["late delivery"], ids1["melted ice packs"], "delivery-4"}
     assert second["label"].is_unique
 
@@ -215,6 +256,8 @@ def test_cluster_baseline_rerun_of_the_same_input_is_stable(analyzer, mixed_resu
     mixed_result.write(tmp_path / "night1")
     again = analyzer.analyze([str(FIXTURES / "mixed.jsonl")], baseline=tmp_path / "night1")
     before, after = mixed_result.pain_points, again.pain_points
-    assert list(after["pain_point_id"]) == list(before["pain_point_id"]) and list(after["label"]) == list(before["label"])
+    assert list(after["pain_point_id"]) == list(before["pain_point_id"]) and list(after["label"]) == list(
+        before["label"]
+    )
     assert set(after["status"]) <= {"stable"} and again.manifest["baseline"] == str(tmp_path / "night1")
     assert list(again.segments["pain_point_id"]) == list(mixed_result.segments["pain_point_id"])

@@ -20,14 +20,22 @@ def test_config_every_key_in_default_yaml_is_commented():
 
 
 def test_config_overrides_are_typed():
-    config = load_config(overrides=["cluster.min_cluster_size=5", "cluster.scope=all", "input.fields.text=body"])
-    assert config.cluster.min_cluster_size == 5 and config.cluster.scope == "all" and config.input.fields.text == "body"
+    config = load_config(
+        overrides=["cluster.min_cluster_size=5", "cluster.scope=all", "input.fields.text=body"]
+    )
+    assert (
+        config.cluster.min_cluster_size == 5
+        and config.cluster.scope == "all"
+        and config.input.fields.text == "body"
+    )
 
 
 def test_config_unknown_key_suggests_the_right_one():
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=["cluster.min_clustr_size=5"])
-    assert str(exc.value).startswith("[E001] Config key 'min_clustr_size' is not known in section 'cluster'. Did you mean 'min_cluster_size'?")
+    assert str(exc.value).startswith(
+        "[E001] Config key 'min_clustr_size' is not known in section 'cluster'. Did you mean 'min_cluster_size'?"
+    )
     assert exc.value.exit_code == 2
 
 

@@ -32,7 +32,10 @@ def test_evaluate_reads_sst2_goemotions_and_jsonl_files(tmp_path):
 
 def test_evaluate_cli_prints_metrics_and_writes_json(tmp_path):
     src = tmp_path / "s.jsonl"
-    rows = [{"text": "My parcel arrived broken and two weeks late.", "stages": ["delivery"]}, {"text": "I was charged twice for one order.", "stages": ["billing"]}]
+    rows = [
+        {"text": "My parcel arrived broken and two weeks late.", "stages": ["delivery"]},
+        {"text": "I was charged twice for one order.", "stages": ["billing"]},
+    ]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "m.json"
     result = CliRunner().invoke(cli, ["eval", "--task", "stage", str(src), "--json", str(out)])

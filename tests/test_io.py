@@ -17,7 +17,16 @@ def test_io_jsonl_bad_lines_go_to_rejects_with_line_and_reason():
     result = read_inputs([str(FIXTURES / "bad.jsonl")])
     assert [r.data["__doc_id__"] for r in result.records] == ["b1", "b9"]
     got = {(r.source_line, r.code) for r in result.rejects}
-    assert got == {(2, "R001"), (3, "R001"), (4, "R004"), (5, "R005"), (6, "R002"), (7, "R006"), (8, "R003"), (9, "R004")}
+    assert got == {
+        (2, "R001"),
+        (3, "R001"),
+        (4, "R004"),
+        (5, "R005"),
+        (6, "R002"),
+        (7, "R006"),
+        (8, "R003"),
+        (9, "R004"),
+    }
     assert result.read == 10 == len(result.records) + len(result.rejects)
     dup = next(r for r in result.rejects if r.code == "R006")
     assert "duplicate id 'b1'" in dup.reason and "bad.jsonl:1" in dup.reason
@@ -27,7 +36,11 @@ def test_io_jsonl_bad_lines_go_to_rejects_with_line_and_reason():
 
 def test_io_csv_quoted_newlines_and_short_rows(tmp_path):
     result = read_inputs([str(FIXTURES / "tickets.csv")])
-    assert result.roles["text"] == "body" and result.roles["id"] == "ticket_id" and result.roles["rating"] == "csat"
+    assert (
+        result.roles["text"] == "body"
+        and result.roles["id"] == "ticket_id"
+        and result.roles["rating"] == "csat"
+    )
     texts = [r.data["body"] for r in result.records]
     assert texts[0] == "Hi, my router drops every evening.\nPlease help."
     assert texts[1] == 'The engineer never turned up, "again".'
@@ -54,7 +67,9 @@ def test_io_missing_text_field_suggests_the_right_name(tmp_path):
     with pytest.raises(InputError) as exc:
         read_inputs([str(path)])
     msg = str(exc.value)
-    assert "[E101]" in msg and str(path) in msg and "Did you mean 'reviw_text'?" in msg and "--text-field" in msg
+    assert (
+        "[E101]" in msg and str(path) in msg and "Did you mean 'reviw_text'?" in msg and "--text-field" in msg
+    )
 
 
 def test_io_configured_field_must_exist(tmp_path):

@@ -13,7 +13,11 @@ def test_journey_clear_delivery_complaint(mixed_result):
     seg = _seg(mixed_result, "r1")
     assert seg["stage"].tolist() == ["delivery"] and seg["sentiment"].tolist() == ["negative"]
     doc = mixed_result.documents.set_index("doc_id").loc["r1"]
-    assert doc["primary_stage"] == "delivery" and doc["sentiment"] == "negative" and doc["sentiment_score"] < -0.3
+    assert (
+        doc["primary_stage"] == "delivery"
+        and doc["sentiment"] == "negative"
+        and doc["sentiment_score"] < -0.3
+    )
 
 
 def test_journey_clear_support_praise(mixed_result):

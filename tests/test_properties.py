@@ -56,10 +56,16 @@ def test_properties_reader_survives_random_bytes(data):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-records = st.dictionaries(st.sampled_from(["text", "id", "rating", "created_at", "channel", "extra", "body"]), json_values, max_size=6)
+records = st.dictionaries(
+    st.sampled_from(["text", "id", "rating", "created_at", "channel", "extra", "body"]),
+    json_values,
+    max_size=6,
+)
 
 
 @FAST
@@ -80,7 +86,10 @@ def test_properties_reader_accounts_for_every_json_line(items):
 
 
 @FAST
-@given(st.lists(st.lists(st.text(max_size=20), min_size=3, max_size=3), min_size=1, max_size=10), st.sampled_from([",", "\t"]))
+@given(
+    st.lists(st.lists(st.text(max_size=20), min_size=3, max_size=3), min_size=1, max_size=10),
+    st.sampled_from([",", "\t"]),
+)
 def test_properties_reader_reads_random_csv_back(rows, delimiter):
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=delimiter)  # \r\n line ends: cells holding \r or \n are quoted
@@ -102,20 +111,30 @@ fragments = st.sampled_from(
         "refund to GB82 WEST 1234 5698 7654 32", "$59.99 on 2024-03-15", "\ud800", "", "\r\n",
     ]
 )  # fmt: skip
-texts = st.one_of(st.lists(fragments, max_size=4).map(" ".join), st.text(max_size=60), st.integers(), st.none())
+texts = st.one_of(
+    st.lists(fragments, max_size=4).map(" ".join), st.text(max_size=60), st.integers(), st.none()
+)
 pipeline_records = st.fixed_dictionaries(
     {"text": texts},
-    optional={"rating": st.one_of(st.integers(-5, 10), st.text(max_size=5), st.none()), "created_at": st.one_of(st.text(max_size=12), st.integers(), st.none()), "note": st.text(max_size=20)},
+    optional={
+        "rating": st.one_of(st.integers(-5, 10), st.text(max_size=5), st.none()),
+        "created_at": st.one_of(st.text(max_size=12), st.integers(), st.none()),
+        "note": st.text(max_size=20),
+    },
 )
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(st.lists(pipeline_records, min_size=1, max_size=6), st.booleans())
 def test_properties_pipeline_never_crashes_and_outputs_validate(analyzer, items, via_file):
     with tempfile.TemporaryDirectory() as folder:
         if via_file:
             path = Path(folder) / "in.jsonl"
-            path.write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8", errors="surrogatepass")
+            path.write_text(
+                "".join(json.dumps(r) + "\n" for r in items), encoding="utf-8", errors="surrogatepass"
+            )
             result = analyzer.analyze([str(path)])
         else:
             result = analyzer.analyze(items)
@@ -127,7 +146,9 @@ def test_properties_pipeline_never_crashes_and_outputs_validate(analyzer, items,
             assert validate_table(name, tables[name]) == [], name
         assert tables["documents"].num_rows == counts["analysed"]
         assert len((out / "rejects.jsonl").read_text(encoding="utf-8").split("\n")) - 1 == counts["rejected"]
-        blob = (out / "report.html").read_text(encoding="utf-8") + json.dumps(tables["documents"].to_pylist(), default=str)
+        blob = (out / "report.html").read_text(encoding="utf-8") + json.dumps(
+            tables["documents"].to_pylist(), default=str
+        )
         assert "jo@example.com" not in blob and "4111 1111 1111 1111" not in blob
 
 
@@ -157,7 +178,9 @@ def _fuzz_record(rng: random.Random, i: int) -> tuple[dict[str, object], list[st
     }
     planted = rng.sample(sorted(pii), rng.randrange(0, 3))
     alphabet = "abcdefghij KLMNOP  0123456789.,;:!?-/()@+#\n\t€£$😀ßé\u200b<>&\"'"
-    words = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(rng.randrange(0, 8))]
+    words = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(rng.randrange(0, 8))
+    ]
     for kind in planted:
         words.insert(rng.randrange(len(words) + 1), f" {pii[kind]} ")
     text: object = " ".join(words)
@@ -196,8 +219,14 @@ def test_properties_fuzz_10000_inputs_reader_normaliser_redactor(tmp_path):
         assert read.read == len(documents) + len(rejects)
         total_read += read.read
         redact_corpus(documents, rejects, config, "en_core_web_sm")
-        blob = "\n".join(documents["text"]) + "\n".join(map(str, documents.get("note", []))) + "\n".join(r.raw for r in rejects)
-        planted = [p for _, values in (pairs[:5000] if source[0] == str(path) else pairs[5000:]) for p in values]
+        blob = (
+            "\n".join(documents["text"])
+            + "\n".join(map(str, documents.get("note", [])))
+            + "\n".join(r.raw for r in rejects)
+        )
+        planted = [
+            p for _, values in (pairs[:5000] if source[0] == str(path) else pairs[5000:]) for p in values
+        ]
         leaked = [p for p in planted if p in blob]
         assert leaked == [], leaked[:5]
         for text in documents["text"].sample(200, random_state=1):

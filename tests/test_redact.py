@@ -86,7 +86,12 @@ def _blobs(outdir: Path) -> dict[str, str]:
         else:
             text = path.read_bytes().decode("utf-8", "replace")
             if path.suffix in (".json", ".jsonl"):
-                text += "\n" + json.dumps([json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else json.loads(text), ensure_ascii=False)
+                text += "\n" + json.dumps(
+                    [json.loads(line) for line in text.splitlines() if line.strip()]
+                    if path.suffix == ".jsonl"
+                    else json.loads(text),
+                    ensure_ascii=False,
+                )
             if path.suffix == ".html":
                 text += "\n" + html.unescape(text)
             blobs[name] = text
@@ -116,7 +121,10 @@ def _leaks(blobs: dict[str, str]) -> list[str]:
     [
         ("Mail jo.doe+x@example.co.uk now", "Mail [EMAIL] now"),
         ("Call +44 20 7946 0958 or 0044 20 7946 0958.", "Call [PHONE] or [PHONE]."),
-        ("US (555) 123-4567, 555-123-4567, 555.123.4567, +1 555-0134", "US [PHONE], [PHONE], [PHONE], [PHONE]"),
+        (
+            "US (555) 123-4567, 555-123-4567, 555.123.4567, +1 555-0134",
+            "US [PHONE], [PHONE], [PHONE], [PHONE]",
+        ),
         ("UK 07700 900123, DE 030/12345678, FR 06 12 34 56 78", "UK [PHONE], DE [PHONE], FR [PHONE]"),
         ("mobile 612 345 678 please", "mobile [PHONE] please"),
         ("card 4111 1111 1111 1111 exp 12/25", "card [CARD] exp 12/25"),
@@ -129,7 +137,10 @@ def _leaks(blobs: dict[str, str]) -> list[str]:
         ("see example.com/login?session=9f8e7d and www.example.com/a#access_token=zz", "see [URL] and [URL]"),
         ("ftp://bob:hunter2@files.example.com/x", "[URL]"),
         ("Regards,\nSarah Connor", "Regards,\n[PERSON]"),
-        ("Mr. Patel and Dr Emily Watson; my name is Jo March.", "Mr. [PERSON] and Dr [PERSON]; my name is [PERSON]."),
+        (
+            "Mr. Patel and Dr Emily Watson; my name is Jo March.",
+            "Mr. [PERSON] and Dr [PERSON]; my name is [PERSON].",
+        ),
         ("Thanks to Priya Raghunathan for the help", "Thanks to [PERSON] for the help"),
     ],
 )
@@ -169,7 +180,10 @@ def test_redact_counts_per_type_and_is_idempotent():
 
 def test_redact_types_and_keep_are_honoured():
     text = "Write to help@harvestbox.example.com or jo@example.com, call 07700 900123"
-    assert redact_text(text, types=["phone"]) == ("Write to help@harvestbox.example.com or jo@example.com, call [PHONE]", {"phone": 1})
+    assert redact_text(text, types=["phone"]) == (
+        "Write to help@harvestbox.example.com or jo@example.com, call [PHONE]",
+        {"phone": 1},
+    )
     red, _ = redact_text(text, keep=["help@harvestbox.example.com"])
     assert red == "Write to help@harvestbox.example.com or [EMAIL], call [PHONE]"
 
@@ -189,7 +203,17 @@ def test_redact_names_with_the_entity_recogniser_spare_brands():
 
 @pytest.mark.parametrize(
     "hostile",
-    ["1." * 200_000, "Mr " * 100_000, "0" + "1" * 400_000, ("+1 " + "2" * 40 + " ") * 8000, ":" * 400_000, "a@" * 200_000, "de12 " * 80_000, "0171 " * 80_000, "4111 " * 80_000],
+    [
+        "1." * 200_000,
+        "Mr " * 100_000,
+        "0" + "1" * 400_000,
+        ("+1 " + "2" * 40 + " ") * 8000,
+        ":" * 400_000,
+        "a@" * 200_000,
+        "de12 " * 80_000,
+        "0171 " * 80_000,
+        "4111 " * 80_000,
+    ],
 )
 def test_redact_is_linear_on_hostile_text(hostile):
     start = time.perf_counter()
@@ -279,14 +303,23 @@ def test_redact_pii_set_counts_are_in_run_json(pii_run):
     counts = manifest["redactions"]
     assert set(counts) == {"email", "phone", "card", "iban", "ip", "url", "person"}
     assert counts["card"] >= 8 and counts["iban"] >= 5 and counts["person"] >= 12
-    assert "redact" in manifest["timings"] and manifest["counts"]["read"] == 48 == manifest["counts"]["analysed"] + manifest["counts"]["rejected"]
+    assert (
+        "redact" in manifest["timings"]
+        and manifest["counts"]["read"]
+        == 48
+        == manifest["counts"]["analysed"] + manifest["counts"]["rejected"]
+    )
     assert {r.code for r in result.rejects} == {"R001", "R003", "R006"}
 
 
 def test_redact_no_redact_flag_keeps_the_raw_text(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "Late again, mail me at jo.bloggs@example.com or call 07700 900123."}\n')
-    result = CliRunner().invoke(cli, ["analyze", str(src), "-o", str(tmp_path / "o"), "-q", "--no-redact", "--device", "cpu"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", str(src), "-o", str(tmp_path / "o"), "-q", "--no-redact", "--device", "cpu"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     docs = pq.read_table(tmp_path / "o" / "documents.parquet").column("text").to_pylist()
     assert docs == ["Late again, mail me at jo.bloggs@example.com or call 07700 900123."]

@@ -52,7 +52,16 @@ def assert_untouched(out: Path, marker: str) -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"trust_remote_code\s*=\s*True", r"torch\.load\(", r"^\s*import pickle|^\s*from pickle|pickle\.loads?\(", r"cPickle|dill\b|joblib", r"read_pickle", r"allow_pickle\s*=\s*True", r"yaml\.load\(|yaml\.unsafe_load|yaml\.Loader", r"(?<![\w.])(eval|exec)\("],
+    [
+        r"trust_remote_code\s*=\s*True",
+        r"torch\.load\(",
+        r"^\s*import pickle|^\s*from pickle|pickle\.loads?\(",
+        r"cPickle|dill\b|joblib",
+        r"read_pickle",
+        r"allow_pickle\s*=\s*True",
+        r"yaml\.load\(|yaml\.unsafe_load|yaml\.Loader",
+        r"(?<![\w.])(eval|exec)\(",
+    ],
 )
 def test_safety_package_source_has_no_unsafe_loading(pattern):
     hits = []
@@ -67,7 +76,11 @@ def test_safety_models_are_safetensors_only():
     from cxnlp.models import encoder_location, find_model_dir
 
     heads = find_model_dir("cx-heads")
-    weights = [p.name for p in heads.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5")]
+    weights = [
+        p.name
+        for p in heads.iterdir()
+        if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5")
+    ]
     assert weights == ["heads.safetensors"]
     encoder = Path(encoder_location(None))
     assert (encoder / "model.safetensors").is_file()
@@ -86,7 +99,9 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-@pytest.mark.parametrize("name", ["reviews.parquet", "reviews.jsonl", "reviews.json", "reviews.csv", "reviews.pkl"])
+@pytest.mark.parametrize(
+    "name", ["reviews.parquet", "reviews.jsonl", "reviews.json", "reviews.csv", "reviews.pkl"]
+)
 def test_safety_no_user_file_is_ever_unpickled(tmp_path, name):
     marker = tmp_path / "UNPICKLED"
     (tmp_path / name).write_bytes(pickle.dumps(_Payload(marker)))
@@ -137,7 +152,9 @@ def test_safety_hostile_field_names_stay_columns(tmp_path):
     (work / "in.jsonl").write_text(json.dumps(record) + "\n")
     result = invoke("analyze", str(work / "in.jsonl"), "-o", str(work / "out"), "-q")
     assert result.exit_code == 0, result.output
-    outside = {p for p in tree(tmp_path) if not p.startswith("work/out") and p not in ("work", "work/in.jsonl")}
+    outside = {
+        p for p in tree(tmp_path) if not p.startswith("work/out") and p not in ("work", "work/in.jsonl")
+    }
     assert outside == set() and not Path("/tmp/abs").exists()
 
 
@@ -146,11 +163,15 @@ def test_safety_report_escapes_input_text_in_a_real_browser(tmp_path):
     payloads = [
         "<script>document.title='XSS1'</script> The box was late.",
         "<img src=x onerror=\"document.title='XSS2'\"> The refund was slow.",
-        "\"><svg onload=\"document.title='XSS3'\"> Support never called.",
+        '"><svg onload="document.title=\'XSS3\'"> Support never called.',
         "</textarea></style><iframe src=javascript:alert(4)> Great food though.",
     ]
     src = tmp_path / "xss.jsonl"
-    src.write_text("".join(json.dumps({"text": p, "channel": "<b onmouseover=alert(5)>web</b>"}) + "\n" for p in payloads))
+    src.write_text(
+        "".join(
+            json.dumps({"text": p, "channel": "<b onmouseover=alert(5)>web</b>"}) + "\n" for p in payloads
+        )
+    )
     # strip_html=false keeps the tags in the text, so the report itself must escape them.
     result = invoke("analyze", str(src), "-o", str(tmp_path / "o"), "-q", "--set", "input.strip_html=false")
     assert result.exit_code == 0, result.output
@@ -159,7 +180,16 @@ def test_safety_report_escapes_input_text_in_a_real_browser(tmp_path):
     if chromium is None:
         pytest.skip("no chromium: the static escaping check passed; the browser check needs chromium")
     proc = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=3000", "--dump-dom", (tmp_path / "o" / "report.html").as_uri()],
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            (tmp_path / "o" / "report.html").as_uri(),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -192,14 +222,23 @@ def test_safety_disk_full_mid_write_keeps_the_previous_run(previous_run, monkeyp
     src.write_text(SMALL)
     result = invoke("analyze", str(src), "-o", str(out), "-q")
     assert result.exit_code == 1
-    assert "[E213] Ran out of disk space writing the outputs for" in result.output and "No space left on device" in result.output
+    assert (
+        "[E213] Ran out of disk space writing the outputs for" in result.output
+        and "No space left on device" in result.output
+    )
     assert_untouched(out, marker)
 
 
 def test_safety_disk_full_on_a_real_tiny_filesystem(tmp_path, mixed_result):
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)], capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         out = mount / "out"
@@ -208,7 +247,9 @@ def test_safety_disk_full_on_a_real_tiny_filesystem(tmp_path, mixed_result):
         with pytest.raises(PipelineError) as exc:
             mixed_result.write(out)
         assert exc.value.code == "E213"
-        assert (out / MARKER).read_text() == '{"previous": true}' and [p.name for p in mount.iterdir()] == ["out"]
+        assert (out / MARKER).read_text() == '{"previous": true}' and [p.name for p in mount.iterdir()] == [
+            "out"
+        ]
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
@@ -234,7 +275,11 @@ def test_safety_unwritable_outdir(tmp_path, monkeypatch, mixed_result):
     src = tmp_path / "in.jsonl"
     src.write_text(SMALL)
     result = invoke("analyze", str(src), "-o", str(parent / "out"), "-q")
-    assert result.exit_code == 1 and "[E208] Output directory" in result.output and "Permission denied" in result.output
+    assert (
+        result.exit_code == 1
+        and "[E208] Output directory" in result.output
+        and "Permission denied" in result.output
+    )
     assert not (parent / "out").exists()
 
 
@@ -258,7 +303,9 @@ def test_safety_missing_model_files(tmp_path, missing):
     src.write_text(SMALL)
     result = invoke("analyze", str(src), "-o", str(tmp_path / "o"), "-q", "--set", f"models.heads={heads}")
     assert result.exit_code == 1
-    assert ("[E201] Model" if missing == "everything" else "[E202] Model folder") in result.output and str(heads) in result.output
+    assert ("[E201] Model" if missing == "everything" else "[E202] Model folder") in result.output and str(
+        heads
+    ) in result.output
     assert not (tmp_path / "o").exists()
 
 
@@ -268,7 +315,9 @@ def test_safety_gpu_out_of_memory_says_what_to_do(tmp_path, monkeypatch, previou
     import cxnlp.pipeline as pipeline
 
     def oom(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)")
+        raise torch.cuda.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)"
+        )
 
     monkeypatch.setattr(pipeline, "encode", oom)
     out, marker = previous_run
@@ -281,10 +330,14 @@ def test_safety_gpu_out_of_memory_says_what_to_do(tmp_path, monkeypatch, previou
     assert_untouched(out, marker)
     # On a GPU the message also offers the CPU.
     with pytest.raises(ModelError, match=r"--set models.batch_size=32, or run on the CPU with --device cpu"):
-        pipeline._raise_if_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"), "embed", "cuda:0", 128)
+        pipeline._raise_if_out_of_memory(
+            torch.cuda.OutOfMemoryError("CUDA out of memory"), "embed", "cuda:0", 128
+        )
     with pytest.raises(ModelError, match=r"\[E214\]"):
         pipeline._raise_if_out_of_memory(RuntimeError("MPS backend out of memory"), "embed", "mps", 128)
-    pipeline._raise_if_out_of_memory(RuntimeError("something else"), "embed", "cuda:0", 128)  # not OOM: no error
+    pipeline._raise_if_out_of_memory(
+        RuntimeError("something else"), "embed", "cuda:0", 128
+    )  # not OOM: no error
 
 
 @pytest.mark.parametrize("where", ["segment", "write", "swap"])
@@ -343,10 +396,17 @@ def test_safety_max_rejects(tmp_path):
     src.write_text(SMALL + '{"id": "s3", "text": ""}\nnot json\n')
     result = invoke("analyze", str(src), "-o", str(tmp_path / "o"), "-q", "--max-rejects", "1")
     assert result.exit_code == 1
-    assert "[E212] 2 of 4 input records were rejected, more than input.max_rejects allows (1)" in result.output and "--max-rejects" in result.output
+    assert (
+        "[E212] 2 of 4 input records were rejected, more than input.max_rejects allows (1)" in result.output
+        and "--max-rejects" in result.output
+    )
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["rejects.jsonl", "run.json"]
     manifest = json.loads((tmp_path / "o" / "run.json").read_text())
-    assert manifest["status"] == "failed" and manifest["counts"]["rejected"] == 2 and "embed" not in manifest["timings"]
+    assert (
+        manifest["status"] == "failed"
+        and manifest["counts"]["rejected"] == 2
+        and "embed" not in manifest["timings"]
+    )
     assert len((tmp_path / "o" / "rejects.jsonl").read_text().splitlines()) == 2
     ok = invoke("analyze", str(src), "-o", str(tmp_path / "o2"), "-q", "--max-rejects", "0.5")
     assert ok.exit_code == 0, ok.output
@@ -362,5 +422,8 @@ def test_safety_errors_are_all_documented():
 
 
 def test_safety_page_is_linked():
-    assert "data-safety.md" in (ROOT / "docs" / "index.md").read_text() and "data-safety.md" in (ROOT / "README.md").read_text()
+    assert (
+        "data-safety.md" in (ROOT / "docs" / "index.md").read_text()
+        and "data-safety.md" in (ROOT / "README.md").read_text()
+    )
     assert FIXTURES.is_dir()

@@ -42,7 +42,9 @@ def test_segment_offsets_point_into_the_text():
 
 
 def test_segment_contrastive_split_can_be_switched_off():
-    assert _segments("great food but a rude waiter", split_contrastive=False) == ["great food but a rude waiter"]
+    assert _segments("great food but a rude waiter", split_contrastive=False) == [
+        "great food but a rude waiter"
+    ]
 
 
 def test_segment_long_segments_are_cut():

@@ -21,8 +21,14 @@ def test_taxonomy_examples_never_overlap_the_stage_test_set():
     from tests.conftest import ROOT
 
     tax = load_taxonomy("default")
-    train = {e.lower().strip() for s in tax.stages for e in s.examples} | {e.lower().strip() for e in tax.none_examples}
-    test = {json.loads(l)["text"].lower().strip() for l in (ROOT / "data/eval/stages.jsonl").read_text().splitlines() if l.strip()}
+    train = {e.lower().strip() for s in tax.stages for e in s.examples} | {
+        e.lower().strip() for e in tax.none_examples
+    }
+    test = {
+        json.loads(l)["text"].lower().strip()
+        for l in (ROOT / "data/eval/stages.jsonl").read_text().splitlines()
+        if l.strip()
+    }
     assert not train & test
 
 
@@ -32,7 +38,10 @@ def test_taxonomy_examples_never_overlap_the_stage_test_set():
         ({"stages": []}, "non-empty 'stages'"),
         ({"stages": [{"id": "Bad Id", "examples": ["a"] * 5}]}, "must be lowercase"),
         ({"stages": [{"id": "a", "examples": ["x"] * 4}]}, "give at least 5"),
-        ({"stages": [{"id": "a", "examples": ["x"] * 5}, {"id": "a", "examples": ["y"] * 5}]}, "appears twice"),
+        (
+            {"stages": [{"id": "a", "examples": ["x"] * 5}, {"id": "a", "examples": ["y"] * 5}]},
+            "appears twice",
+        ),
         ({"stages": [{"id": "a", "examples": ["x"] * 5}], "colour": 1}, "unknown top-level keys"),
     ],
 )
@@ -51,16 +60,42 @@ def test_taxonomy_hash_changes_with_content():
 HOTEL = {
     "name": "hotel",
     "stages": [
-        {"id": "booking", "description": "Finding and booking a room.", "examples": [
-            "the booking website kept timing out", "booked the room in two clicks", "could not find a room for my dates online",
-            "the reservation form rejected my card", "booking through the app was easy", "I reserved a suite for our anniversary"]},
-        {"id": "check_in", "description": "Arrival and check-in at reception.", "examples": [
-            "we waited forty minutes at reception to check in", "check-in was quick and the receptionist was friendly",
-            "our room was not ready when we arrived", "the front desk lost our reservation on arrival", "early check-in was granted with a smile",
-            "the key cards did not work when we got to the room"]},
-        {"id": "room", "description": "The room and the stay itself.", "examples": [
-            "the bed was comfortable and the room spotless", "the air conditioning in our room was broken", "the shower had no hot water",
-            "lovely view from the balcony", "the walls were thin and it was noisy all night", "the minibar was empty and the towels were stained"]},
+        {
+            "id": "booking",
+            "description": "Finding and booking a room.",
+            "examples": [
+                "the booking website kept timing out",
+                "booked the room in two clicks",
+                "could not find a room for my dates online",
+                "the reservation form rejected my card",
+                "booking through the app was easy",
+                "I reserved a suite for our anniversary",
+            ],
+        },
+        {
+            "id": "check_in",
+            "description": "Arrival and check-in at reception.",
+            "examples": [
+                "we waited forty minutes at reception to check in",
+                "check-in was quick and the receptionist was friendly",
+                "our room was not ready when we arrived",
+                "the front desk lost our reservation on arrival",
+                "early check-in was granted with a smile",
+                "the key cards did not work when we got to the room",
+            ],
+        },
+        {
+            "id": "room",
+            "description": "The room and the stay itself.",
+            "examples": [
+                "the bed was comfortable and the room spotless",
+                "the air conditioning in our room was broken",
+                "the shower had no hot water",
+                "lovely view from the balcony",
+                "the walls were thin and it was noisy all night",
+                "the minibar was empty and the towels were stained",
+            ],
+        },
     ],
 }
 
@@ -75,7 +110,11 @@ def test_taxonomy_custom_stages_train_a_working_head(analyzer, tmp_path, monkeyp
     path.write_text(yaml.safe_dump(HOTEL))
     model = StageModel.for_taxonomy(analyzer.heads, str(path))
     assert model.stage_ids == ["booking", "check_in", "room"]
-    texts = ["the receptionist made us wait an hour to check in", "the mattress was lumpy and the room smelled", "the online booking page crashed twice"]
+    texts = [
+        "the receptionist made us wait an hour to check in",
+        "the mattress was lumpy and the room smelled",
+        "the online booking page crashed twice",
+    ]
     stages = model.active_stages(model.predict(encode(analyzer.encoder, texts), texts))
     assert [s[:1] for s in stages] == [["check_in"], ["room"], ["booking"]]
     # Cached by the taxonomy hash: the second load does not retrain.
