@@ -43,7 +43,7 @@ import pandas as pd
 
 from .config import ClusterConfig
 from .errors import Errors, InputError
-from .schema import CX_EMOTIONS, OTHER_PAIN_POINT
+from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns
 
 logger = logging.getLogger(__name__)
 
@@ -430,7 +430,9 @@ def load_baseline(outdir: str | Path) -> Baseline:
         raise InputError(
             Errors.E209, path=str(path), problem=f"it has no pain_points.parquet or pain_points.csv; {fix}"
         )
-    for col in _LIST_COLUMNS:  # Parquet gives arrays, CSV gives JSON text: make both plain lists
+    for col in list_columns(
+        "pain_points"
+    ):  # Parquet gives arrays, CSV gives JSON text: make both plain lists
         if col in table.columns:
             table[col] = [_as_list(v) for v in table[col]]
     n_segments = 0
@@ -441,14 +443,6 @@ def load_baseline(outdir: str | Path) -> Baseline:
     return Baseline(table, n_segments, str(path))
 
 
-_LIST_COLUMNS = (
-    "keyphrases",
-    "top_emotions",
-    "example_segment_ids",
-    "example_quotes",
-    "weekly_counts",
-    "centroid",
-)
 KEYPHRASE_MATCH = (
     0.3  # Jaccard overlap of keyphrases + label needed to match when the baseline has no centres
 )

@@ -35,7 +35,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from .about import SCHEMA_VERSION
-from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT
+from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns
 
 logger = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -943,7 +943,7 @@ def _match_pain_points(result: Any, baseline: Any) -> list[PainPointChange] | No
 
         def plain(frame: pd.DataFrame) -> pd.DataFrame:  # list cells as lists (Parquet: arrays; CSV: JSON)
             frame = frame.reset_index(drop=True).copy()
-            for col in _LIST_COLUMNS:
+            for col in list_columns("pain_points"):
                 if col in frame.columns:
                     frame[col] = [None if v is None or _missing(v) else _as_list(v) for v in frame[col]]
             return frame
@@ -990,16 +990,6 @@ def _match_pain_points(result: Any, baseline: Any) -> list[PainPointChange] | No
             )
         )
     return out
-
-
-_LIST_COLUMNS = (
-    "keyphrases",
-    "top_emotions",
-    "example_segment_ids",
-    "example_quotes",
-    "weekly_counts",
-    "centroid",
-)
 
 
 # -- charts (inline SVG; any text is escaped here, then the whole is Markup) -------------------------

@@ -272,6 +272,11 @@ def column_names(table: str) -> list[str]:
     return [c.name for c in TABLES[table]]
 
 
+def list_columns(table: str) -> tuple[str, ...]:
+    """Names of ``table``'s list-typed columns (Parquet gives arrays, CSV gives JSON text for them)."""
+    return tuple(c.name for c in TABLES[table] if pa.types.is_list(c.type))
+
+
 def validate_table(table: str, data: pa.Table) -> list[str]:
     """Problems with ``data`` as table ``table``: missing columns, wrong types, values out of range."""
     problems: list[str] = []
