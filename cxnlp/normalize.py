@@ -119,6 +119,22 @@ def _extra_value(value: Any) -> Any:
     return value
 
 
+UNDETERMINED = "und"
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code from CLD2 (Compact Language Detector 2, a bundled model), or ``und`` when the text
+    is too short or mixed for a reliable answer."""
+    import pycld2
+
+    try:
+        reliable, _, details = pycld2.detect(text[:2000], bestEffort=False)
+    except pycld2.error:
+        return UNDETERMINED
+    code = details[0][1] if details else "un"
+    return code if reliable and code not in ("un", "xxx") else UNDETERMINED
+
+
 def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.DataFrame, list[Reject]]:
     """Records -> (documents frame with input columns, rejects for texts with nothing left)."""
     rows: list[dict[str, Any]] = []
@@ -161,6 +177,7 @@ def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.Da
             "rating": rating,
             "channel": None if channel in (None, "") else str(channel),
             "flags": flags,
+            "language": detect_language(text),
             "source_file": rec.source_file,
             "source_line": rec.source_line,
         }
@@ -176,7 +193,7 @@ def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.Da
         rows.append(row)
     docs = pd.DataFrame(
         rows,
-        columns=["doc_id", "text", "created_at", "rating", "channel", "flags", "source_file", "source_line"],
+        columns=["doc_id", "text", "created_at", "rating", "channel", "flags", "source_file", "source_line", "language"],
     )
     docs["created_at"] = pd.to_datetime(docs["created_at"], utc=True)
     docs["rating"] = docs["rating"].astype("float64")

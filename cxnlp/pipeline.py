@@ -297,6 +297,9 @@ class Analyzer:
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "baseline": base.path if base is not None else None,
             "redactions": redactions,
+            "languages": {str(k): int(v) for k, v in corpus.documents["language"].value_counts().items()}
+            if "language" in corpus.documents
+            else {},
             "status": "failed" if failed else "complete",
             "reject_limit": reject_limit,
         }

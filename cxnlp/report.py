@@ -285,6 +285,7 @@ class Report:
     rejects: list[dict[str, Any]]
     flags: list[tuple[str, int]]
     channels: list[tuple[str, int]]
+    languages: list[tuple[str, int]]
     n_channels: int
     timings: list[tuple[str, float, float]]  # step, seconds, share of the slowest
     seconds: float | None
@@ -512,6 +513,7 @@ def build_report(result: Any, compare: bool = True) -> Report:
     ratings = pd.to_numeric(_col(documents, "rating"), errors="coerce")
     channels = _col(documents, "channel").dropna().astype(str).value_counts()
     channels = channels[channels.index != ""]
+    languages = _col(documents, "language").dropna().astype(str).value_counts()
     timings = {str(k): v for k, v in (manifest.get("timings") or {}).items() if _num(v) is not None}
     slowest = max((float(v) for v in timings.values()), default=0.0) or 1.0
     now = datetime.now(timezone.utc)
@@ -550,6 +552,7 @@ def build_report(result: Any, compare: bool = True) -> Report:
         ),
         channels=sorted(((str(k), int(v)) for k, v in channels.items()), key=lambda kv: (-kv[1], kv[0]))[:10],
         n_channels=len(channels),
+        languages=sorted(((str(k), int(v)) for k, v in languages.items()), key=lambda kv: (-kv[1], kv[0])),
         timings=[(k, float(v), float(v) / slowest) for k, v in timings.items()],
         seconds=_num(manifest.get("seconds")),
         models=_models(manifest.get("models") or {}),
@@ -1376,6 +1379,10 @@ def markdown_page(r: Report, charts: dict[str, str] | None = None) -> str:
             + ", ".join(f"{md_text(x['code'], 20)} × {fmt_num(x['count'])}" for x in r.rejects)
         )
     out.append(f"- Segments: {fmt_num(r.segments)}; without a stage: {fmt_num(r.unassigned)}")
+    if r.languages:
+        out.append(
+            "- Languages seen: " + ", ".join(f"{md_text(code, 10)} {fmt_num(n)}" for code, n in r.languages)
+        )
     for i in r.inputs:
         out.append(
             f"- Input {md_text(i['name'], 120)}: records {fmt_num(i['records'])}, {fmt_bytes(i['bytes'])}, sha256 {md_text(i['sha_short'], 20)}"

@@ -89,6 +89,12 @@ TABLES: dict[str, list[Column]] = {
         Column("flags", pa.list_(pa.string()), "What was changed on the way in.", " | ".join(DOCUMENT_FLAGS)),
         Column("source_file", pa.string(), "Input file the record came from (`-` for stdin)."),
         Column("source_line", pa.int64(), "Line (JSONL, CSV) or row (Parquet) number in that file, from 1."),
+        Column(
+            "language",
+            pa.string(),
+            "Language detected by CLD2, ISO 639-1 (`en`, `fr`, ...); `und` when not reliable.",
+            nullable=True,
+        ),
     ],
     "segments": [
         Column("doc_id", pa.string(), "The document the segment belongs to."),

@@ -35,3 +35,16 @@ def test_normalize_records_keep_extras_and_flag_bad_values():
     assert docs.loc[0, "input_sentiment"] == "mine" and docs.loc[0, "meta"] == '{"a": 1}'
     assert set(docs.loc[1, "flags"]) == {"created_at_unparsed", "rating_unparsed", "id_generated"}
     assert [r.code for r in rejects] == ["R008"]
+
+
+def test_normalize_detects_the_language_of_each_document():
+    from cxnlp.normalize import detect_language
+
+    assert detect_language("The box arrived late again and the ice packs had melted.") == "en"
+    assert detect_language("La livraison était en retard et le colis était abîmé, je suis très déçu.") == "fr"
+    assert detect_language("ok") == "und"
+    records = read_inputs(
+        [{"text": "Der Kundendienst hat mir sehr schnell geholfen, vielen Dank dafür."}]
+    ).records
+    docs, _ = normalize_records(records, InputConfig())
+    assert docs.loc[0, "language"] == "de"
