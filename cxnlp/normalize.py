@@ -193,7 +193,17 @@ def normalize_records(records: list[Record], config: InputConfig) -> tuple[pd.Da
         rows.append(row)
     docs = pd.DataFrame(
         rows,
-        columns=["doc_id", "text", "created_at", "rating", "channel", "flags", "source_file", "source_line", "language"],
+        columns=[
+            "doc_id",
+            "text",
+            "created_at",
+            "rating",
+            "channel",
+            "flags",
+            "source_file",
+            "source_line",
+            "language",
+        ],
     )
     docs["created_at"] = pd.to_datetime(docs["created_at"], utc=True)
     docs["rating"] = docs["rating"].astype("float64")
