@@ -228,17 +228,10 @@ def synthetic_result(n: int, seed: int = 0) -> Any:
 def browser_load(report: Path, repeat: int) -> float:
     from playwright.sync_api import sync_playwright
 
-    args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-    ]
+    from cxnlp.report import CHROMIUM_ARGS
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=list(CHROMIUM_ARGS))
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         times = []
         for _ in range(repeat):

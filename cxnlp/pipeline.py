@@ -28,6 +28,7 @@ from .io import ReadResult, Reject, read_inputs
 from .models import Heads, encode, load_encoder
 from .normalize import normalize_records
 from .redact import redact_corpus
+from .schema import column_names
 from .segment import segment_documents
 
 logger = logging.getLogger(__name__)
@@ -371,25 +372,7 @@ def _empty_annotations(corpus: Corpus) -> None:
         ("emotion_scores", None),
     ):
         d[col] = pd.Series([default] * len(d), dtype=object)
-    corpus.segments = pd.DataFrame(
-        columns=[
-            "doc_id",
-            "segment_id",
-            "position",
-            "text",
-            "char_start",
-            "char_end",
-            "stages",
-            "stage",
-            "stage_score",
-            "sentiment",
-            "sentiment_score",
-            "emotion",
-            "emotion_score",
-            "emotion_scores",
-            "pain_point_id",
-        ]
-    )
+    corpus.segments = pd.DataFrame(columns=column_names("segments"))
 
 
 def analyze(

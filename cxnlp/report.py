@@ -68,6 +68,18 @@ CHURN_PATTERN = re.compile(
 NEGATIVE_COLOUR, NEUTRAL_COLOUR, POSITIVE_COLOUR = "#dc2626", "#cbd5e1", "#16a34a"
 _RED, _GREY, _GREEN = (185, 28, 28), (107, 114, 128), (21, 128, 61)
 
+# How to open report.html in headless Chromium on a machine without network access: the browser tests,
+# the screenshots and the report benchmark all launch it with these flags.
+CHROMIUM_ARGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+)
+
 _SCRIPT = (
     "(function(){var d=document;function all(o){d.querySelectorAll('details').forEach(function(e){e.open=o;});}"
     "d.querySelectorAll('[data-toggle]').forEach(function(b){b.hidden=false;"

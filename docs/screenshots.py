@@ -16,16 +16,10 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
+from cxnlp.report import CHROMIUM_ARGS
+
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+ARGS = list(CHROMIUM_ARGS)
 MAX_BYTES = 400_000
 
 

@@ -17,18 +17,10 @@ from typing import Any
 
 import pytest
 
+from cxnlp.report import CHROMIUM_ARGS
 from tests.conftest import SAMPLES
 
 CHROMIUM = os.environ.get("CXNLP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>", '"><svg onload=alert(3)>']
 # the input file's name is shown in the report's header, so this payload is always on the page
 HOSTILE_FILE = "<img src=x onerror=alert(4)>.jsonl"
@@ -112,7 +104,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         yield browser
         browser.close()
 
