@@ -466,8 +466,23 @@ def read_inputs(
     fields: FieldsConfig | None = None,
 ) -> ReadResult:
     """Read files (or in-memory records) into records and rejects. Raises InputError for unusable files."""
-    fields = fields or FieldsConfig()
     result = ReadResult()
+    for item in iter_inputs(inputs, fields, result):
+        _add(result, item)
+    return result
+
+
+def iter_inputs(
+    inputs: Iterable[str | os.PathLike[str]] | list[dict[str, Any]],
+    fields: FieldsConfig | None = None,
+    result: ReadResult | None = None,
+) -> Iterator[Record | Reject]:
+    """Stream records and rejects in input order, one at a time (the batch runner reads in chunks).
+
+    ``result`` collects the file list and the detected field roles as reading goes; its ``records`` and
+    ``rejects`` stay empty (the caller decides where each item goes)."""
+    fields = fields or FieldsConfig()
+    result = result if result is not None else ReadResult()
     inputs = list(inputs)  # type: ignore[assignment]
     sources: list[tuple[str, Iterator[tuple[int, Any, Reject | None]]]] = []
     if inputs and all(isinstance(x, dict) for x in inputs):
@@ -505,7 +520,7 @@ def read_inputs(
             for line, obj, reject in rows:
                 info.records += 1
                 if reject is not None:
-                    result.rejects.append(reject)
+                    yield reject
                     continue
                 if roles is None:
                     try:
@@ -520,20 +535,17 @@ def read_inputs(
                         result.roles = roles
                     logger.info("%s: fields %s", path, ", ".join(f"{r}={n}" for r, n in roles.items() if n))
                     for p_line, p_obj in pending:
-                        _add(result, _validate(path, p_line, p_obj, roles, seen_ids))
+                        yield _validate(path, p_line, p_obj, roles, seen_ids)
                     pending.clear()
-                _add(result, _validate(path, line, obj, roles, seen_ids))
+                yield _validate(path, line, obj, roles, seen_ids)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             # A truncated or corrupt compressed stream: keep what was read, reject the rest as one record.
             info.records += 1
-            result.rejects.append(
-                _reject(path, line + 1, Errors.R010, "", problem=str(exc) or type(exc).__name__, last=line)
-            )
+            yield _reject(path, line + 1, Errors.R010, "", problem=str(exc) or type(exc).__name__, last=line)
         except OSError as exc:
             raise InputError(Errors.E104, path=path, problem=str(exc)) from exc
         if pending and first_error is not None:
             raise first_error
-    return result
 
 
 def _add(result: ReadResult, item: Record | Reject) -> None:

@@ -24,7 +24,7 @@ from .about import SCHEMA_VERSION, __version__
 from .config import Config, _merge, config_to_dict, load_config, parse_overrides
 from .device import resolve_device
 from .errors import Errors, ModelError, PipelineError
-from .io import ReadResult, Reject, read_inputs
+from .io import ReadResult, Record, Reject, read_inputs
 from .models import Heads, encode, load_encoder
 from .normalize import normalize_records
 from .redact import redact_corpus
@@ -94,6 +94,46 @@ class AnalysisResult:
         return write_outputs(self, Path(outdir), format or self.config.output.format)
 
 
+@dataclass
+class Part:
+    """What the per-document steps (normalize -> emotion) give for one chunk of input.
+
+    Every column of ``documents`` and ``segments`` is final except those the corpus-wide steps
+    (cluster, aggregate) add; ``embeddings`` holds one normalised row per segment."""
+
+    documents: pd.DataFrame
+    segments: pd.DataFrame
+    embeddings: np.ndarray
+    rejects: list[Reject]
+    redactions: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def merge_parts(parts: list[Part]) -> Part:
+    """One Part from several, in order (documents, segments, embeddings and rejects concatenated)."""
+    if len(parts) == 1:
+        return parts[0]
+    docs = [p.documents for p in parts if len(p.documents)]
+    segs = [p.segments for p in parts if len(p.segments)]
+    embs = [p.embeddings for p in parts if len(p.embeddings)]
+    redactions: dict[str, int] = {}
+    timings: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.redactions.items():
+            redactions[k] = redactions.get(k, 0) + v
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    documents = pd.concat(docs, ignore_index=True) if docs else parts[0].documents.iloc[:0]
+    return Part(
+        documents,
+        pd.concat(segs, ignore_index=True) if segs else parts[0].segments.iloc[:0],
+        np.concatenate(embs) if embs else parts[0].embeddings[:0],
+        [r for p in parts for r in p.rejects],
+        redactions,
+        timings,
+    )
+
+
 class Analyzer:
     """Holds the loaded models so that several inputs can be analysed without reloading."""
 
@@ -103,6 +143,8 @@ class Analyzer:
         self.heads = Heads.load(self.config.models.heads)
         self.encoder_name = self.config.models.encoder or self.heads.encoder
         self.encoder = load_encoder(self.encoder_name, self.device)
+        self.batch_size = auto_batch_size(self.device, self.config.models.batch_size)
+        self._dim: int | None = None
         self.stage_model = journey.StageModel.for_taxonomy(
             self.heads, self.config.journey.taxonomy, self.config.journey.threshold, self.device
         )
@@ -142,6 +184,18 @@ class Analyzer:
         }
 
     def steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
+        """All steps after redaction, in order: the per-document ones, then the corpus-wide ones."""
+        return self.map_steps(progress) + self.reduce_steps(progress, baseline)
+
+    def map_steps(self, progress: Progress | None) -> list[Step]:
+        """Steps that look at one document at a time (chunkable): segment, embed, journey, sentiment, emotion."""
+        return [s for s in self._steps(progress, None) if s.name not in REDUCE_STEPS]
+
+    def reduce_steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
+        """Steps that need the whole corpus: cluster, aggregate."""
+        return [s for s in self._steps(progress, baseline) if s.name in REDUCE_STEPS]
+
+    def _steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
         cfg = self.config
 
         def tick(label: str, total: int | None) -> Callable[[int], None]:
@@ -152,7 +206,7 @@ class Analyzer:
 
         def embed_step(c: Corpus) -> None:
             texts = c.segments["text"].tolist()
-            c.embeddings = encode(self.encoder, texts, cfg.models.batch_size, tick("embed", len(texts)))
+            c.embeddings = self.embed(texts, tick("embed", len(texts)))
 
         def journey_step(c: Corpus) -> None:
             probs = (
@@ -226,19 +280,12 @@ class Analyzer:
             Step("aggregate", aggregate_step, aggregate.REQUIRES, {"documents": ["n_segments"]}),
         ]
 
-    def analyze(
-        self, inputs: Iterable[Any], progress: Progress | None = None, baseline: str | Path | None = None
-    ) -> AnalysisResult:
-        """``baseline``: the output folder of an earlier run; its pain points keep their ids (``status``)."""
-        base = cluster.load_baseline(baseline) if baseline is not None else None
-        started = datetime.now(timezone.utc)
+    def prepare(self, records: list[Record], rejects: list[Reject]) -> Part:
+        """normalize and redact one chunk of records: the documents table before any model runs."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        read: ReadResult = read_inputs(list(inputs), self.config.input.fields)
-        timings["read"] = time.perf_counter() - t
-        t = time.perf_counter()
-        documents, more_rejects = normalize_records(read.records, self.config.input)
-        rejects = read.rejects + more_rejects
+        documents, more_rejects = normalize_records(records, self.config.input)
+        rejects = list(rejects) + more_rejects
         timings["normalize"] = time.perf_counter() - t
         t = time.perf_counter()
         redactions = redact_corpus(
@@ -249,32 +296,93 @@ class Analyzer:
             self.config.segment.batch_size,
         )
         timings["redact"] = time.perf_counter() - t
-        # Too many rejects: stop before the models run; the writer keeps rejects.jsonl and run.json only.
-        reject_limit = self.config.input.reject_limit(read.read)
-        failed = reject_limit is not None and len(rejects) > reject_limit
-        corpus = Corpus(documents)
-        if len(documents) and not failed:
-            for step in self.steps(progress, base):
-                step.check(corpus, "requires")
-                t = time.perf_counter()
-                try:
-                    step.run(corpus)
-                except Exception as exc:
-                    _raise_if_out_of_memory(exc, step.name, self.device, self.config.models.batch_size)
+        empty = np.zeros((0, self.encoder_dim), np.float32)
+        return Part(documents, pd.DataFrame(), empty, rejects, redactions, timings)
+
+    def annotate(
+        self, part: Part, progress: Progress | None = None, steps: Iterable[str] | None = None
+    ) -> Part:
+        """Run the per-document steps (segment, embed, journey, sentiment, emotion; or those named in
+        ``steps``) on a prepared chunk, in place. They look at no other chunk, so chunks can run
+        anywhere (a worker process, a Ray actor) and in any order."""
+        corpus = Corpus(part.documents, part.segments, part.embeddings)
+        wanted = set(steps) if steps is not None else None
+        chosen = [s for s in self.map_steps(progress) if wanted is None or s.name in wanted]
+        if len(corpus.documents):
+            self._run(chosen, corpus, part.timings)
+        elif wanted is None or "emotion" in wanted:
+            _empty_annotations(corpus)
+        part.documents, part.segments = corpus.documents, corpus.segments
+        part.embeddings = corpus.embeddings if len(corpus.segments) else part.embeddings[:0]
+        return part
+
+    def embed(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Encode with the configured batch size; on an accelerator, a batch that runs out of memory is
+        retried at half the size (down to 1) before E214 is raised. The size that worked is kept."""
+        while True:
+            try:
+                return encode(self.encoder, texts, self.batch_size, progress)
+            except Exception as exc:
+                if self.device == "cpu" or self.batch_size <= 1 or not _is_out_of_memory(exc):
                     raise
-                timings[step.name] = time.perf_counter() - t
-                step.check(corpus, "assigns")
-                logger.debug("step %s: %.2fs", step.name, timings[step.name])
+                _free_accelerator_memory(self.device)
+                self.batch_size = max(1, self.batch_size // 2)
+                logger.warning("out of memory on %s: retrying with batch size %d", self.device, self.batch_size)
+
+    @property
+    def encoder_dim(self) -> int:
+        if self._dim is None:
+            fn = getattr(self.encoder, "get_embedding_dimension", None) or getattr(
+                self.encoder, "get_sentence_embedding_dimension", None
+            )
+            self._dim = int(fn()) if fn is not None else int(self.embed(["dimension"]).shape[1])
+        return self._dim
+
+    def _run(self, steps: list[Step], corpus: Corpus, timings: dict[str, float]) -> None:
+        for step in steps:
+            step.check(corpus, "requires")
+            t = time.perf_counter()
+            try:
+                step.run(corpus)
+            except Exception as exc:
+                _raise_if_out_of_memory(exc, step.name, self.device, self.config.models.batch_size)
+                raise
+            timings[step.name] = timings.get(step.name, 0.0) + time.perf_counter() - t
+            step.check(corpus, "assigns")
+            logger.debug("step %s: %.2fs", step.name, timings[step.name])
+
+    def finish(
+        self,
+        part: Part,
+        read: ReadResult,
+        started: datetime,
+        baseline: cluster.Baseline | None = None,
+        progress: Progress | None = None,
+        failed: bool = False,
+        extra_counts: dict[str, int] | None = None,
+        extra_manifest: dict[str, Any] | None = None,
+    ) -> AnalysisResult:
+        """The corpus-wide steps (cluster, aggregate) over the annotated documents, and the run manifest.
+
+        Embeddings go through float16 here whatever their source, so an in-memory run, a chunked run
+        (which stores them as float16 on disk) and a Ray run cluster exactly the same numbers."""
+        timings = dict(part.timings)
+        corpus = Corpus(part.documents, part.segments, np.asarray(part.embeddings, dtype=np.float16))
+        if len(corpus.documents) and not failed:
+            self._run(self.reduce_steps(progress, baseline), corpus, timings)
         else:
             _empty_annotations(corpus)
         ended = datetime.now(timezone.utc)
+        rejects = part.rejects
         counts = {
             "read": read.read,
             "analysed": len(corpus.documents),
             "rejected": len(rejects),
             "segments": len(corpus.segments),
+            **(extra_counts or {}),
         }
-        if counts["read"] != counts["analysed"] + counts["rejected"]:  # pragma: no cover - an invariant
+        accounted = counts["analysed"] + counts["rejected"] + counts.get("unchanged", 0)
+        if counts["read"] != accounted:  # pragma: no cover - an invariant
             raise PipelineError(
                 Errors.E207, count=counts["read"], rejects="rejects.jsonl", reason="internal count mismatch"
             )
@@ -296,13 +404,14 @@ class Analyzer:
             "models": self.models_info(),
             "stages": self.stage_ids,
             "timings": {k: round(v, 3) for k, v in timings.items()},
-            "baseline": base.path if base is not None else None,
-            "redactions": redactions,
+            "baseline": baseline.path if baseline is not None else None,
+            "redactions": part.redactions,
             "languages": {str(k): int(v) for k, v in corpus.documents["language"].value_counts().items()}
             if "language" in corpus.documents
             else {},
             "status": "failed" if failed else "complete",
-            "reject_limit": reject_limit,
+            "reject_limit": self.config.input.reject_limit(read.read),
+            **(extra_manifest or {}),
         }
         return AnalysisResult(
             corpus.documents,
@@ -314,6 +423,26 @@ class Analyzer:
             self.stage_ids,
             self.config,
         )
+
+    def analyze(
+        self, inputs: Iterable[Any], progress: Progress | None = None, baseline: str | Path | None = None
+    ) -> AnalysisResult:
+        """Analyse everything in memory (one chunk). ``baseline``: the output folder of an earlier run;
+        its pain points keep their ids (``status``). For inputs larger than memory, or resumable and
+        incremental runs, see :func:`cxnlp.batch.run_batch`."""
+        base = cluster.load_baseline(baseline) if baseline is not None else None
+        started = datetime.now(timezone.utc)
+        t = time.perf_counter()
+        read: ReadResult = read_inputs(list(inputs), self.config.input.fields)
+        read_seconds = time.perf_counter() - t
+        part = self.prepare(read.records, read.rejects)
+        part.timings = {"read": read_seconds, **part.timings}
+        # Too many rejects: stop before the models run; the writer keeps rejects.jsonl and run.json only.
+        reject_limit = self.config.input.reject_limit(read.read)
+        failed = reject_limit is not None and len(part.rejects) > reject_limit
+        if not failed:
+            self.annotate(part, progress)
+        return self.finish(part, read, started, base, progress, failed)
 
 
 def reject_limit_error(result: AnalysisResult, rejects_path: str | Path) -> PipelineError | None:
@@ -332,20 +461,53 @@ def reject_limit_error(result: AnalysisResult, rejects_path: str | Path) -> Pipe
     )
 
 
-def _raise_if_out_of_memory(exc: Exception, step: str, device: str, batch_size: int) -> None:
-    """Turn a device out-of-memory error (CUDA, MPS or host) into E214, which says what to lower."""
-    oom = isinstance(exc, MemoryError)
-    if not oom:
+REDUCE_STEPS = ("cluster", "aggregate")
+
+
+def auto_batch_size(device: str, configured: int) -> int:
+    """The encoder batch size: as configured on the CPU; on CUDA, scaled up to what a quarter of the
+    free memory holds for MiniLM-sized segments (about 1.5 MB per sequence of 128 tokens in fp16),
+    capped at 1024. Out-of-memory errors halve it again at run time (:meth:`Analyzer.embed`)."""
+    if not device.startswith("cuda"):
+        return configured
+    import torch
+
+    try:
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+    except Exception:  # pragma: no cover - depends on the driver
+        return configured
+    fits = int(free * 0.25 // 1_500_000)
+    chosen = int(min(1024, max(configured, fits)))
+    logger.info("batch size on %s: %d (%.1f GB free)", device, chosen, free / 1e9)
+    return chosen
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    import torch
+
+    kinds = tuple(
+        t
+        for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+        if isinstance(t, type)
+    )
+    return isinstance(exc, kinds) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def _free_accelerator_memory(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
         import torch
 
-        kinds = tuple(
-            t
-            for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
-            if isinstance(t, type)
-        )
-        oom = isinstance(exc, kinds) or (
-            isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-        )
+        torch.cuda.empty_cache()
+
+
+def _raise_if_out_of_memory(exc: Exception, step: str, device: str, batch_size: int) -> None:
+    """Turn a device out-of-memory error (CUDA, MPS or host) into E214, which says what to lower."""
+    oom = _is_out_of_memory(exc)
     if oom:
         problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         cpu_hint = "" if device == "cpu" else ", or run on the CPU with --device cpu"
