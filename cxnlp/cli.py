@@ -93,10 +93,17 @@ def _progress(enabled: bool) -> Iterator[Any]:
         transient=True,
         console=_stderr_console(),
     ) as bar:
+        tasks: dict[str, Any] = {}
 
         def start(label: str, total: int | None) -> Callable[[int], None]:
-            task = bar.add_task(label, total=total)
-            return lambda n: bar.advance(task, n)
+            # One bar per step; a chunked run calls this once per chunk and the bar's total grows.
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            elif total is not None:
+                task = bar.tasks[[t.id for t in bar.tasks].index(tasks[label])]
+                bar.update(tasks[label], total=(task.total or 0) + total)
+            task_id = tasks[label]
+            return lambda n: bar.advance(task_id, n)
 
         yield start
 
@@ -166,6 +173,22 @@ def cli() -> None:
     type=click.Path(file_okay=False),
     help="Output folder of an earlier run: pain points keep its ids and get a status (new, growing, shrinking, stable, gone).",
 )
+@click.option(
+    "--state",
+    type=click.Path(file_okay=False),
+    help="State folder for incremental runs: only new or changed records are analysed; their tables are added to STATE/tables, partitioned by run date.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    help="Records per chunk (default: batch.chunk_size, 5000). Each chunk is committed as it finishes, so a killed run resumes.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    help="Where the per-document steps run: local (this process) or ray (Ray Data; local Ray unless --ray-address).",
+)
+@click.option("--ray-address", help="Ray cluster to join with --engine ray (e.g. ray://head:10001 or auto).")
 @verbosity
 def analyze_cli(
     inputs: tuple[str, ...],
@@ -177,6 +200,10 @@ def analyze_cli(
     taxonomy: str | None,
     quiet: bool,
     baseline: str | None,
+    state: str | None,
+    chunk_size: int | None,
+    engine: str | None,
+    ray_address: str | None,
     **fields: str | None,
 ) -> None:
     """Analyse INPUT files (JSONL, CSV, TSV, Parquet, optionally .gz; globs; - for JSONL on stdin).
@@ -186,6 +213,7 @@ def analyze_cli(
       cxnlp analyze data/samples/reviews.jsonl -o out/demo
       cxnlp analyze 'exports/*.csv.gz' -o out/nightly --set cluster.scope=all
     """
+    from .batch import run_batch
     from .config import _merge, load_config, parse_overrides
     from .pipeline import Analyzer, reject_limit_error
 
@@ -202,17 +230,26 @@ def analyze_cli(
         extra = _merge(extra, {"redact": {"enabled": False}})
     if max_rejects is not None:
         extra = _merge(extra, {"input": {"max_rejects": max_rejects}})
+    batch = {
+        k: v for k, v in (("chunk_size", chunk_size), ("engine", engine), ("ray_address", ray_address)) if v
+    }
+    if batch:
+        extra = _merge(extra, {"batch": batch})
     config = load_config(config_path, extra or None)
     analyzer = Analyzer(config, device)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
-        result = analyzer.analyze(list(inputs), progress, baseline)
-    out = result.write(outdir)
+        run = run_batch(analyzer, list(inputs), outdir, state=state, baseline=baseline, progress=progress)
+    result, out = run.result, run.outdir
+    if run.already_committed:
+        if not quiet:
+            click.echo(f"This run was already complete in {out}; only its cleanup was left.")
+        return
     if (failure := reject_limit_error(result, out / "rejects.jsonl")) is not None:
         raise failure
     counts = result.counts
     if not quiet:
         _summary(result, out)
-    if counts["analysed"] == 0:
+    if counts["analysed"] == 0 and not counts.get("unchanged"):
         first = result.rejects[0].reason if result.rejects else "no records in the input"
         raise PipelineError(
             Errors.E207, count=counts["read"], rejects=str(out / "rejects.jsonl"), reason=first
@@ -225,8 +262,9 @@ def _summary(result: Any, out: Path) -> None:
 
     console = Console()
     c = result.counts
+    unchanged = f", {c['unchanged']} unchanged since the last run" if c.get("unchanged") else ""
     console.print(
-        f"[bold]cxnlp[/bold] read {c['read']} records: {c['analysed']} analysed, {c['rejected']} rejected; {c['segments']} segments."
+        f"[bold]cxnlp[/bold] read {c['read']} records: {c['analysed']} analysed, {c['rejected']} rejected{unchanged}; {c['segments']} segments."
     )
     table = Table(title="Journey", show_lines=False)
     for col in ("stage", "docs", "segments", "negative", "net", "top pain point"):

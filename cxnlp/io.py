@@ -123,10 +123,12 @@ class ReadResult:
     rejects: list[Reject] = field(default_factory=list)
     files: list[InputFile] = field(default_factory=list)
     roles: dict[str, str | None] = field(default_factory=dict)
+    # Set by a reader that streamed the records elsewhere (the batch runner): how many it read.
+    n_read: int | None = None
 
     @property
     def read(self) -> int:
-        return len(self.records) + len(self.rejects)
+        return self.n_read if self.n_read is not None else len(self.records) + len(self.rejects)
 
 
 _CODES = {v: k for k, v in vars(Errors).items() if k[:1] in "ER" and k[1:].isdigit()}

@@ -1,0 +1,531 @@
+"""The batch runner: chunked, streaming, resumable and incremental runs.
+
+``cxnlp analyze`` reads its input in chunks of ``batch.chunk_size`` records. Each chunk goes through the
+per-document steps (normalize, redact, segment, embed, journey, sentiment, emotion) and is committed to
+a work folder next to OUTDIR as soon as it is done; then the corpus-wide steps (cluster, aggregate) run
+over all chunks and OUTDIR is swapped in atomically::
+
+    .NAME.work/
+      plan.json              what this work folder belongs to (fingerprint of inputs, config, models)
+      lock                   held (flock) while a run uses the folder
+      chunks/000000/         one committed chunk: documents.parquet, segments.parquet,
+                             embeddings.npy (float16), rejects.jsonl, part.json
+
+A run that is killed at any point (SIGKILL included) and started again with the same command re-reads
+the input, skips the committed chunks and finishes with exactly the records a run without the crash
+would have had. A chunk is written into a temporary folder and renamed into place, so it is either
+complete or absent.
+
+With ``--state DIR`` runs are incremental: ``DIR/state.sqlite`` remembers each analysed doc id with the
+hash of its record, a run analyses only new or changed records, and its tables are added to
+``DIR/tables/<table>/run_date=YYYY-MM-DD/run-<seq>-<run_id>.parquet`` (read them with
+:func:`read_state_table`). Running the same input again analyses nothing and adds nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import cluster
+from .about import __version__
+from .config import config_to_dict
+from .errors import Errors, PipelineError
+from .io import ReadResult, Record, Reject, expand_inputs, iter_inputs
+from .output import MARKER, to_arrow
+from .pipeline import AnalysisResult, Analyzer, Part, Progress, merge_parts
+
+logger = logging.getLogger(__name__)
+
+PLAN = "plan.json"
+CHUNKS = "chunks"
+STATE_DB = "state.sqlite"
+STATE_TABLES = ("documents", "segments", "pain_points")
+
+
+@dataclass
+class ChunkInfo:
+    """The bookkeeping of one committed chunk (part.json)."""
+
+    index: int
+    read: int
+    unchanged: int
+    hashes: list[tuple[str, str]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def content_hash(record: Record) -> str:
+    """The hash of everything the input says about a record (all fields, canonical JSON)."""
+    data = {k: v for k, v in record.data.items() if not k.startswith("__")}
+    blob = json.dumps(data, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def fingerprint(inputs: list[Any], analyzer: Analyzer, chunk_size: int) -> str | None:
+    """What a work folder belongs to: the inputs' bytes, the config, the models and the chunk size.
+
+    None when the input cannot be read twice (stdin): such a run is not resumable."""
+    h = hashlib.sha256()
+    if inputs and all(isinstance(x, dict) for x in inputs):
+        h.update(json.dumps(inputs, sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
+    else:
+        for path in expand_inputs(inputs):
+            if path == "-":
+                return None
+            from .io import _file_digest
+
+            try:
+                size, digest = _file_digest(path)
+            except OSError:
+                return None  # the reader reports the unreadable file with its own error
+            h.update(f"{path}\0{size}\0{digest}\n".encode())
+    info = {
+        "cxnlp": __version__,
+        "config": config_to_dict(analyzer.config),
+        "heads": analyzer.heads.version,
+        "encoder": analyzer.encoder_name,
+        "taxonomy": analyzer.stage_model.taxonomy_hash,
+        "chunk_size": chunk_size,
+    }
+    h.update(json.dumps(info, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def _chunked(items: Iterator[Record | Reject], size: int) -> Iterator[list[Record | Reject]]:
+    batch: list[Record | Reject] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow -> pandas with list and struct cells as Python lists and dicts (as the steps produce them)."""
+    frame = table.to_pandas()
+    for i, f in enumerate(table.schema):
+        if pa.types.is_list(f.type) or pa.types.is_struct(f.type) or pa.types.is_map(f.type):
+            frame[f.name] = table.column(i).to_pylist()
+    return frame
+
+
+def _loose(name: str, frame: pd.DataFrame) -> pa.Table:
+    """The schema's Arrow table with every column nullable: a chunk lacks what the corpus-wide steps add."""
+    table = to_arrow(name, frame)
+    for col in frame.columns:  # working columns the output leaves out (segments.phrases)
+        if col not in table.column_names:
+            table = table.append_column(col, pa.array(frame[col].tolist(), from_pandas=True))
+    schema = pa.schema([f.with_nullable(True) for f in table.schema], metadata=table.schema.metadata)
+    return pa.Table.from_arrays(table.columns, schema=schema)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------- chunks
+
+
+def save_chunk(chunks: Path, info: ChunkInfo, part: Part) -> Path:
+    """Commit one chunk: write it into a temporary folder, then rename it into place."""
+    final = chunks / f"{info.index:06d}"
+    tmp = chunks / f"{info.index:06d}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pq.write_table(_loose("documents", part.documents), tmp / "documents.parquet")
+    segments = part.segments if len(part.segments.columns) else pd.DataFrame(columns=["segment_id"])
+    pq.write_table(_loose("segments", segments), tmp / "segments.parquet")
+    np.save(tmp / "embeddings.npy", np.asarray(part.embeddings, dtype=np.float16))
+    with (tmp / "rejects.jsonl").open("w", encoding="utf-8") as fh:
+        for r in part.rejects:
+            fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    meta = {
+        "index": info.index,
+        "read": info.read,
+        "unchanged": info.unchanged,
+        "hashes": info.hashes,
+        "redactions": part.redactions,
+        "timings": part.timings,
+        "documents": len(part.documents),
+        "segments": len(part.segments),
+    }
+    (tmp / "part.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    for f in tmp.iterdir():
+        with f.open("rb") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(chunks)
+    return final
+
+
+def load_chunk(path: Path) -> tuple[ChunkInfo, Part]:
+    meta = json.loads((path / "part.json").read_text(encoding="utf-8"))
+    documents = _frame(pq.read_table(path / "documents.parquet"))
+    documents = documents.drop(columns=[c for c in ("n_segments",) if c in documents])
+    segments = _frame(pq.read_table(path / "segments.parquet"))
+    segments = segments.drop(columns=[c for c in ("pain_point_id",) if c in segments])
+    rejects = []
+    with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            d = json.loads(line)
+            rejects.append(Reject(d["source_file"], d["source_line"], d["code"], d["reason"], d["raw"]))
+    embeddings = np.load(path / "embeddings.npy", allow_pickle=False)
+    info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
+    part = Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
+    return info, part
+
+
+# -------------------------------------------------------------------------------------------- state
+
+
+class State:
+    """``--state DIR``: which doc ids (with the hash of their record) earlier runs analysed, and the
+    tables those runs added, partitioned by run date."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path / STATE_DB)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS docs (doc_id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, run_id TEXT NOT NULL)"
+            )
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS runs (seq INTEGER PRIMARY KEY, run_id TEXT UNIQUE NOT NULL,"
+                " run_date TEXT NOT NULL, committed_at TEXT NOT NULL, analysed INTEGER, unchanged INTEGER,"
+                " rejected INTEGER)"
+            )
+            self.db.commit()
+        except (OSError, sqlite3.Error) as exc:
+            raise PipelineError(Errors.E208, path=str(self.path), problem=str(exc)) from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def generation(self) -> str:
+        row = self.db.execute("SELECT run_id FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
+        return row[0] if row else ""
+
+    def next_seq(self) -> int:
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()
+        return int(row[0]) + 1
+
+    def has_run(self, run_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    def known(self, doc_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(doc_ids), 500):
+            ids = doc_ids[i : i + 500]
+            marks = ",".join("?" * len(ids))
+            out.update(
+                self.db.execute(f"SELECT doc_id, content_hash FROM docs WHERE doc_id IN ({marks})", ids)
+            )
+        return out
+
+    def commit(
+        self, result: AnalysisResult, run_id: str, run_date: str, hashes: list[tuple[str, str]]
+    ) -> None:
+        """Add this run's tables as a partition, then record its doc ids, in that order: a crash in
+        between leaves the same partition to be rewritten (identically) by the rerun."""
+        seq = self.next_seq()
+        counts = result.counts
+        if counts["analysed"]:
+            for name in STATE_TABLES:
+                self._write_partition(name, getattr(result, name), run_id, seq, run_date)
+        now = datetime.now(timezone.utc).isoformat()
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO docs (doc_id, content_hash, run_id) VALUES (?, ?, ?) "
+                "ON CONFLICT(doc_id) DO UPDATE SET content_hash = excluded.content_hash, run_id = excluded.run_id",
+                [(d, h, run_id) for d, h in hashes],
+            )
+            self.db.execute(
+                "INSERT INTO runs (seq, run_id, run_date, committed_at, analysed, unchanged, rejected) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    run_id,
+                    run_date,
+                    now,
+                    counts["analysed"],
+                    counts.get("unchanged", 0),
+                    counts["rejected"],
+                ),
+            )
+
+    def _write_partition(self, name: str, frame: pd.DataFrame, run_id: str, seq: int, run_date: str) -> None:
+        table = to_arrow(name, frame)
+        table = table.append_column("run_id", pa.array([run_id] * len(table), pa.string()))
+        table = table.append_column("run_seq", pa.array([seq] * len(table), pa.int64()))
+        root = self.path / "tables" / name
+        filename = f"run-{seq:06d}-{run_id}.parquet"
+        for old in root.glob(f"run_date=*/run-*-{run_id}.parquet"):  # a crashed attempt of this run
+            old.unlink()
+        folder = root / f"run_date={run_date}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{filename}.tmp"
+        pq.write_table(table, tmp)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / filename)
+
+
+def read_state_table(state: str | Path, name: str, current: bool = True) -> pd.DataFrame:
+    """A table accumulated by incremental runs. ``current``: documents and segments as of each doc id's
+    latest run (a changed record's older version is left out); pain points are per run either way."""
+    import duckdb
+
+    root = Path(state) / "tables" / name
+    if not any(root.glob("run_date=*/*.parquet")):
+        return pd.DataFrame()
+    pattern = str(root / "run_date=*" / "*.parquet").replace("'", "''")
+    source = f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+    con = duckdb.connect()
+    try:
+        if current and name in ("documents", "segments"):
+            docs = str(Path(state) / "tables" / "documents" / "run_date=*" / "*.parquet").replace("'", "''")
+            latest = (
+                f"SELECT doc_id, max(run_seq) AS run_seq FROM read_parquet('{docs}', hive_partitioning = true,"
+                " union_by_name = true) GROUP BY doc_id"
+            )
+            sql = f"SELECT t.* FROM {source} t JOIN ({latest}) l USING (doc_id, run_seq) ORDER BY run_seq"
+        else:
+            sql = f"SELECT * FROM {source} ORDER BY run_seq"
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------------------------------- runner
+
+
+@dataclass
+class BatchRun:
+    result: AnalysisResult
+    outdir: Path
+    resumed_chunks: int = 0
+    already_committed: bool = False
+
+
+class _WorkFolder:
+    def __init__(self, outdir: Path, fp: str | None) -> None:
+        self.path = outdir.parent / f".{outdir.name}.work"
+        self.fp = fp
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = (self.path / "lock").open("a+")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(
+                Errors.E208,
+                path=str(outdir),
+                problem="another cxnlp run is writing to it (wait for it, or choose another output folder)",
+            ) from None
+        plan = self.read_plan()
+        if plan is None or fp is None or plan.get("fingerprint") != fp:
+            if plan is not None:
+                logger.info("discarding %s: it belongs to a different input, config or model", self.path)
+            shutil.rmtree(self.path / CHUNKS, ignore_errors=True)
+            self.plan = {
+                "fingerprint": fp,
+                "run_date": date.today().isoformat(),
+                "created_at": datetime.now(timezone.utc).isoformat(),
+            }
+            self.write_plan()
+        else:
+            self.plan = plan
+        self.chunks = self.path / CHUNKS
+        self.chunks.mkdir(exist_ok=True)
+        for tmp in self.chunks.glob("*.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def read_plan(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads((self.path / PLAN).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return None
+
+    def write_plan(self) -> None:
+        tmp = self.path / f"{PLAN}.tmp"
+        tmp.write_text(json.dumps(self.plan, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path / PLAN)
+
+    def committed(self) -> dict[int, Path]:
+        return {
+            int(p.name): p for p in self.chunks.iterdir() if p.name.isdigit() and (p / "part.json").is_file()
+        }
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            self._lock.close()
+
+
+MapEngine = Callable[
+    [Analyzer, Iterator[tuple[ChunkInfo, list[Record], list[Reject]]], Path, "Progress | None"], None
+]
+
+
+def map_local(
+    analyzer: Analyzer,
+    chunks: Iterator[tuple[ChunkInfo, list[Record], list[Reject]]],
+    folder: Path,
+    progress: Progress | None,
+) -> None:
+    """The per-document steps in this process, one chunk after the other."""
+    for info, records, rejects in chunks:
+        part = analyzer.prepare(records, rejects)
+        analyzer.annotate(part, progress)
+        save_chunk(folder, info, part)
+        logger.debug(
+            "chunk %d: %d documents, %d segments", info.index, len(part.documents), len(part.segments)
+        )
+
+
+def run_batch(
+    analyzer: Analyzer,
+    inputs: Iterable[Any],
+    outdir: str | Path,
+    chunk_size: int | None = None,
+    state: str | Path | None = None,
+    baseline: str | Path | None = None,
+    progress: Progress | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
+) -> BatchRun:
+    """Analyse ``inputs`` chunk by chunk into ``outdir`` (resumable; incremental with ``state``)."""
+    cfg = analyzer.config.batch
+    chunk_size = chunk_size or cfg.chunk_size
+    engine = engine or cfg.engine
+    outdir = Path(outdir).resolve()
+    inputs = list(inputs)
+    base = cluster.load_baseline(baseline) if baseline is not None else None
+    started = datetime.now(timezone.utc)
+    fp = fingerprint(inputs, analyzer, chunk_size)
+    try:
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(Errors.E208, path=str(outdir), problem=exc.strerror or str(exc)) from exc
+    work = _WorkFolder(outdir, fp)
+    st = State(state) if state is not None else None
+    try:
+        run_id = hashlib.sha256(f"{fp}\0{st.generation() if st else ''}".encode()).hexdigest()[:12]
+        if work.plan.get("run_id") != run_id:
+            work.plan["run_id"] = run_id
+            work.write_plan()
+        if st is not None and fp is not None and st.has_run(run_id) and (outdir / MARKER).is_file():
+            # Killed after the state was committed: the outputs are complete; only the cleanup was left.
+            manifest = json.loads((outdir / MARKER).read_text(encoding="utf-8"))
+            if manifest.get("run_id") == run_id:
+                from .report import load_run
+
+                work.remove()
+                return BatchRun(load_run(outdir), outdir, already_committed=True)  # type: ignore[arg-type]
+        done = work.committed()
+        read = ReadResult()
+        t = time.perf_counter()
+
+        def todo() -> Iterator[tuple[ChunkInfo, list[Record], list[Reject]]]:
+            for index, batch in enumerate(
+                _chunked(iter_inputs(inputs, analyzer.config.input.fields, read), chunk_size)
+            ):
+                if index in done:
+                    continue
+                records = [x for x in batch if isinstance(x, Record)]
+                rejects = [x for x in batch if isinstance(x, Reject)]
+                hashes = [(r.data["__doc_id__"], content_hash(r)) for r in records]
+                unchanged = 0
+                if st is not None and records:
+                    known = st.known([d for d, _ in hashes])
+                    keep = [known.get(d) != h for d, h in hashes]
+                    unchanged = keep.count(False)
+                    records = [r for r, k in zip(records, keep) if k]
+                    hashes = [x for x, k in zip(hashes, keep) if k]
+                yield ChunkInfo(index, len(batch), unchanged, hashes), records, rejects
+
+        if done:
+            logger.info("resuming: %d chunk(s) already done in %s", len(done), work.path)
+        if engine == "ray":
+            from .ray_engine import map_ray
+
+            map_ray(analyzer, todo(), work.chunks, progress, ray_address)
+        elif engine == "local":
+            map_local(analyzer, todo(), work.chunks, progress)
+        else:  # pragma: no cover - the config validates it
+            raise ValueError(engine)
+        map_seconds = time.perf_counter() - t
+
+        # reduce: every chunk, in input order
+        parts: list[Part] = []
+        unchanged = n_read = 0
+        hashes: list[tuple[str, str]] = []
+        for _index, path in sorted(work.committed().items()):
+            info, part = load_chunk(path)
+            unchanged += info.unchanged
+            n_read += info.read
+            hashes += info.hashes
+            parts.append(part)
+        read = ReadResult(files=read.files, roles=read.roles)
+        read.n_read = n_read
+        part = merge_parts(parts) if parts else analyzer.prepare([], [])
+        limit = analyzer.config.input.reject_limit(read.read)
+        failed = limit is not None and len(part.rejects) > limit
+        part.timings = {"map": map_seconds, **part.timings}
+        extra_manifest: dict[str, Any] = {
+            "run_id": run_id,
+            "engine": engine,
+            "chunks": {"size": chunk_size, "count": len(parts), "resumed": len(done)},
+        }
+        if st is not None:
+            extra_manifest["state"] = {"path": str(st.path), "run_date": work.plan["run_date"]}
+        result = analyzer.finish(
+            part,
+            read,
+            started,
+            base,
+            progress,
+            failed,
+            extra_counts={"unchanged": unchanged} if st is not None else None,
+            extra_manifest=extra_manifest,
+        )
+        result.write(outdir)
+        if st is not None and not failed:
+            st.commit(result, run_id, work.plan["run_date"], hashes)
+        work.remove()
+        return BatchRun(result, outdir, resumed_chunks=len(done))
+    finally:
+        work.close()
+        if st is not None:
+            st.close()
