@@ -110,6 +110,15 @@ class RedactConfig(_Section):
     keep: list[str] = Field(default_factory=list)
 
 
+class BatchConfig(_Section):
+    chunk_size: int = Field(5000, ge=1)
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_actors: int = Field(1, ge=1)
+    ray_gpus_per_actor: float = Field(0, ge=0)
+    ray_cpus_per_actor: float = Field(1, gt=0)
+
+
 class OutputConfig(_Section):
     format: Literal["parquet", "csv", "duckdb"] = "parquet"
 
@@ -124,6 +133,7 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     output: OutputConfig = OutputConfig()
     redact: RedactConfig = RedactConfig()
+    batch: BatchConfig = BatchConfig()
 
 
 def _check_keys(data: dict[str, Any], model: type[BaseModel], section: str, source: str) -> None:
