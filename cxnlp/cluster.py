@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import pandas as pd
 from .config import ClusterConfig
 from .errors import Errors, InputError
 from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns
+from .segment import phrase_key
 
 logger = logging.getLogger(__name__)
 
@@ -244,24 +246,86 @@ def ctfidf(class_phrases: list[list[str]]) -> list[dict[str, float]]:
     return out
 
 
-def _rank(scores: dict[str, float], counts: Counter, size: int) -> list[str]:
-    # Prefer phrases that recur (in at least two segments, or 10% of the cluster) and multi-word ones.
+LABEL_WORDS = (2, 4)  # labels of this many words are preferred over single nouns and long clauses
+
+
+def _weight(words: int) -> float:
+    """How readable a phrase of ``words`` words is as a label: 2-4 words best, one word or 6+ worst."""
+    return (
+        1.5
+        if LABEL_WORDS[0] <= words <= LABEL_WORDS[1]
+        else 1.1
+        if words == 5
+        else 1.0
+        if words == 1
+        else 0.8
+    )
+
+
+def _rank(scores: dict[str, float], df: Counter, size: int, forms: dict[str, str]) -> list[str]:
+    """Phrase keys by c-TF-IDF, favouring those that recur in the cluster (in two or more segments, and
+    at least 10% of them) and that read as a label (``_weight`` of the shown form); ties by key."""
+
     def key(t: str) -> tuple[float, str]:
-        recurring = counts[t] >= max(2, 0.1 * size)
-        words = min(len(t.split()), 3)
-        return (-(scores[t] * (1.0 if recurring else 0.2) * (1 + 0.35 * (words - 1))), t)
+        recurring = df[t] >= max(2, 0.1 * size)
+        return (-(scores[t] * (1.0 if recurring else 0.2) * _weight(len(t.split()))), t)
 
     return sorted(scores, key=key)
+
+
+def _pick_label(
+    ranked: list[str], df: Counter, size: int, forms: dict[str, str], used: set[str]
+) -> str | None:
+    """The label key: the best-ranked 2-4 word phrase that covers the cluster about as well as the best
+    phrase overall (at least a quarter of its segments, two at least); a single word or a long clause
+    only when no such phrase exists. Keys in ``used`` (other pain points of the run) are skipped."""
+    free = [t for t in ranked if t not in used and forms[t] not in used]
+    if not free:
+        return None
+    floor = max(2, math.ceil(0.1 * size), math.ceil(0.25 * max(df[t] for t in free)))
+    readable = [t for t in free if LABEL_WORDS[0] <= len(t.split()) <= LABEL_WORDS[1]]
+    label = next((t for t in readable if df[t] >= floor), free[0])
+    # Extend a label to a longer phrase that contains its words and covers a good part of the same
+    # segments: "ice packs" -> "melted ice packs", "box" -> "late box".
+    while True:
+        words = set(label.split())
+        longer = [t for t in readable if words < set(t.split()) and df[t] >= max(2, 0.4 * df[label])]
+        if not longer:
+            return label
+        label = max(longer, key=lambda t: df[t])  # ties: the better ranked
+
+
+def _forms(phrases: Iterable[str]) -> dict[str, str]:
+    """Phrase key -> the form shown: the most frequent surface form, then the shortest, then alphabetical."""
+    counts = Counter(phrases)
+    best: dict[str, tuple[int, int, str]] = {}
+    for p, k in counts.items():
+        cand = (-k, len(p), p)
+        key = phrase_key(p)
+        if key not in best or cand < best[key]:
+            best[key] = cand
+    return {key: c[2] for key, c in best.items()}
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _near_duplicate(a: str, b: str) -> bool:
+    """Same words up to order and punctuation, or one nearly contained in the other (Jaccard >= 0.7)."""
+    x, y = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+    return bool(x and y) and len(x & y) / len(x | y) >= 0.7
 
 
 def _quotes(
     idx: np.ndarray, X: np.ndarray, centre: np.ndarray, texts: list[str], ids: list[str], n: int
 ) -> tuple[list[str], list[str]]:
+    """The ``n`` segments nearest the centre, skipping near-duplicates of those already chosen (cosine
+    above 0.9 or the same words, see :func:`_near_duplicate`)."""
     sims = X @ centre
     order = sorted(range(len(idx)), key=lambda i: (-round(float(sims[i]), 6), ids[idx[i]]))
     chosen: list[int] = []
     for i in order:
-        if any(float(X[i] @ X[k]) > 0.9 or texts[idx[i]].lower() == texts[idx[k]].lower() for k in chosen):
+        if any(float(X[i] @ X[k]) > 0.9 or _near_duplicate(texts[idx[i]], texts[idx[k]]) for k in chosen):
             continue
         chosen.append(i)
         if len(chosen) == n:
@@ -333,6 +397,7 @@ def find_pain_points(
             np.int64
         )
         n_weeks = int(weeks.max()) + 1
+    keys = [[phrase_key(p) for p in ps] for ps in phrases]
     used_labels: set[str] = set()
     for stage in stage_ids:
         in_stage = stage_col == stage
@@ -346,18 +411,25 @@ def find_pain_points(
         if (labels == -1).any():
             groups.append(_Group(stage, None, np.flatnonzero(labels == -1)))
         background = np.flatnonzero(in_stage & ~scope)
-        class_phr = [[p for i in g.index for p in set(phrases[idx[i]])] for g in groups]
-        scores = ctfidf(class_phr + [[p for i in background for p in set(phrases[i])]])
+        # Each segment counts a phrase once; phrases are counted under their key ("arrived late" and
+        # "arrives late" together) and shown in their most frequent form in the cluster.
+        class_phr = [[k for i in g.index for k in set(keys[idx[i]])] for g in groups]
+        scores = ctfidf(class_phr + [[k for i in background for k in set(keys[i])]])
         for g, sc, cp in zip(groups, scores, class_phr):
             members = idx[g.index]
             pid = f"{stage}-{g.number}" if g.number is not None else f"{stage}-{OTHER_PAIN_POINT}"
-            ranked = _rank(sc, Counter(cp), len(g.index))
+            forms = _forms(p for i in members for p in set(phrases[i]))
+            df = Counter(cp)
+            ranked = _rank(sc, df, len(g.index), forms)
             if g.number is None:
                 label = f"other {stage} issues" if config.scope == "negative" else f"other {stage}"
             else:
-                label = next((t for t in ranked if t not in used_labels), None) or f"{stage} issue {g.number}"
+                best = _pick_label(ranked, df, len(g.index), forms, used_labels)
+                label = forms[best] if best is not None else f"{stage} issue {g.number}"
                 if label in used_labels:
                     label = f"{label} ({stage})"
+                if best is not None:
+                    used_labels.add(best)
             used_labels.add(label)
             for i in members:
                 assignment[i] = pid
@@ -373,7 +445,7 @@ def find_pain_points(
                     "pain_point_id": pid,
                     "stage": stage,
                     "label": label,
-                    "keyphrases": ranked[:5],
+                    "keyphrases": [forms[t] for t in ranked[:5]],
                     "size": len(members),
                     "share_of_stage_negative": len(members) / max(len(idx), 1),
                     "n_documents": len(docs),

