@@ -12,6 +12,7 @@ from cxnlp.cluster import (
     find_pain_points,
     load_baseline,
     match_baseline,
+    normalize,
     open_embeddings,
     write_embeddings,
 )
@@ -261,3 +262,79 @@ def test_cluster_baseline_rerun_of_the_same_input_is_stable(analyzer, mixed_resu
     )
     assert set(after["status"]) <= {"stable"} and again.manifest["baseline"] == str(tmp_path / "night1")
     assert list(again.segments["pain_point_id"]) == list(mixed_result.segments["pain_point_id"])
+
+
+TEXTS = {
+    0: [
+        "The box arrived two days late.",
+        "My box arrived late again.",
+        "Box arrives late every week.",
+        "The box arrived late and the driver was rude.",
+    ],
+    1: [
+        "The ice packs had melted.",
+        "The ice packs were melted and the meat was warm.",
+        "My ice packs melted in the heat.",
+        "The ice packs had melted by noon.",
+    ],
+    2: [
+        "The box was missing two ingredients.",
+        "We were missing ingredients for two recipes.",
+        "Missing ingredients in my box again.",
+        "The box was missing the garlic.",
+    ],
+}
+
+
+def _spacy_frames(truth: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Segments whose phrases come from the real segment step (spaCy), one sentence each."""
+    from cxnlp.config import SegmentConfig
+    from cxnlp.segment import segment_documents
+
+    segments, documents = _frames(truth)
+    texts = [TEXTS[int(t)][i % 4] for i, t in enumerate(truth)]
+    real = segment_documents(pd.DataFrame({"doc_id": segments["doc_id"], "text": texts}), SegmentConfig())
+    assert real["segment_id"].tolist() == segments["segment_id"].tolist()
+    return segments.assign(text=texts, phrases=real["phrases"]), documents
+
+
+def test_cluster_labels_are_readable_phrases_unique_and_deterministic():
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _spacy_frames(truth)
+    table, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    labels = table.set_index("pain_point_id")["label"]
+    assert "late" in labels["delivery-1"] and "melted" in labels["delivery-2"]
+    assert "missing" in labels["delivery-3"]
+    assert all(2 <= len(label.split()) <= 4 for label in labels)  # phrases, not single nouns ("box")
+    assert labels.is_unique and all(len(k) <= 5 for k in table["keyphrases"])
+    again, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_cluster_labels_are_unique_across_inflections_and_prefer_phrases_over_nouns():
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _frames(truth)
+    phrases = {
+        0: ["box", "late delivery", "courier"],
+        1: ["box", "late deliveries", "missed window"],  # the same key as cluster 0's best phrase
+        2: ["box", "rice"],
+    }
+    segments["phrases"] = [
+        phrases[int(t)] + (["missing ingredients"] if t == 2 and i % 2 else []) for i, t in enumerate(truth)
+    ]
+    table, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    labels = table.set_index("pain_point_id")["label"]
+    assert labels["delivery-1"] == "late delivery" and labels["delivery-2"] == "missed window"
+    assert labels["delivery-3"] == "missing ingredients"  # in half the segments, over the noun "rice" in all
+
+
+def test_cluster_quotes_skip_the_same_words_in_another_order():
+    from cxnlp.cluster import _quotes
+
+    X = np.eye(4, dtype=np.float32)  # no two segments alike by embedding
+    texts = ["box late again.", "Late box, again!", "The courier never came.", "Ice packs melted."]
+    ids = [f"d{i}:0" for i in range(4)]
+    centre = normalize(X.mean(0, keepdims=True))[0]
+    q_ids, quotes = _quotes(np.arange(4), X, centre, texts, ids, 3)
+    assert quotes == ["box late again.", "The courier never came.", "Ice packs melted."]
+    assert q_ids == ["d0:0", "d2:0", "d3:0"]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from cxnlp.config import SegmentConfig
-from cxnlp.segment import segment_documents
+from cxnlp.segment import phrase_key, segment_documents
 
 
 def _segments(text: str, **kw) -> list[str]:
@@ -57,3 +57,41 @@ def test_segment_collects_keyphrases():
     docs = pd.DataFrame({"doc_id": ["d"], "text": ["I was charged twice at checkout."]})
     phrases = segment_documents(docs, SegmentConfig())["phrases"][0]
     assert "charged twice at checkout" in phrases and "checkout" in phrases
+
+
+@pytest.mark.parametrize(
+    "text, wanted",
+    [
+        ("The box arrived two days late.", {"arrived late", "box arrived late"}),
+        ("My box arrived late again.", {"arrived late"}),
+        ("The delivery was late again.", {"late delivery"}),
+        ("I was charged twice at checkout.", {"charged twice", "charged twice at checkout"}),
+        ("The ice packs had melted.", {"ice packs", "ice packs had melted"}),
+        ("Missing ingredients in my box.", {"missing ingredients", "box"}),
+        ("The box was missing two ingredients.", {"missing ingredients", "box was missing"}),
+        ("Box never arrived.", {"never arrived"}),
+        ("My refund still hasn't arrived.", {"has not arrived", "refund has not arrived"}),
+    ],
+)
+def test_segment_keyphrases_are_short_readable_phrases(text, wanted):
+    docs = pd.DataFrame({"doc_id": ["d"], "text": [text]})
+    phrases = segment_documents(docs, SegmentConfig())["phrases"][0]
+    assert wanted <= set(phrases)
+    assert len(phrases) == len(set(phrases))
+
+
+def test_segment_keyphrases_drop_determiners_pronouns_and_measures():
+    docs = pd.DataFrame(
+        {"doc_id": ["d"], "text": ["It was fine and I loved it. I waited 45 minutes on chat."]}
+    )
+    phrases = [p for ps in segment_documents(docs, SegmentConfig())["phrases"] for p in ps]
+    words = {w for p in phrases for w in p.split()}
+    assert not words & {"the", "a", "my", "i", "it", "45", "minutes"}
+    assert "waited on chat" in phrases
+
+
+def test_segment_phrase_key_groups_inflections_and_word_order():
+    assert phrase_key("arrived late") == phrase_key("arrives late") == phrase_key("arriving late")
+    assert phrase_key("melted ice packs") == phrase_key("the ice packs had melted")
+    assert phrase_key("late delivery") == phrase_key("late deliveries")
+    assert phrase_key("charged twice") != phrase_key("charged once")
