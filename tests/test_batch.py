@@ -1,0 +1,233 @@
+"""The batch runner: chunked runs equal in-memory ones, killed runs resume exactly, --state runs are
+incremental and idempotent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxnlp import batch
+from cxnlp.batch import read_state_table, run_batch
+
+from conftest import SAMPLES
+
+LABEL_COLUMNS = {
+    "documents": ["doc_id", "stages", "primary_stage", "sentiment", "emotion", "n_segments", "language"],
+    "segments": ["doc_id", "segment_id", "text", "stage", "stages", "sentiment", "emotion", "pain_point_id"],
+    "pain_points": ["pain_point_id", "stage", "label", "size", "n_documents"],
+}
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory) -> Path:
+    """60 sample reviews with ids, dates and ratings (enough for a few pain points)."""
+    path = tmp_path_factory.mktemp("in") / "reviews.jsonl"
+    lines = (SAMPLES / "reviews.jsonl").read_text(encoding="utf-8").splitlines()[:60]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tables(outdir: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(outdir / f"{name}.parquet") for name in LABEL_COLUMNS}
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ta, tb = tables(a), tables(b)
+    for name, columns in LABEL_COLUMNS.items():
+        x, y = ta[name], tb[name]
+        assert len(x) == len(y), name
+        for c in columns:
+            assert x[c].astype(str).tolist() == y[c].astype(str).tolist(), f"{name}.{c}"
+    for name, col in (("segments", "sentiment_score"), ("segments", "stage_score")):
+        np.testing.assert_allclose(ta[name][col], tb[name][col], atol=1e-4)
+    ma = json.loads((a / "run.json").read_text())
+    mb = json.loads((b / "run.json").read_text())
+    assert ma["counts"] == mb["counts"]
+
+
+def test_batch_chunked_run_equals_in_memory_run(analyzer, reviews, tmp_path):
+    run = run_batch(analyzer, [str(reviews)], tmp_path / "chunked", chunk_size=7)
+    assert run.result.manifest["chunks"]["count"] == 9
+    assert run.result.manifest["run_id"]
+    analyzer.analyze([str(reviews)]).write(tmp_path / "memory")
+    assert_same_run(tmp_path / "chunked", tmp_path / "memory")
+    c = run.result.counts
+    assert c["read"] == c["analysed"] + c["rejected"] == 60
+    assert not (tmp_path / ".chunked.work").exists(), "the work folder is removed after a complete run"
+
+
+def test_batch_rejects_and_counts_add_up_across_chunks(analyzer, tmp_path):
+    src = tmp_path / "in.jsonl"
+    rows = [json.dumps({"id": f"d{i}", "text": f"Delivery number {i} arrived late again."}) for i in range(9)]
+    rows[2] = "{not json"
+    rows[5] = json.dumps({"id": "d5", "text": "   "})
+    rows[7] = json.dumps({"id": "d1", "text": "A duplicate id."})
+    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = run_batch(analyzer, [str(src)], tmp_path / "out", chunk_size=2)
+    c = run.result.counts
+    assert (c["read"], c["analysed"], c["rejected"]) == (9, 6, 3)
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["source_line"] for r in rejects) == [3, 6, 8]
+
+
+def _fail_after(n: int):
+    real = batch.save_chunk
+    calls = {"n": 0}
+
+    def save(folder, info, part):
+        if calls["n"] >= n:
+            raise KeyboardInterrupt("simulated crash")
+        calls["n"] += 1
+        return real(folder, info, part)
+
+    return save
+
+
+@pytest.mark.parametrize("crash_after", [0, 1, 4])
+def test_batch_resumes_after_a_crash_between_chunks(analyzer, reviews, tmp_path, monkeypatch, crash_after):
+    out = tmp_path / "out"
+    monkeypatch.setattr(batch, "save_chunk", _fail_after(crash_after))
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(analyzer, [str(reviews)], out, chunk_size=10)
+    assert not (out / "run.json").exists()
+    work = tmp_path / ".out.work" / "chunks"
+    assert len([p for p in work.iterdir() if p.name.isdigit()]) == crash_after
+    monkeypatch.undo()
+    run = run_batch(analyzer, [str(reviews)], out, chunk_size=10)
+    assert run.resumed_chunks == crash_after
+    assert run.result.manifest["chunks"]["resumed"] == crash_after
+    run_batch(analyzer, [str(reviews)], tmp_path / "clean", chunk_size=10)
+    assert_same_run(out, tmp_path / "clean")
+
+
+def test_batch_half_written_chunk_is_discarded(analyzer, reviews, tmp_path):
+    out = tmp_path / "out"
+    chunks = tmp_path / ".out.work" / "chunks"
+    run_batch(analyzer, [str(reviews)], tmp_path / "clean", chunk_size=30)
+    # A run killed while writing chunk 0: its temporary folder is left, holding part of the files.
+    (chunks / "000000.tmp-99999").mkdir(parents=True)
+    (chunks / "000000.tmp-99999" / "documents.parquet").write_bytes(b"PAR1 truncated")
+    run = run_batch(analyzer, [str(reviews)], out, chunk_size=30)
+    assert run.resumed_chunks == 0
+    assert_same_run(out, tmp_path / "clean")
+
+
+def test_batch_work_folder_of_other_input_is_not_reused(analyzer, reviews, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(batch, "save_chunk", _fail_after(2))
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(analyzer, [str(reviews)], out, chunk_size=10)
+    monkeypatch.undo()
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "x", "text": "Checkout kept failing."}) + "\n", encoding="utf-8")
+    run = run_batch(analyzer, [str(other)], out, chunk_size=10)
+    assert run.resumed_chunks == 0
+    assert run.result.counts["analysed"] == 1
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_batch_state_analyses_only_new_or_changed_records(analyzer, tmp_path):
+    state = tmp_path / "state"
+    day1 = [
+        {"id": f"t{i}", "text": t, "created_at": "2026-11-01"}
+        for i, t in enumerate(
+            [
+                "The parcel arrived two weeks late.",
+                "Support never answered my emails.",
+                "I was charged twice for one order.",
+                "Setup took five minutes, lovely app.",
+            ]
+        )
+    ]
+    r1 = run_batch(analyzer, [str(_write(tmp_path / "d1.jsonl", day1))], tmp_path / "o1", chunk_size=3, state=state)
+    assert (r1.result.counts["analysed"], r1.result.counts["unchanged"]) == (4, 0)
+    day2 = [*day1, {"id": "t4", "text": "The courier left my box in the rain.", "created_at": "2026-11-02"}]
+    day2[1] = {**day2[1], "text": "Support finally answered, after nine days."}
+    r2 = run_batch(analyzer, [str(_write(tmp_path / "d2.jsonl", day2))], tmp_path / "o2", chunk_size=3, state=state)
+    c = r2.result.counts
+    assert (c["read"], c["analysed"], c["unchanged"], c["rejected"]) == (5, 2, 3, 0)
+    assert sorted(r2.result.documents["doc_id"]) == ["t1", "t4"]
+
+    docs = read_state_table(state, "documents")
+    assert sorted(docs["doc_id"]) == ["t0", "t1", "t2", "t3", "t4"]
+    assert docs.set_index("doc_id").loc["t1", "text"].startswith("Support finally answered")
+    history = read_state_table(state, "documents", current=False)
+    assert len(history) == 6 and sorted(history["run_seq"].unique()) == [1, 2]
+    segs = read_state_table(state, "segments")
+    assert not segs.duplicated("segment_id").any()
+    assert "nine days" in " ".join(segs[segs["doc_id"] == "t1"]["text"])
+    parts = sorted(p.name for p in (state / "tables" / "documents").glob("run_date=*/*.parquet"))
+    assert len(parts) == 2
+
+    # The same input again: nothing analysed, nothing added.
+    r3 = run_batch(analyzer, [str(tmp_path / "d2.jsonl")], tmp_path / "o3", chunk_size=3, state=state)
+    assert (r3.result.counts["analysed"], r3.result.counts["unchanged"]) == (0, 5)
+    assert sorted(p.name for p in (state / "tables" / "documents").glob("run_date=*/*.parquet")) == parts
+    assert len(read_state_table(state, "documents", current=False)) == 6
+
+
+def test_batch_state_crash_after_outputs_before_commit_adds_nothing_twice(analyzer, tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    src = _write(tmp_path / "d.jsonl", [{"id": f"k{i}", "text": f"Order {i} arrived damaged."} for i in range(5)])
+
+    def crash(self, *a, **kw):
+        self._write_partition("documents", a[0].documents, a[1], 1, a[2])  # half of the commit
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(batch.State, "commit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(analyzer, [str(src)], tmp_path / "o", chunk_size=2, state=state)
+    monkeypatch.undo()
+    run = run_batch(analyzer, [str(src)], tmp_path / "o", chunk_size=2, state=state)
+    assert run.resumed_chunks == 3
+    assert len(read_state_table(state, "documents", current=False)) == 5
+    again = run_batch(analyzer, [str(src)], tmp_path / "o", chunk_size=2, state=state)
+    assert again.result.counts["analysed"] == 0
+    assert len(read_state_table(state, "documents", current=False)) == 5
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cxnlp.cli", "analyze", *args, "-q"]
+
+
+def test_batch_sigkill_at_random_points_then_rerun_matches_a_clean_run(reviews, tmp_path):
+    """A real SIGKILL of the CLI while it works through chunks; the rerun must equal a clean run."""
+    env = {**os.environ, "CXNLP_LOG": "warning"}
+    clean = tmp_path / "clean"
+    subprocess.run(_cli(str(reviews), "-o", str(clean), "--chunk-size", "6"), check=True, env=env)
+    out = tmp_path / "out"
+    chunks = tmp_path / ".out.work" / "chunks"
+    rng = np.random.default_rng(7)
+    kills = 0
+    for _attempt in range(3):  # kill after a random number of committed chunks, three times
+        target = int(rng.integers(1, 9))
+        proc = subprocess.Popen(_cli(str(reviews), "-o", str(out), "--chunk-size", "6"), env=env)
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            done = [p for p in chunks.iterdir() if p.name.isdigit()] if chunks.is_dir() else []
+            if len(done) >= target:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.05)
+        proc.wait()
+        if (out / "run.json").exists():
+            break
+    assert kills >= 1
+    subprocess.run(_cli(str(reviews), "-o", str(out), "--chunk-size", "6"), check=True, env=env)
+    assert_same_run(out, clean)
+    ids = pd.read_parquet(out / "documents.parquet")["doc_id"]
+    assert ids.is_unique and len(ids) == 60
