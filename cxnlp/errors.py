@@ -19,6 +19,10 @@ class Errors:
     E004 = "Override '{override}' must look like key=value, e.g. --set cluster.min_cluster_size=5."
     E005 = "Unknown device '{device}'. Use auto, cpu, cuda, cuda:N or mps."
     E006 = "Device '{device}' was requested but {problem}. Use --device cpu or --device auto."
+    E007 = (
+        "--engine {engine} needs the '{package}' package, which is not installed. "
+        "Install it with: pip install 'cxnlp[{extra}]' (or use --engine local)."
+    )
     # Input (exit code 2 when a whole file is unusable)
     E101 = (
         "Input '{path}' has no text field{field_note}.{suggestion} Fields seen: {seen}. "

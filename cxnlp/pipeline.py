@@ -282,22 +282,7 @@ class Analyzer:
 
     def prepare(self, records: list[Record], rejects: list[Reject]) -> Part:
         """normalize and redact one chunk of records: the documents table before any model runs."""
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        documents, more_rejects = normalize_records(records, self.config.input)
-        rejects = list(rejects) + more_rejects
-        timings["normalize"] = time.perf_counter() - t
-        t = time.perf_counter()
-        redactions = redact_corpus(
-            documents,
-            rejects,
-            self.config.redact,
-            self.config.segment.spacy_model,
-            self.config.segment.batch_size,
-        )
-        timings["redact"] = time.perf_counter() - t
-        empty = np.zeros((0, self.encoder_dim), np.float32)
-        return Part(documents, pd.DataFrame(), empty, rejects, redactions, timings)
+        return prepare(records, rejects, self.config)
 
     def annotate(
         self, part: Part, progress: Progress | None = None, steps: Iterable[str] | None = None
@@ -327,7 +312,9 @@ class Analyzer:
                     raise
                 _free_accelerator_memory(self.device)
                 self.batch_size = max(1, self.batch_size // 2)
-                logger.warning("out of memory on %s: retrying with batch size %d", self.device, self.batch_size)
+                logger.warning(
+                    "out of memory on %s: retrying with batch size %d", self.device, self.batch_size
+                )
 
     @property
     def encoder_dim(self) -> int:
@@ -462,6 +449,21 @@ def reject_limit_error(result: AnalysisResult, rejects_path: str | Path) -> Pipe
 
 
 REDUCE_STEPS = ("cluster", "aggregate")
+
+
+def prepare(records: list[Record], rejects: list[Reject], config: Config) -> Part:
+    """normalize and redact one chunk of records (no model needed: runs in any worker process)."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    documents, more_rejects = normalize_records(records, config.input)
+    rejects = list(rejects) + more_rejects
+    timings["normalize"] = time.perf_counter() - t
+    t = time.perf_counter()
+    redactions = redact_corpus(
+        documents, rejects, config.redact, config.segment.spacy_model, config.segment.batch_size
+    )
+    timings["redact"] = time.perf_counter() - t
+    return Part(documents, pd.DataFrame(), np.zeros((0, 0), np.float32), rejects, redactions, timings)
 
 
 def auto_batch_size(device: str, configured: int) -> int:

@@ -152,11 +152,15 @@ def test_batch_state_analyses_only_new_or_changed_records(analyzer, tmp_path):
             ]
         )
     ]
-    r1 = run_batch(analyzer, [str(_write(tmp_path / "d1.jsonl", day1))], tmp_path / "o1", chunk_size=3, state=state)
+    r1 = run_batch(
+        analyzer, [str(_write(tmp_path / "d1.jsonl", day1))], tmp_path / "o1", chunk_size=3, state=state
+    )
     assert (r1.result.counts["analysed"], r1.result.counts["unchanged"]) == (4, 0)
     day2 = [*day1, {"id": "t4", "text": "The courier left my box in the rain.", "created_at": "2026-11-02"}]
     day2[1] = {**day2[1], "text": "Support finally answered, after nine days."}
-    r2 = run_batch(analyzer, [str(_write(tmp_path / "d2.jsonl", day2))], tmp_path / "o2", chunk_size=3, state=state)
+    r2 = run_batch(
+        analyzer, [str(_write(tmp_path / "d2.jsonl", day2))], tmp_path / "o2", chunk_size=3, state=state
+    )
     c = r2.result.counts
     assert (c["read"], c["analysed"], c["unchanged"], c["rejected"]) == (5, 2, 3, 0)
     assert sorted(r2.result.documents["doc_id"]) == ["t1", "t4"]
@@ -181,7 +185,9 @@ def test_batch_state_analyses_only_new_or_changed_records(analyzer, tmp_path):
 
 def test_batch_state_crash_after_outputs_before_commit_adds_nothing_twice(analyzer, tmp_path, monkeypatch):
     state = tmp_path / "state"
-    src = _write(tmp_path / "d.jsonl", [{"id": f"k{i}", "text": f"Order {i} arrived damaged."} for i in range(5)])
+    src = _write(
+        tmp_path / "d.jsonl", [{"id": f"k{i}", "text": f"Order {i} arrived damaged."} for i in range(5)]
+    )
 
     def crash(self, *a, **kw):
         self._write_partition("documents", a[0].documents, a[1], 1, a[2])  # half of the commit
@@ -231,3 +237,17 @@ def test_batch_sigkill_at_random_points_then_rerun_matches_a_clean_run(reviews, 
     assert_same_run(out, clean)
     ids = pd.read_parquet(out / "documents.parquet")["doc_id"]
     assert ids.is_unique and len(ids) == 60
+
+
+def test_batch_ray_engine_equals_local_engine(analyzer, reviews, tmp_path):
+    """--engine ray on a local Ray: the same tables, counts and pain points as the local engine."""
+    import ray
+
+    try:
+        run = run_batch(analyzer, [str(reviews)], tmp_path / "ray", chunk_size=25, engine="ray")
+    finally:
+        ray.shutdown()
+    assert run.result.manifest["engine"] == "ray"
+    assert run.result.manifest["chunks"]["count"] == 3
+    run_batch(analyzer, [str(reviews)], tmp_path / "local", chunk_size=25)
+    assert_same_run(tmp_path / "ray", tmp_path / "local")
