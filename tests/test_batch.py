@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SAMPLES
 
 from cxnlp import batch
 from cxnlp.batch import read_state_table, run_batch
-
-from conftest import SAMPLES
 
 LABEL_COLUMNS = {
     "documents": ["doc_id", "stages", "primary_stage", "sentiment", "emotion", "n_segments", "language"],
