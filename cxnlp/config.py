@@ -65,6 +65,8 @@ class ModelsConfig(_Section):
     heads: str = "cx-heads"
     encoder: str | None = None
     batch_size: int = Field(128, ge=1)
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    quantize: Literal["none", "int8"] = "int8"
 
 
 class JourneyConfig(_Section):

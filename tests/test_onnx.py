@@ -1,0 +1,133 @@
+"""The encoder backends: ONNX Runtime (fp32, int8) against torch, fallbacks, and the config keys."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from cxnlp import models
+from cxnlp.config import ModelsConfig, load_config
+from cxnlp.errors import ConfigError
+from cxnlp.models import OnnxUnavailable, encode, load_encoder, resolve_backend
+
+SENTENCES = [
+    "My parcel arrived two weeks late and the box was crushed.",
+    "Support sorted out the double charge in five minutes, thank you!",
+    "ok",
+    "The app keeps logging me out whenever I try to change my delivery address, which is very annoying.",
+    "Great value.",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_embeddings() -> np.ndarray:
+    return encode(load_encoder(None, "cpu", "torch"), SENTENCES)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_onnx_fp32_embeddings_equal_torch(torch_embeddings):
+    pytest.importorskip("onnxruntime")
+    encoder = load_encoder(None, "cpu", "onnx", "none")
+    assert isinstance(encoder, models.OnnxEncoder) and models.encoder_backend(encoder) == "onnx"
+    emb = encode(encoder, SENTENCES)
+    assert emb.dtype == np.float32 and emb.shape == torch_embeddings.shape
+    assert _cosine(emb, torch_embeddings).min() > 0.9999
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_onnx_int8_embeddings_stay_close_to_torch(torch_embeddings):
+    pytest.importorskip("onnxruntime")
+    encoder = load_encoder(None, "cpu", "onnx", "int8")
+    assert models.encoder_backend(encoder) == "onnx-int8"
+    cos = _cosine(encode(encoder, SENTENCES), torch_embeddings)
+    assert cos.min() > 0.95 and cos.mean() > 0.98
+
+
+def test_onnx_encode_restores_input_order_and_handles_edge_cases():
+    pytest.importorskip("onnxruntime")
+    encoder = load_encoder(None, "cpu", "onnx", "none")
+    together = encoder.encode(SENTENCES, batch_size=2, normalize_embeddings=True)
+    one_by_one = np.stack([encoder.encode(s, normalize_embeddings=True) for s in SENTENCES])
+    assert _cosine(together, one_by_one).min() > 0.9999
+    assert encode(encoder, []).shape == (0, 384)
+    long_text = "word " * 2000  # truncated at the encoder's 256 tokens, like sentence-transformers
+    assert encode(encoder, [long_text]).shape == (1, 384)
+
+
+def test_onnx_missing_onnxruntime_falls_back_to_torch(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    assert not models.onnxruntime_available()
+    with caplog.at_level(logging.INFO, logger="cxnlp.models"):
+        assert resolve_backend("auto", "cpu") == "torch"
+        assert resolve_backend("onnx", "cpu") == "torch"
+    assert "onnxruntime is not installed; using torch" in caplog.text
+    sentinel = object()
+    monkeypatch.setattr(models, "_load_torch_encoder", lambda name, location, device: sentinel)
+    assert load_encoder.__wrapped__(None, "cpu", "onnx", "int8") is sentinel
+
+
+def test_onnx_backend_choice_by_device(monkeypatch, caplog):
+    monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
+    assert resolve_backend("auto", "cpu") == "onnx"
+    assert resolve_backend("torch", "cpu") == "torch"
+    assert resolve_backend("auto", "cuda") == "torch" and resolve_backend("auto", "mps") == "torch"
+    with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
+        assert resolve_backend("onnx", "cuda:0") == "torch"
+    assert "runs on the CPU only" in caplog.text
+    with pytest.raises(ValueError, match="valid: auto, torch, onnx"):
+        resolve_backend("tensorrt", "cpu")
+
+
+def test_onnx_export_failure_falls_back_to_torch(monkeypatch, caplog):
+    def unavailable(location, quantize):
+        raise OnnxUnavailable("exporting needs onnx (pip install onnx)")
+
+    monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(models.OnnxEncoder, "load", staticmethod(unavailable))
+    monkeypatch.setattr(models, "_load_torch_encoder", lambda name, location, device: "torch-model")
+    with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
+        assert load_encoder.__wrapped__(None, "cpu", "auto", "int8") == "torch-model"
+    assert "ONNX backend unavailable (exporting needs onnx" in caplog.text
+
+
+def test_onnx_only_mean_pooling_encoders_are_exported(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"type": "sentence_transformers.models.Transformer", "path": ""},
+                {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},
+            ]
+        )
+    )
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    with pytest.raises(OnnxUnavailable, match="mean pooling"):
+        models.onnx_model_path(str(tmp_path))
+
+
+def test_onnx_config_keys_are_validated():
+    config = load_config(overrides=["models.backend=torch", "models.quantize=none"])
+    assert config.models.backend == "torch" and config.models.quantize == "none"
+    with pytest.raises(ConfigError, match=r"\[E002\] Config value for 'models.backend' is invalid"):
+        load_config(overrides=["models.backend=tensorrt"])
+    with pytest.raises(ConfigError, match=r"\[E002\] Config value for 'models.quantize' is invalid"):
+        load_config(overrides=["models.quantize=fp16"])
+
+
+def test_onnx_load_encoder_defaults_match_the_config_defaults():
+    # The pipeline calls load_encoder(name, device): its defaults are what a default run gets.
+    params = inspect.signature(load_encoder.__wrapped__).parameters
+    assert params["backend"].default == ModelsConfig().backend == "auto"
+    assert params["quantize"].default == ModelsConfig().quantize
