@@ -137,11 +137,19 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
 
 
 def evaluate_file(
-    path: str | Path, task: str, heads: str = "cx-heads", device: str = "cpu", taxonomy: str = "default"
+    path: str | Path,
+    task: str,
+    heads: str = "cx-heads",
+    device: str = "cpu",
+    taxonomy: str = "default",
+    backend: str = "auto",
+    quantize: str = "none",
+    vader: bool = False,
 ) -> dict[str, Any]:
+    """Score the heads on a labelled file; ``vader=True`` (sentiment) adds VADER on the same rows."""
     from .emotion import CX_MAP, EmotionModel
     from .journey import StageModel
-    from .models import Heads, encode, load_encoder
+    from .models import Heads, encode, encoder_backend, load_encoder
     from .sentiment import SentimentModel
 
     if task not in TASKS:
@@ -150,7 +158,8 @@ def evaluate_file(
     if not texts:
         raise InputError(Errors.E211, path=str(path), problem=f"no rows with a text and a {task} label")
     h = Heads.load(heads)
-    emb = encode(load_encoder(h.encoder, device), texts)
+    encoder = load_encoder(h.encoder, device, backend, quantize)
+    emb = encode(encoder, texts)
     if task == "sentiment":
         model = SentimentModel(h)
         pred = model.labels_of(model.predict(emb, texts))
@@ -161,6 +170,8 @@ def evaluate_file(
             pred = ["positive" if p[2] >= p[0] else "negative" for p in probs]
             labels = ["negative", "positive"]
         result = singlelabel_metrics(gold1, pred, labels)
+        if vader:
+            result["vader"] = compare_with_vader(texts, gold1, pred)
     elif task == "emotion":
         emodel = EmotionModel(h)
         raw = emodel.predict(emb, texts)
@@ -186,7 +197,13 @@ def evaluate_file(
             [g[0] for g in gold_s], [p[0] for p in preds_s], [*smodel.stage_ids, "none"]
         )
     result.update(
-        {"task": task, "file": str(path), "model": h.meta.get("name", heads), "model_version": h.version}
+        {
+            "task": task,
+            "file": str(path),
+            "model": h.meta.get("name", heads),
+            "model_version": h.version,
+            "encoder_backend": encoder_backend(encoder),
+        }
     )
     return result
 
@@ -220,3 +237,153 @@ def format_metrics(result: dict[str, Any]) -> str:
         for l, row in zip(labs, conf["matrix"]):
             lines.append(f"{l[: width - 1]:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ VADER baseline
+
+SENTIMENT_LABELS = ["negative", "neutral", "positive"]
+VADER_THRESHOLD = 0.05
+
+
+def vader_sentiment(texts: list[str], binary: bool = False) -> list[str]:
+    """VADER's label from its compound score: >= 0.05 positive, <= -0.05 negative, else neutral.
+
+    For binary gold (positive vs negative) the neutral band is dropped and the sign decides, with a
+    compound of exactly 0 (no sentiment word found) counted as positive, so VADER, like our heads,
+    answers every row."""
+    from .models import vader_features
+
+    compound = vader_features(texts)[:, 3] if texts else np.zeros(0)
+    if binary:
+        return ["positive" if c >= 0 else "negative" for c in compound]
+    return [
+        "positive" if c >= VADER_THRESHOLD else "negative" if c <= -VADER_THRESHOLD else "neutral"
+        for c in compound
+    ]
+
+
+def compare_with_vader(texts: list[str], gold: list[str], ours: list[str]) -> dict[str, Any]:
+    """Macro-F1 of our labels and of VADER's on the same rows, and the difference in points."""
+    from .models import vader_features
+
+    binary = set(gold) <= {"negative", "positive"}
+    labels = ["negative", "positive"] if binary else SENTIMENT_LABELS
+    ours_m = singlelabel_metrics(gold, ours, labels)
+    vader_m = singlelabel_metrics(gold, vader_sentiment(texts, binary), labels)
+    compound = vader_features(texts)[:, 3]
+    return {
+        "n": len(gold),
+        "labels": "binary (negative/positive): VADER by the sign of compound, 0 counted positive"
+        if binary
+        else "3-way: VADER compound >= 0.05 positive, <= -0.05 negative, else neutral",
+        "ours_macro_f1": ours_m["macro_f1"],
+        "vader_macro_f1": vader_m["macro_f1"],
+        "difference_points": round(100 * (ours_m["macro_f1"] - vader_m["macro_f1"]), 1),
+        "ours_macro_recall": ours_m["macro_recall"],
+        "vader_macro_recall": vader_m["macro_recall"],
+        "vader_accuracy": vader_m["accuracy"],
+        "vader_no_signal_share": round(float(np.mean(np.abs(compound) < VADER_THRESHOLD)), 4),
+    }
+
+
+def cx_emotion_rates(
+    path: str | Path,
+    heads: str = "cx-heads",
+    device: str = "cpu",
+    backend: str = "auto",
+    quantize: str = "none",
+    cx_map: dict[str, str] | None = None,
+    cx_min_prob: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """How often each CX emotion is a segment's top emotion on a JSONL file of texts, segmented as
+    ``cxnlp analyze`` does (default segment config). ``cx_map``/``cx_min_prob`` try another mapping."""
+    import pandas as pd
+
+    from .config import SegmentConfig
+    from .emotion import EmotionModel
+    from .models import Heads, encode, load_encoder
+    from .segment import segment_documents
+
+    rows = [json.loads(l) for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
+    docs = pd.DataFrame({"doc_id": [str(i) for i in range(len(rows))], "text": [r["text"] for r in rows]})
+    texts = segment_documents(docs, SegmentConfig())["text"].tolist()
+    h = Heads.load(heads)
+    model = EmotionModel(h)
+    if cx_map is not None or cx_min_prob is not None:
+        spec = h.tasks["emotion"]
+        extra = {**spec.extra, **({"cx_map": cx_map} if cx_map else {}), "cx_min_prob": cx_min_prob or {}}
+        model = EmotionModel(_with_extra(h, extra))
+    probs = model.predict(encode(load_encoder(h.encoder, device, backend, quantize), texts), texts)
+    top, _ = model.top(model.to_cx(probs))
+    counts = {e: top.count(e) for e in model.cx_labels}
+    return {
+        "file": str(path),
+        "segments": len(texts),
+        "top_emotion_share": {e: round(c / max(len(texts), 1), 4) for e, c in counts.items()},
+        "top_emotion_count": counts,
+    }
+
+
+def _with_extra(heads: Any, extra: dict[str, Any]) -> Any:
+    """A shallow stand-in for ``heads`` whose emotion spec carries ``extra`` (for trying mappings)."""
+    import copy
+
+    h = copy.copy(heads)
+    h.tasks = dict(heads.tasks)
+    spec = copy.copy(heads.tasks["emotion"])
+    spec.extra = extra
+    h.tasks["emotion"] = spec
+    return h
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cxnlp.evaluate FILE --task T [--backend B --quantize Q] [--vader]``: ``cxnlp eval``
+    with the encoder backend as an option and, for sentiment, VADER on the same rows."""
+    import argparse
+    import logging
+
+    ap = argparse.ArgumentParser(prog="python -m cxnlp.evaluate", description=main.__doc__)
+    ap.add_argument("path")
+    ap.add_argument("--task", choices=TASKS)
+    ap.add_argument(
+        "--cx-rates", action="store_true", help="PATH is JSONL texts: how often each CX emotion is on top"
+    )
+    ap.add_argument("--model", default="cx-heads")
+    ap.add_argument("--taxonomy", default="default")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    ap.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", "int8"],
+        help="onnx only; the card's figures use fp32 (none); int8 is what cxnlp analyze runs on CPU",
+    )
+    ap.add_argument("--vader", action="store_true", help="sentiment only: VADER's macro-F1 on the same rows")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    quantize = args.quantize
+    if args.cx_rates:
+        rates = cx_emotion_rates(args.path, args.model, args.device, args.backend, quantize)
+        print(json.dumps(rates, indent=2))
+        return
+    if args.task is None:
+        ap.error("--task is required (or --cx-rates)")
+    result = evaluate_file(
+        args.path, args.task, args.model, args.device, args.taxonomy, args.backend, quantize, args.vader
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(format_metrics(result))
+    print(f"\nencoder backend: {result['encoder_backend']}")
+    if "vader" in result:
+        v = result["vader"]
+        print(
+            f"VADER ({v['labels']}): macro-F1 {v['vader_macro_f1']:.4f} vs ours {v['ours_macro_f1']:.4f}"
+            f" ({v['difference_points']:+.1f} points); no VADER signal on {v['vader_no_signal_share']:.1%} of rows"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -43,3 +43,38 @@ def test_evaluate_cli_prints_metrics_and_writes_json(tmp_path):
     assert "macro-F1" in result.output and "confusion" in result.output
     metrics = json.loads(out.read_text())
     assert metrics["n"] == 2 and metrics["per_label"]["delivery"]["support"] == 1
+
+
+def test_evaluate_vader_labels_three_way_and_binary():
+    from cxnlp.evaluate import vader_sentiment
+
+    texts = ["I love it, wonderful service", "terrible, awful delay", "The box is blue."]
+    assert vader_sentiment(texts) == ["positive", "negative", "neutral"]
+    # Binary gold: the sign decides and no signal (compound 0) counts as positive.
+    assert vader_sentiment(texts, binary=True) == ["positive", "negative", "positive"]
+
+
+def test_evaluate_compare_with_vader_reports_the_difference_in_points():
+    from cxnlp.evaluate import compare_with_vader
+
+    texts = ["I love it", "awful", "It arrived on Tuesday."]
+    gold = ["positive", "negative", "negative"]
+    result = compare_with_vader(texts, gold, ["positive", "negative", "negative"])
+    assert result["ours_macro_f1"] == 1.0 and result["vader_macro_f1"] < 1.0
+    assert result["difference_points"] == round(100 * (1.0 - result["vader_macro_f1"]), 1)
+    assert result["labels"].startswith("binary") and result["vader_no_signal_share"] == round(1 / 3, 4)
+
+
+def test_evaluate_module_cli_adds_vader_and_names_the_backend(tmp_path, capsys):
+    from cxnlp.evaluate import main
+
+    src = tmp_path / "s.jsonl"
+    rows = [
+        {"text": "The delivery was late again and nobody answered.", "sentiment": "negative"},
+        {"text": "Lovely fresh food, thank you!", "sentiment": "positive"},
+        {"text": "I ordered on Monday.", "sentiment": "neutral"},
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main([str(src), "--task", "sentiment", "--vader", "--backend", "torch"])
+    out = capsys.readouterr().out
+    assert "encoder backend: torch" in out and "VADER (3-way" in out and "points)" in out
