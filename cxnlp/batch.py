@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -68,6 +69,21 @@ class ChunkInfo:
     read: int
     unchanged: int
     hashes: list[tuple[str, str]] = field(default_factory=list)
+    budget: RejectBudget | None = None
+
+
+@dataclass
+class RejectBudget:
+    """``input.max_rejects`` given as a count: once more records than that are rejected, the models
+    stop running (the run fails with E212 anyway); the rest is still read so rejects.jsonl is complete.
+    A fraction can only be judged at the end, against the total read."""
+
+    limit: int | None
+    seen: int = 0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.limit is not None and self.seen > self.limit
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -174,6 +190,7 @@ def save_chunk(chunks: Path, info: ChunkInfo, part: Part) -> Path:
         "timings": part.timings,
         "documents": len(part.documents),
         "segments": len(part.segments),
+        "rejects": len(part.rejects),
     }
     (tmp / "part.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     for f in tmp.iterdir():
@@ -335,33 +352,48 @@ class BatchRun:
 
 
 class _WorkFolder:
+    """OUTDIR's sibling ``.NAME.work``. Nothing is created until the first chunk is about to be
+    committed (``ensure``), so a run refused early (bad input, bad config) writes nothing at all."""
+
     def __init__(self, outdir: Path, fp: str | None) -> None:
         self.path = outdir.parent / f".{outdir.name}.work"
+        self.outdir = outdir
         self.fp = fp
+        self.chunks = self.path / CHUNKS
+        self._lock: Any = None
+        plan = self.read_plan() if self.path.is_dir() else None
+        self.fresh = plan is None or fp is None or plan.get("fingerprint") != fp
+        if self.fresh:
+            self.plan: dict[str, Any] = {
+                "fingerprint": fp,
+                "run_date": date.today().isoformat(),
+                "created_at": datetime.now(timezone.utc).isoformat(),
+            }
+        else:
+            self.plan = dict(plan or {})
+        if self.path.is_dir():
+            self.ensure()
+
+    def ensure(self) -> None:
+        """Create (or take over) the folder: lock it, drop what belongs to another run, write the plan."""
+        if self._lock is not None:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = (self.path / "lock").open("a+")
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._lock.close()
             raise PipelineError(
                 Errors.E208,
-                path=str(outdir),
+                path=str(self.outdir),
                 problem="another cxnlp run is writing to it (wait for it, or choose another output folder)",
             ) from None
-        plan = self.read_plan()
-        if plan is None or fp is None or plan.get("fingerprint") != fp:
-            if plan is not None:
+        if self.fresh:
+            if self.chunks.exists():
                 logger.info("discarding %s: it belongs to a different input, config or model", self.path)
-            shutil.rmtree(self.path / CHUNKS, ignore_errors=True)
-            self.plan = {
-                "fingerprint": fp,
-                "run_date": date.today().isoformat(),
-                "created_at": datetime.now(timezone.utc).isoformat(),
-            }
-            self.write_plan()
-        else:
-            self.plan = plan
-        self.chunks = self.path / CHUNKS
+            shutil.rmtree(self.chunks, ignore_errors=True)
+        self.write_plan()
         self.chunks.mkdir(exist_ok=True)
         for tmp in self.chunks.glob("*.tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -378,6 +410,8 @@ class _WorkFolder:
         os.replace(tmp, self.path / PLAN)
 
     def committed(self) -> dict[int, Path]:
+        if not self.chunks.is_dir():
+            return {}
         return {
             int(p.name): p for p in self.chunks.iterdir() if p.name.isdigit() and (p / "part.json").is_file()
         }
@@ -387,7 +421,7 @@ class _WorkFolder:
         self.close()
 
     def close(self) -> None:
-        if not self._lock.closed:
+        if self._lock is not None and not self._lock.closed:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
             self._lock.close()
@@ -398,20 +432,106 @@ MapEngine = Callable[
 ]
 
 
+def _prepare_chunk(records: list[Record], rejects: list[Reject], config: dict[str, Any]) -> Part:
+    """normalize, redact and segment one chunk (runs in a worker process when ``batch.workers`` > 0)."""
+    from .pipeline import prepare
+    from .segment import segment_documents
+
+    cfg = _worker_config(json.dumps(config, sort_keys=True, default=str))
+    part = prepare(records, rejects, cfg)
+    t = time.perf_counter()
+    if len(part.documents):
+        part.segments = segment_documents(part.documents, cfg.segment)
+    part.timings["segment"] = time.perf_counter() - t
+    return part
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_config(blob: str) -> Any:
+    from .config import load_config
+
+    return load_config(None, json.loads(blob))
+
+
+def workers_for(analyzer: Analyzer) -> int:
+    """``batch.workers``; auto (null): one prepare worker on an accelerator, none on the CPU (where the
+    encoder already uses every core)."""
+    configured = analyzer.config.batch.workers
+    if configured is not None:
+        return configured
+    return 0 if analyzer.device == "cpu" else 1
+
+
 def map_local(
     analyzer: Analyzer,
     chunks: Iterator[tuple[ChunkInfo, list[Record], list[Reject]]],
     folder: Path,
     progress: Progress | None,
 ) -> None:
-    """The per-document steps in this process, one chunk after the other."""
-    for info, records, rejects in chunks:
-        part = analyzer.prepare(records, rejects)
-        analyzer.annotate(part, progress)
-        save_chunk(folder, info, part)
-        logger.debug(
-            "chunk %d: %d documents, %d segments", info.index, len(part.documents), len(part.segments)
-        )
+    """The per-document steps in this process, one chunk after the other. With workers, the next
+    chunks are normalized, redacted and segmented in worker processes while this one runs the models,
+    so the accelerator never waits for spaCy."""
+    n_workers = workers_for(analyzer)
+    if n_workers == 0:
+        for info, records, rejects in chunks:
+            t = time.perf_counter()
+            part = analyzer.prepare(records, rejects)
+            if not _over_budget(info, part):
+                analyzer.annotate(part, progress)
+            save_chunk(folder, info, part)
+            _log_chunk(info, part, time.perf_counter() - t)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    config = config_to_dict(analyzer.config)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        pending: deque[tuple[ChunkInfo, Any]] = deque()
+        source = iter(chunks)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < n_workers + 1:
+                try:
+                    info, records, rejects = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append((info, pool.submit(_prepare_chunk, records, rejects, config)))
+            if not pending:
+                break
+            info, future = pending.popleft()
+            t = time.perf_counter()
+            part = future.result()
+            if not _over_budget(info, part):
+                analyzer.annotate(part, progress, steps=["embed", "journey", "sentiment", "emotion"])
+            save_chunk(folder, info, part)
+            _log_chunk(info, part, time.perf_counter() - t)
+
+
+def _over_budget(info: ChunkInfo, part: Part) -> bool:
+    if info.budget is None:
+        return False
+    info.budget.seen += len(part.rejects)
+    return info.budget.exceeded
+
+
+def _log_chunk(info: ChunkInfo, part: Part, seconds: float) -> None:
+    logger.info(
+        "chunk %d: %d documents, %d segments in %.1fs",
+        info.index,
+        len(part.documents),
+        len(part.segments),
+        seconds,
+        extra={
+            "step": "map",
+            "chunk": info.index,
+            "documents": len(part.documents),
+            "segments": len(part.segments),
+            "seconds": round(seconds, 3),
+        },
+    )
 
 
 def run_batch(
@@ -444,7 +564,8 @@ def run_batch(
         run_id = hashlib.sha256(f"{fp}\0{st.generation() if st else ''}".encode()).hexdigest()[:12]
         if work.plan.get("run_id") != run_id:
             work.plan["run_id"] = run_id
-            work.write_plan()
+            if work._lock is not None:
+                work.write_plan()
         if st is not None and fp is not None and st.has_run(run_id) and (outdir / MARKER).is_file():
             # Killed after the state was committed: the outputs are complete; only the cleanup was left.
             manifest = json.loads((outdir / MARKER).read_text(encoding="utf-8"))
@@ -457,12 +578,31 @@ def run_batch(
         read = ReadResult()
         t = time.perf_counter()
 
+        read_seconds = [0.0]
+        max_rejects = analyzer.config.input.max_rejects
+        budget = RejectBudget(
+            int(max_rejects) if max_rejects is not None and (max_rejects >= 1 or max_rejects == 0) else None
+        )
+        for path in done.values():
+            budget.seen += int(json.loads((path / "part.json").read_text(encoding="utf-8")).get("rejects", 0))
+
+        def timed(items: Iterator[list[Record | Reject]]) -> Iterator[list[Record | Reject]]:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    read_seconds[0] += time.perf_counter() - t0
+                yield batch
+
         def todo() -> Iterator[tuple[ChunkInfo, list[Record], list[Reject]]]:
-            for index, batch in enumerate(
-                _chunked(iter_inputs(inputs, analyzer.config.input.fields, read), chunk_size)
-            ):
+            items = _chunked(iter_inputs(inputs, analyzer.config.input.fields, read), chunk_size)
+            for index, batch in enumerate(timed(items)):
                 if index in done:
                     continue
+                work.ensure()
                 records = [x for x in batch if isinstance(x, Record)]
                 rejects = [x for x in batch if isinstance(x, Reject)]
                 hashes = [(r.data["__doc_id__"], content_hash(r)) for r in records]
@@ -473,7 +613,7 @@ def run_batch(
                     unchanged = keep.count(False)
                     records = [r for r, k in zip(records, keep) if k]
                     hashes = [x for x, k in zip(hashes, keep) if k]
-                yield ChunkInfo(index, len(batch), unchanged, hashes), records, rejects
+                yield ChunkInfo(index, len(batch), unchanged, hashes, budget), records, rejects
 
         if done:
             logger.info("resuming: %d chunk(s) already done in %s", len(done), work.path)
@@ -502,7 +642,7 @@ def run_batch(
         part = merge_parts(parts) if parts else analyzer.prepare([], [])
         limit = analyzer.config.input.reject_limit(read.read)
         failed = limit is not None and len(part.rejects) > limit
-        part.timings = {"map": map_seconds, **part.timings}
+        part.timings = {"read": read_seconds[0], "map": map_seconds, **part.timings}
         extra_manifest: dict[str, Any] = {
             "run_id": run_id,
             "engine": engine,
@@ -525,6 +665,14 @@ def run_batch(
             st.commit(result, run_id, work.plan["run_date"], hashes)
         work.remove()
         return BatchRun(result, outdir, resumed_chunks=len(done))
+    except BaseException:
+        # Keep committed chunks for the rerun to resume from; a run that failed before committing any
+        # leaves nothing behind.
+        if work.path.is_dir() and not work.committed():
+            work.remove()
+        elif work.path.is_dir():
+            logger.warning("stopped; %d chunk(s) kept in %s for the rerun", len(work.committed()), work.path)
+        raise
     finally:
         work.close()
         if st is not None:

@@ -29,12 +29,37 @@ class CliError(click.ClickException):
         self.exit_code = exc.exit_code  # type: ignore[misc]
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line on stderr (``--log-format json``), for log shippers in nightly jobs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from datetime import datetime, timezone
+
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("step", "chunk", "seconds", "documents", "segments", "run_id", "code"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _setup_logging(quiet: bool, verbose: bool, log_format: str = "text") -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(show_path=False, show_time=verbose, markup=False, rich_tracebacks=verbose)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler: logging.Handler
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = RichHandler(show_path=False, show_time=verbose, markup=False, rich_tracebacks=verbose)
+        handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -64,18 +89,33 @@ def _quiet_libraries() -> None:
 def verbosity(f: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("-q", "--quiet", is_flag=True, help="Only print warnings and errors.")
     @click.option("-v", "--verbose", is_flag=True, help="Print debug logs.")
+    @click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Log lines on stderr: text for people, json (one object per line) for log collectors.",
+    )
     @functools.wraps(f)
-    def wrapper(*args: Any, quiet: bool, verbose: bool, **kwargs: Any) -> Any:
-        _setup_logging(quiet, verbose)
+    def wrapper(*args: Any, quiet: bool, verbose: bool, log_format: str, **kwargs: Any) -> Any:
+        _setup_logging(quiet, verbose, log_format)
         _quiet_libraries()
         try:
             return f(*args, quiet=quiet, **kwargs)
         except CxnlpError as exc:
+            if log_format == "json":
+                logging.getLogger("cxnlp").error(str(exc), extra={"code": _code(str(exc))})
             raise CliError(exc) from exc
         except KeyboardInterrupt:
+            if log_format == "json":
+                logging.getLogger("cxnlp").error("interrupted", extra={"code": "E215"})
             raise CliError(Interrupted(Errors.E215)) from None
 
     return wrapper
+
+
+def _code(message: str) -> str | None:
+    return message[1:5] if message.startswith("[") and message[5:6] == "]" else None
 
 
 @contextmanager

@@ -119,6 +119,7 @@ class BatchConfig(_Section):
     ray_actors: int = Field(1, ge=1)
     ray_gpus_per_actor: float = Field(0, ge=0)
     ray_cpus_per_actor: float = Field(1, gt=0)
+    workers: int | None = Field(None, ge=0)
 
 
 class OutputConfig(_Section):

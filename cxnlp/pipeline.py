@@ -149,6 +149,11 @@ class Analyzer:
             self.heads, self.config.journey.taxonomy, self.config.journey.threshold, self.device
         )
         self.sentiment_model = sentiment.SentimentModel(self.heads)
+        # Fail before any work starts (and before a batch run creates its work folder) when the
+        # configured spaCy pipeline cannot be loaded; the segment step reuses the cached pipeline.
+        from .segment import load_spacy
+
+        load_spacy(self.config.segment.spacy_model)
         self.emotion_model = emotion.EmotionModel(self.heads)
 
     @property

@@ -234,10 +234,11 @@ def map_ray(
 
     cfg = analyzer.config.batch
     staging = folder.parent / "ray"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "records").mkdir(parents=True)
     infos: dict[int, ChunkInfo] = {}
     for info, records, rejects in chunks:
+        if not infos:  # the work folder exists once the first chunk is read
+            shutil.rmtree(staging, ignore_errors=True)
+            (staging / "records").mkdir(parents=True)
         _write_records(staging / "records", info, records, rejects)
         infos[info.index] = info
     if not infos:

@@ -250,3 +250,41 @@ def test_batch_ray_engine_equals_local_engine(analyzer, reviews, tmp_path):
     assert run.result.manifest["chunks"]["count"] == 3
     run_batch(analyzer, [str(reviews)], tmp_path / "local", chunk_size=25)
     assert_same_run(tmp_path / "ray", tmp_path / "local")
+
+
+def test_batch_prepare_workers_give_the_same_run(reviews, tmp_path):
+    """batch.workers: spaCy in a worker process while the models run here; same outputs."""
+    from cxnlp.config import load_config
+    from cxnlp.pipeline import Analyzer
+
+    analyzer = Analyzer(load_config(None, {"batch": {"workers": 1}}), device="cpu")
+    run_batch(analyzer, [str(reviews)], tmp_path / "workers", chunk_size=20)
+    plain = Analyzer(device="cpu")
+    run_batch(plain, [str(reviews)], tmp_path / "plain", chunk_size=20)
+    assert_same_run(tmp_path / "workers", tmp_path / "plain")
+
+
+def test_cli_log_format_json_writes_one_object_per_line(tmp_path):
+    src = _write(
+        tmp_path / "in.jsonl", [{"id": "a", "text": "The courier was rude."}, {"id": "b", "text": ""}]
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxnlp.cli",
+            "analyze",
+            str(src),
+            "-o",
+            str(tmp_path / "o"),
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+    chunk = [x for x in lines if x.get("step") == "map"]
+    assert chunk and chunk[0]["documents"] == 1 and chunk[0]["chunk"] == 0

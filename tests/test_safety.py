@@ -44,7 +44,11 @@ def previous_run(tmp_path, mixed_result):
 def assert_untouched(out: Path, marker: str) -> None:
     assert (out / MARKER).read_text() == marker
     assert (out / "documents.parquet").is_file()
-    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no staging left
+    left = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+    # No staging folder is left; the batch work folder (committed chunks) stays for the rerun to resume.
+    assert left in ([], [f".{out.name}.work"])
+    if left:
+        assert any((out.parent / left[0] / "chunks").iterdir())
 
 
 # ------------------------------------------------------------------------------- safe by construction
