@@ -142,7 +142,8 @@ class Analyzer:
         self.device = resolve_device(device)
         self.heads = Heads.load(self.config.models.heads)
         self.encoder_name = self.config.models.encoder or self.heads.encoder
-        self.encoder = load_encoder(self.encoder_name, self.device)
+        models = self.config.models
+        self.encoder = load_encoder(self.encoder_name, self.device, models.backend, models.quantize)
         self.batch_size = auto_batch_size(self.device, self.config.models.batch_size)
         self._dim: int | None = None
         self.stage_model = journey.StageModel.for_taxonomy(
