@@ -2,7 +2,9 @@
 
 The head is multi-label with a tuned threshold per GoEmotions label. A CX emotion's score is the
 largest of its GoEmotions labels' probabilities divided by that label's threshold (capped at 1), so a
-score of 1 means "passed its threshold". The top CX emotion of a segment is the best one that passed,
+score of 1 means "passed its threshold". For the CX emotions in ``CX_MIN_PROB`` the threshold is at
+least that probability: the F1-tuned GoEmotions thresholds of rare labels are very low (0.075 for
+surprise and confusion), which made them fire on plain complaints. The top CX emotion of a segment is the best one that passed,
 or ``neutral``. A document's scores are the mean of its segments'; its emotion is the most frequent
 non-neutral segment emotion (ties broken by mean score), or ``neutral``.
 """
@@ -45,12 +47,20 @@ CX_MAP: dict[str, str] = {
     "fear": "fear",
     "nervousness": "fear",
     "confusion": "confusion",
-    "curiosity": "confusion",
+    # realization ("I realised ...", precision 0.08 at its tuned threshold 0.05 on GoEmotions dev) and
+    # curiosity (questions) are not customer emotions: as surprise and confusion they fired on 16% and
+    # 3% of the sample review segments, mostly plain complaints (models/cx-heads/README.md, limits).
+    "curiosity": "neutral",
     "surprise": "surprise",
-    "realization": "surprise",
+    "realization": "neutral",
     "desire": "neutral",
     "neutral": "neutral",
 }
+
+
+# Minimum GoEmotions probability for these CX emotions (on top of the tuned per-label threshold).
+# 0.15: below it the sample segments ranked by P(surprise) / P(confusion) are mostly neutral statements.
+CX_MIN_PROB: dict[str, float] = {"surprise": 0.15, "confusion": 0.15}
 
 
 class EmotionModel:
@@ -60,7 +70,16 @@ class EmotionModel:
         self.labels = list(spec.labels)
         self.thresholds = np.array(spec.thresholds or [0.5] * len(self.labels), dtype=np.float32)
         cx_map = spec.extra.get("cx_map", CX_MAP)
+        cx_min = spec.extra.get("cx_min_prob", CX_MIN_PROB)
         self.cx_labels = CX_EMOTIONS
+        # The thresholds a probability is divided by for the CX scores (never below the CX minimum).
+        self.cx_thresholds = np.array(
+            [
+                max(float(t), float(cx_min.get(cx_map.get(l, ""), 0.0)))
+                for l, t in zip(self.labels, self.thresholds)
+            ],
+            dtype=np.float32,
+        )
         self._groups = [
             [i for i, l in enumerate(self.labels) if cx_map.get(l) == cx] for cx in self.cx_labels
         ]
@@ -73,7 +92,7 @@ class EmotionModel:
 
     def to_cx(self, probs: np.ndarray) -> np.ndarray:
         """GoEmotions probabilities -> CX scores in [0, 1] (1 = passed the threshold)."""
-        ratio = np.minimum(probs / self.thresholds, 1.0) if len(probs) else probs
+        ratio = np.minimum(probs / self.cx_thresholds, 1.0) if len(probs) else probs
         out = np.zeros((len(probs), len(self.cx_labels)), dtype=np.float32)
         for k, idx in enumerate(self._groups):
             if idx:

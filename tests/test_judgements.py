@@ -56,3 +56,28 @@ def test_sentiment_scores_are_bounded(mixed_result):
     for frame in (mixed_result.segments, mixed_result.documents):
         assert frame["sentiment_score"].between(-1, 1).all()
         assert set(frame["sentiment"]) <= {"negative", "neutral", "positive"}
+
+
+def test_emotion_realization_and_curiosity_are_not_reported_as_cx_emotions():
+    from cxnlp.emotion import CX_MAP
+
+    assert CX_MAP["realization"] == "neutral" and CX_MAP["curiosity"] == "neutral"
+
+
+def test_emotion_surprise_and_confusion_need_the_cx_minimum_probability():
+    import numpy as np
+
+    from cxnlp.emotion import CX_MIN_PROB, EmotionModel
+    from cxnlp.models import Heads
+
+    model = EmotionModel(Heads.load("cx-heads"))
+    for cx in ("surprise", "confusion"):
+        j = model.labels.index(cx)
+        assert model.thresholds[j] < CX_MIN_PROB[cx] == model.cx_thresholds[j]
+        probs = np.zeros((2, len(model.labels)), dtype=np.float32)
+        probs[0, j] = (model.thresholds[j] + CX_MIN_PROB[cx]) / 2  # past the tuned threshold only
+        probs[1, j] = CX_MIN_PROB[cx]
+        labels, _ = model.top(model.to_cx(probs))
+        assert labels == ["neutral", cx]
+    joy = model.labels.index("joy")  # labels without a CX minimum keep their tuned threshold
+    assert model.cx_thresholds[joy] == model.thresholds[joy]
