@@ -110,7 +110,8 @@ def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndar
     if path.is_file():
         return np.load(path)
     t0 = time.time()
-    emb = encode(load_encoder(encoder, device), texts, batch_size=128)
+    # fp32 only: the ONNX fp32 backend gives torch's embeddings (cosine 1.0000); int8 never trains.
+    emb = encode(load_encoder(encoder, device, "auto", "none"), texts, batch_size=128)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)
@@ -228,7 +229,8 @@ def _split(n: int, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------- sentiment
 
 
-def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
+def sentiment_parts(cfg: TrainConfig, data_dir: Path) -> list[corpora.Labelled]:
+    """The sentiment training corpora, in training order (the embedding cache is keyed on this order)."""
     sc = cfg.sentiment
     parts = [
         corpora.sample(corpora.sst2(data_dir, "train", sc.sst2_min_words), sc.sst2_sample, cfg.seed),
@@ -251,6 +253,32 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
             corpora.Labelled(cx.texts, cx.labels, f"{cx.source}, repeated x{sc.cx_repeat}")
             for _ in range(sc.cx_repeat)
         ]
+    return parts
+
+
+def goemotions_group_dev(
+    cfg: TrainConfig, data_dir: Path
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """GoEmotions sentiment-group dev (single-label, not ambiguous): texts, gold, report half, tuning half."""
+    gd = corpora.goemotions(data_dir, "dev", "group")
+    keep = [i for i, l in enumerate(gd.labels) if len(l) == 1 and l[0] != "ambiguous"]
+    report_idx, tune_idx = _split(len(keep), 0.5, cfg.seed)
+    return [gd.texts[i] for i in keep], [gd.labels[i][0] for i in keep], report_idx, tune_idx
+
+
+def tune_band(scores: np.ndarray, gold: list[str], idx: np.ndarray) -> float:
+    """The neutral band (|P(pos) - P(neg)| below it is neutral) with the best macro-F1 on ``idx``."""
+
+    def f1_at(band: float) -> float:
+        pred = [band_label(scores[i], band) for i in idx]
+        return float(singlelabel_metrics([gold[i] for i in idx], pred, SENTIMENTS)["macro_f1"])
+
+    return float(max(np.round(np.arange(0.05, 0.61, 0.05), 2), key=lambda b: (f1_at(float(b)), -b)))
+
+
+def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
+    sc = cfg.sentiment
+    parts = sentiment_parts(cfg, data_dir)
     texts = [t for p in parts for t in p.texts]
     y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
@@ -275,23 +303,14 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     # The neutral band (|score| below it is neutral) is tuned on one half of GoEmotions sentiment-group
     # dev and reported on the other: argmax over the three classes calls too many plainly stated
     # complaints neutral, because the corpora's neutral class is chit-chat.
-    gd = corpora.goemotions(data_dir, "dev", "group")
-    keep = [i for i, l in enumerate(gd.labels) if len(l) == 1 and l[0] != "ambiguous"]
-    gtexts = [gd.texts[i] for i in keep]
-    gold = [gd.labels[i][0] for i in keep]
+    gtexts, gold, report_idx, tune_idx = goemotions_group_dev(cfg, data_dir)
     P = _predict(
         module,
         build_features(sc.features, embed_cached(gtexts, cfg.encoder, cfg.device), gtexts),
         "multiclass",
     )
-    report_idx, tune_idx = _split(len(keep), 0.5, cfg.seed)
     scores = P[:, 2] - P[:, 0]
-
-    def f1_at(band: float, idx: np.ndarray) -> float:
-        pred = [band_label(scores[i], band) for i in idx]
-        return float(singlelabel_metrics([gold[i] for i in idx], pred, SENTIMENTS)["macro_f1"])
-
-    band = max(np.round(np.arange(0.05, 0.61, 0.05), 2), key=lambda b: (f1_at(float(b), tune_idx), -b))
+    band = tune_band(scores, gold, tune_idx)
     spec.extra["neutral_band"] = float(band)
     metrics["neutral_band"] = {"value": float(band), "tuned_on": "goemotions/group/dev, seeded half"}
     metrics["goemotions_group_dev_half"] = singlelabel_metrics(
@@ -311,7 +330,7 @@ def band_label(score: float, band: float) -> str:
 
 
 def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
-    from .emotion import CX_MAP
+    from .emotion import CX_MAP, CX_MIN_PROB
 
     ec = cfg.emotion
     names = corpora.goemotion_labels(data_dir)
@@ -331,7 +350,15 @@ def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict
     thresholds = tune_thresholds(P[tune_idx], Yd[tune_idx])
     pred = [[names[j] for j in range(len(names)) if P[i, j] >= thresholds[j]] for i in report_idx]
     metrics = {"goemotions_dev_half": multilabel_metrics([dev.labels[i] for i in report_idx], pred, names)}
-    spec = TaskSpec("emotion", "multilabel", names, ec.features, ec.hidden, thresholds, {"cx_map": CX_MAP})
+    spec = TaskSpec(
+        "emotion",
+        "multilabel",
+        names,
+        ec.features,
+        ec.hidden,
+        thresholds,
+        {"cx_map": CX_MAP, "cx_min_prob": CX_MIN_PROB},
+    )
     return (
         spec,
         module,
@@ -453,7 +480,7 @@ def train(
         report["metrics"][task] = metrics
         report["seconds"][task] = round(time.time() - ts, 1)
         logger.info("trained %s in %.0fs", task, time.time() - ts)
-    encoder_model = load_encoder(config.encoder, config.device)
+    encoder_model = load_encoder(config.encoder, config.device, "auto", "none")
     meta = {
         "name": config.name,
         "version": config.version,
@@ -481,6 +508,8 @@ def train(
             report["metrics"]["stage"]["stage_eval_set"] = _eval_stage_file(heads, config)
         if "sentiment" in tasks:
             report["metrics"]["sentiment"]["stage_eval_set"] = _eval_sentiment_file(heads, config)
+    if "sentiment" in tasks:
+        report["metrics"]["sentiment"].update(sentiment_figures(heads, config))
     out = Path(output)
     heads.save(out)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -515,3 +544,138 @@ def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------ sentiment figures for the card
+
+
+def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, Any]:
+    """Out-of-fold sentiment predictions for the training corpora that are also reported: TweetEval
+    val (3-way) and the UCI sentences (binary).
+
+    Fold k holds out the k-th fifth of both; the head is trained with the shipped recipe on everything
+    else (the other corpora and the other folds), its neutral band re-tuned on the GoEmotions tuning
+    half, and then labels the held-out rows. Reads cached embeddings only: five small fits."""
+    sc = cfg.sentiment
+    parts = sentiment_parts(cfg, data_dir)
+    texts = [t for p in parts for t in p.texts]
+    y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
+    source = np.concatenate([[i] * len(p) for i, p in enumerate(parts)])
+    X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
+    held = {
+        name: np.flatnonzero(source == i)
+        for i, p in enumerate(parts)
+        for name in [
+            {"tweeteval/sentiment/val": "tweeteval_val", "uci_sentences": "uci_sentences"}.get(p.source)
+        ]
+        if name
+    }
+    fold = np.full(len(texts), -1)
+    rng = np.random.default_rng(cfg.seed)
+    for idx in held.values():
+        fold[idx] = rng.permutation(len(idx)) % folds
+    gtexts, ggold, _, tune_idx = goemotions_group_dev(cfg, data_dir)
+    Xg = build_features(sc.features, embed_cached(gtexts, cfg.encoder, cfg.device), gtexts)
+    probs = np.zeros((len(texts), 3), dtype=np.float32)
+    bands = np.zeros(len(texts), dtype=np.float32)
+    band_values = []
+    for k in range(folds):
+        train_idx = np.flatnonzero(fold != k)
+        counts = np.bincount(y[train_idx], minlength=3)
+        weights = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
+        module = fit_head(X[train_idx], y[train_idx], "multiclass", sc, cfg.seed, pos_weight=weights)
+        test_idx = np.flatnonzero(fold == k)
+        probs[test_idx] = _predict(module, X[test_idx], "multiclass")
+        Pg = _predict(module, Xg, "multiclass")
+        band = tune_band(Pg[:, 2] - Pg[:, 0], ggold, tune_idx)
+        bands[test_idx] = band
+        band_values.append(band)
+    out: dict[str, Any] = {"folds": folds, "neutral_bands": band_values}
+    for name, idx in held.items():
+        gold = [SENTIMENTS[int(y[i])] for i in idx]
+        if set(gold) <= {"negative", "positive"}:
+            pred = ["positive" if probs[i, 2] >= probs[i, 0] else "negative" for i in idx]
+            metrics = singlelabel_metrics(gold, pred, ["negative", "positive"])
+        else:
+            pred = [band_label(float(probs[i, 2] - probs[i, 0]), float(bands[i])) for i in idx]
+            metrics = singlelabel_metrics(gold, pred, SENTIMENTS)
+        out[name] = {"metrics": metrics, "texts": [texts[i] for i in idx], "gold": gold, "pred": pred}
+    return out
+
+
+def sentiment_figures(heads: Heads, cfg: TrainConfig, folds: int = 5) -> dict[str, Any]:
+    """VADER next to the heads on every sentiment set the card reports, and the cross-validated
+    TweetEval and UCI figures (these corpora are also training data)."""
+    from .evaluate import compare_with_vader, read_labelled
+    from .sentiment import SentimentModel
+
+    data_dir = Path(cfg.data_dir)
+    model = SentimentModel(heads)
+
+    def probs_of(texts: list[str]) -> np.ndarray:
+        return model.predict(embed_cached(texts, cfg.encoder, cfg.device), texts)
+
+    baseline: dict[str, Any] = {}
+    dev = corpora.sst2(data_dir, "dev")
+    P = probs_of(dev.texts)
+    pred = ["positive" if p[2] >= p[0] else "negative" for p in P]
+    baseline["sst2_dev"] = compare_with_vader(dev.texts, [l[0] for l in dev.labels], pred)
+    gtexts, ggold, report_idx, _ = goemotions_group_dev(cfg, data_dir)
+    rtexts = [gtexts[i] for i in report_idx]
+    baseline["goemotions_group_dev_half"] = compare_with_vader(
+        rtexts, [ggold[i] for i in report_idx], model.labels_of(probs_of(rtexts))
+    )
+    if cfg.stage_eval_file and Path(cfg.stage_eval_file).is_file():
+        texts, gold = read_labelled(cfg.stage_eval_file, "sentiment")
+        baseline["stage_eval_set"] = compare_with_vader(
+            texts, [g[0] for g in gold], model.labels_of(probs_of(texts))
+        )
+    cv = sentiment_cv(cfg, data_dir, folds)
+    figures: dict[str, Any] = {"cv": {"folds": folds, "neutral_bands": cv["neutral_bands"]}}
+    for name in ("tweeteval_val", "uci_sentences"):
+        if name in cv:
+            c = cv[name]
+            figures["cv"][name] = c["metrics"]
+            baseline[f"{name}_cv"] = compare_with_vader(c["texts"], c["gold"], c["pred"])
+    figures["vader_baseline"] = baseline
+    return figures
+
+
+def add_sentiment_figures(model_dir: str | Path, folds: int = 5) -> dict[str, Any]:
+    """Recompute the VADER and cross-validation figures for a trained heads folder (no retraining of
+    the shipped heads), write them to its metrics.json and regenerate its card."""
+    from .modelcard import render_card
+
+    folder = Path(model_dir)
+    heads = Heads.load(str(folder))
+    cfg = TrainConfig.model_validate(heads.meta["train_config"])
+    report = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    report["metrics"]["sentiment"].update(sentiment_figures(heads, cfg, folds))
+    (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    meta = {k: v for k, v in heads.meta.items() if k != "path"}
+    (folder / "README.md").write_text(render_card(meta, heads.tasks, report), encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m cxnlp.train",
+        description="Add the VADER baseline and cross-validated TweetEval/UCI figures to a heads folder.",
+    )
+    ap.add_argument("model_dir", nargs="?", default="models/cx-heads")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--card-only", action="store_true", help="only regenerate README.md from metrics.json")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.card_only:
+        from .modelcard import render_card
+
+        folder = Path(args.model_dir)
+        h = Heads.load(str(folder))
+        rep = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        meta = {k: v for k, v in h.meta.items() if k != "path"}
+        (folder / "README.md").write_text(render_card(meta, h.tasks, rep), encoding="utf-8")
+    else:
+        add_sentiment_figures(args.model_dir, args.folds)

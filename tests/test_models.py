@@ -57,3 +57,27 @@ def test_models_predict_is_pure_and_shaped():
     probs = heads.predict("sentiment", emb, texts)
     assert probs.shape == (4, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert np.array_equal(probs, heads.predict("sentiment", emb, texts))
+
+
+def test_models_card_reports_vader_and_the_cross_validated_tweeteval_recall():
+    card = (MODEL / "README.md").read_text()
+    sentiment = json.loads((MODEL / "metrics.json").read_text())["metrics"]["sentiment"]
+    recall = sentiment["cv"]["tweeteval_val"]["macro_recall"]
+    assert f"**macro-recall {recall:.3f}**" in card and "python -m cxnlp.train models/cx-heads" in card
+    baseline = sentiment["vader_baseline"]
+    assert {"sst2_dev", "goemotions_group_dev_half", "stage_eval_set", "tweeteval_val_cv"} <= set(baseline)
+    for row in baseline.values():
+        assert row["difference_points"] == round(100 * (row["ours_macro_f1"] - row["vader_macro_f1"]), 1)
+        assert (
+            f"| {row['ours_macro_f1']:.3f} | {row['vader_macro_f1']:.3f} | {row['difference_points']:+.1f} |"
+            in card
+        )
+    if any(row["difference_points"] < 10 for row in baseline.values()):
+        assert "We do **not** beat VADER by 10 points everywhere" in card
+
+
+def test_models_shipped_cx_map_matches_the_code():
+    from cxnlp.emotion import CX_MAP, CX_MIN_PROB
+
+    emotion = json.loads((MODEL / CONFIG_FILE).read_text())["tasks"]["emotion"]
+    assert emotion["cx_map"] == CX_MAP and emotion["cx_min_prob"] == CX_MIN_PROB
