@@ -212,7 +212,7 @@ def load_chunk(path: Path) -> tuple[ChunkInfo, Part]:
         for line in fh:
             d = json.loads(line)
             rejects.append(Reject(d["source_file"], d["source_line"], d["code"], d["reason"], d["raw"]))
-    embeddings = np.load(path / "embeddings.npy", allow_pickle=False)
+    embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
     part = Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
     return info, part
@@ -510,6 +510,23 @@ def map_local(
             _log_chunk(info, part, time.perf_counter() - t)
 
 
+def _join_embeddings(path: Path, arrays: list[np.ndarray]) -> np.ndarray:
+    """All chunks' float16 embeddings in one memory-mapped file, copied chunk by chunk: the clustering
+    step reads the rows it needs, so the corpus's embeddings never have to fit in memory."""
+    arrays = [a for a in arrays if a.ndim == 2 and len(a)]
+    if not arrays:
+        return np.zeros((0, 0), np.float16)
+    n, dim = sum(len(a) for a in arrays), arrays[0].shape[1]
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
+    i = 0
+    for a in arrays:
+        out[i : i + len(a)] = a
+        i += len(a)
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
 def _over_budget(info: ChunkInfo, part: Part) -> bool:
     if info.budget is None:
         return False
@@ -639,7 +656,11 @@ def run_batch(
             parts.append(part)
         read = ReadResult(files=read.files, roles=read.roles)
         read.n_read = n_read
+        embeddings = _join_embeddings(work.path / "embeddings.npy", [p.embeddings for p in parts])
+        for p in parts:
+            p.embeddings = p.embeddings[:0]
         part = merge_parts(parts) if parts else analyzer.prepare([], [])
+        part.embeddings = embeddings
         limit = analyzer.config.input.reject_limit(read.read)
         failed = limit is not None and len(part.rejects) > limit
         part.timings = {"read": read_seconds[0], "map": map_seconds, **part.timings}

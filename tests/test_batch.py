@@ -288,3 +288,70 @@ def test_cli_log_format_json_writes_one_object_per_line(tmp_path):
     assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
     chunk = [x for x in lines if x.get("step") == "map"]
     assert chunk and chunk[0]["documents"] == 1 and chunk[0]["chunk"] == 0
+
+
+def test_pipeline_out_of_memory_halves_the_batch_and_keeps_going(analyzer, monkeypatch):
+    """On an accelerator an OOM batch is retried at half the size; the embeddings are unchanged."""
+    from cxnlp import pipeline
+
+    texts = ["The parcel arrived late.", "Support was kind.", "Billing charged me twice."] * 3
+    expected = analyzer.embed(texts)
+    real = pipeline.encode
+    sizes: list[int] = []
+
+    def flaky(model, chunk, batch_size, progress=None):
+        sizes.append(batch_size)
+        if batch_size > 16:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, chunk, batch_size, progress)
+
+    monkeypatch.setattr(pipeline, "encode", flaky)
+    monkeypatch.setattr(analyzer, "device", "cuda")
+    monkeypatch.setattr(analyzer, "batch_size", 128)
+    np.testing.assert_allclose(analyzer.embed(texts), expected, atol=1e-6)
+    assert sizes == [128, 64, 32, 16] and analyzer.batch_size == 16
+
+
+def test_pipeline_out_of_memory_at_batch_one_is_e214(analyzer, monkeypatch):
+    from cxnlp import pipeline
+    from cxnlp.errors import ModelError
+
+    def oom(*a, **kw):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(pipeline, "encode", oom)
+    monkeypatch.setattr(analyzer, "device", "cuda")
+    monkeypatch.setattr(analyzer, "batch_size", 2)
+    part = analyzer.prepare([], [])
+    with pytest.raises(RuntimeError, match="out of memory"):
+        analyzer.embed(["one text"])
+    assert analyzer.batch_size == 1
+    from cxnlp.io import Record
+
+    rec = Record(
+        "x.jsonl",
+        1,
+        {
+            "text": "A late parcel.",
+            "__roles__": {"text": "text", "id": None, "timestamp": None, "rating": None, "channel": None},
+            "__doc_id__": "d1",
+        },
+    )
+    part = analyzer.prepare([rec], [])
+    with pytest.raises(ModelError, match=r"\[E214\]"):
+        analyzer.annotate(part)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()")
+def test_batch_gpu_run_equals_cpu_run(reviews, tmp_path):
+    """fp16 on CUDA with an automatic batch size: the same labels as the CPU run (scores within 0.02)."""
+    from cxnlp.pipeline import Analyzer
+
+    gpu = Analyzer(device="cuda")
+    assert gpu.batch_size >= 128
+    run_batch(gpu, [str(reviews)], tmp_path / "gpu", chunk_size=20)
+    run_batch(Analyzer(device="cpu"), [str(reviews)], tmp_path / "cpu", chunk_size=20)
+    a, b = tables(tmp_path / "gpu"), tables(tmp_path / "cpu")
+    agree = (a["segments"]["sentiment"] == b["segments"]["sentiment"]).mean()
+    assert agree > 0.97
