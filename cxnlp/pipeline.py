@@ -119,10 +119,10 @@ def merge_parts(parts: list[Part]) -> Part:
     redactions: dict[str, int] = {}
     timings: dict[str, float] = {}
     for p in parts:
-        for k, v in p.redactions.items():
-            redactions[k] = redactions.get(k, 0) + v
-        for k, v in p.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
+        for k, n in p.redactions.items():
+            redactions[k] = redactions.get(k, 0) + n
+        for k, sec in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + sec
     documents = pd.concat(docs, ignore_index=True) if docs else parts[0].documents.iloc[:0]
     return Part(
         documents,
