@@ -225,14 +225,17 @@ def onnx_model_path(location: str, quantize: str = "none") -> Path:
     _st_layout(Path(location))
     folder = cache_dir() / "onnx" / _weights_hash(location)
     fp32 = folder / "model.onnx"
-    if not fp32.is_file():
-        export_onnx(location, fp32)
-    if quantize == "none":
-        return fp32
     q = folder / f"model.{quantize}.onnx"
-    if not q.is_file():
-        quantize_onnx(fp32, q)
-    return q
+    try:
+        if not fp32.is_file():
+            export_onnx(location, fp32)
+        if quantize != "none" and not q.is_file():
+            quantize_onnx(fp32, q)
+    except OnnxUnavailable:
+        raise
+    except Exception as exc:  # a read-only cache, an exporter that cannot trace this model, ...
+        raise OnnxUnavailable(f"could not export to {folder}: {type(exc).__name__}: {exc}") from exc
+    return fp32 if quantize == "none" else q
 
 
 def _atomic_target(path: Path) -> Path:

@@ -131,3 +131,14 @@ def test_onnx_load_encoder_defaults_match_the_config_defaults():
     params = inspect.signature(load_encoder.__wrapped__).parameters
     assert params["backend"].default == ModelsConfig().backend == "auto"
     assert params["quantize"].default == ModelsConfig().quantize
+
+
+def test_onnx_unwritable_cache_falls_back_to_torch(monkeypatch, tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CXNLP_CACHE", str(blocker))
+    monkeypatch.setattr(models, "_load_torch_encoder", lambda name, location, device: "torch-model")
+    with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
+        assert load_encoder.__wrapped__(None, "cpu", "onnx", "none") == "torch-model"
+    assert "could not export to" in caplog.text
