@@ -7,6 +7,10 @@ the stage, sentiment and emotion judgements and the embedding used for clusterin
 
 Lookup order for a name: a local path, ``$CXNLP_MODELS/<name>``, the repository's ``models/<name>``,
 the copy installed with the package (``cxnlp/_models/<name>``).
+
+The encoder has two backends behind ``load_encoder``/``encode``: sentence-transformers on torch (GPU,
+and the fallback) and :class:`OnnxEncoder` on ONNX Runtime (CPU; fp32 or int8), exported once into
+``~/.cache/cxnlp/onnx/<hash>/``. Measurements: benchmarks/README.md, "Model speed (issue 3)".
 """
 
 from __future__ import annotations
