@@ -107,7 +107,7 @@ def resolve_backend(backend: str, device: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def load_encoder(name: str | None, device: str, backend: str = "auto", quantize: str = "int8"):  # type: ignore[no-untyped-def]
+def load_encoder(name: str | None, device: str, backend: str = "auto", quantize: str = "none"):  # type: ignore[no-untyped-def]
     """The sentence encoder: a ``SentenceTransformer`` (torch) or an :class:`OnnxEncoder`.
 
     Both answer ``encode(texts, batch_size=..., normalize_embeddings=...)`` and
