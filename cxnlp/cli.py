@@ -373,6 +373,21 @@ def train_cli(
 @click.option("--taxonomy", default="default", show_default=True, help="Taxonomy for the stage task.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option(
+    "--backend",
+    type=click.Choice(["auto", "torch", "onnx"]),
+    default="auto",
+    show_default=True,
+    help="Encoder runtime (as models.backend).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "int8"]),
+    default="none",
+    show_default=True,
+    help="ONNX weights (as models.quantize).",
+)
+@click.option("--vader", is_flag=True, help="Sentiment: also score VADER on the same rows.")
+@click.option(
     "--json",
     "json_out",
     type=click.Path(dir_okay=False),
@@ -380,13 +395,22 @@ def train_cli(
 )
 @verbosity
 def eval_cli(
-    path: str, task: str, heads: str, taxonomy: str, device: str, json_out: str | None, quiet: bool
+    path: str,
+    task: str,
+    heads: str,
+    taxonomy: str,
+    device: str,
+    backend: str,
+    quantize: str,
+    vader: bool,
+    json_out: str | None,
+    quiet: bool,
 ) -> None:
     """Score a model on a labelled JSONL, CSV or TSV file (GoEmotions TSV accepted as is)."""
     from .device import resolve_device
     from .evaluate import evaluate_file, format_metrics
 
-    result = evaluate_file(path, task, heads, resolve_device(device), taxonomy)
+    result = evaluate_file(path, task, heads, resolve_device(device), taxonomy, backend, quantize, vader)
     click.echo(format_metrics(result))
     target = Path(json_out or f"{Path(path).stem}.{task}.metrics.json")
     target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -25,7 +25,7 @@ from .config import Config, _merge, config_to_dict, load_config, parse_overrides
 from .device import resolve_device
 from .errors import Errors, ModelError, PipelineError
 from .io import ReadResult, Record, Reject, read_inputs
-from .models import Heads, encode, load_encoder
+from .models import Heads, encode, encoder_backend, load_encoder
 from .normalize import normalize_records
 from .redact import redact_corpus
 from .schema import column_names
@@ -176,6 +176,8 @@ class Analyzer:
             },
             "encoder": {
                 "name": self.encoder_name,
+                "runtime": encoder_backend(self.encoder),
+                "batch_size": self.batch_size,
                 "sentence_transformers": sentence_transformers.__version__,
             },
             "stage_head": {
