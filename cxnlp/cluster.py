@@ -45,7 +45,7 @@ import pandas as pd
 from .config import ClusterConfig
 from .errors import Errors, InputError
 from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns
-from .segment import phrase_key
+from .segment import phrase_key, statements
 
 logger = logging.getLogger(__name__)
 
@@ -246,20 +246,13 @@ def ctfidf(class_phrases: list[list[str]]) -> list[dict[str, float]]:
     return out
 
 
-LABEL_WORDS = (2, 4)  # labels of this many words are preferred over single nouns and long clauses
+LABEL_CANDIDATES = 40  # best-ranked phrase keys of a cluster considered for its label
+LABEL_WORDS = (2, 5)  # labels of this many words are preferred over single nouns and long clauses
 
 
 def _weight(words: int) -> float:
     """How readable a phrase of ``words`` words is as a label: 2-4 words best, one word or 6+ worst."""
-    return (
-        1.5
-        if LABEL_WORDS[0] <= words <= LABEL_WORDS[1]
-        else 1.1
-        if words == 5
-        else 1.0
-        if words == 1
-        else 0.8
-    )
+    return 1.5 if 2 <= words <= 4 else 1.1 if words == 5 else 1.0 if words == 1 else 0.8
 
 
 def _rank(scores: dict[str, float], df: Counter, size: int, forms: dict[str, str]) -> list[str]:
@@ -273,26 +266,91 @@ def _rank(scores: dict[str, float], df: Counter, size: int, forms: dict[str, str
     return sorted(scores, key=key)
 
 
+def _coverage(terms: Iterable[str], member_keys: list[set[str]]) -> dict[str, int]:
+    """Segments of the cluster that say each phrase key or a longer one with all its words: "ice packs had
+    melted" is also covered by "the ice packs have been half melted"."""
+    split = [[set(k.split()) for k in keys] for keys in member_keys]
+    return {t: sum(1 for seg in split if any(set(t.split()) <= k for k in seg)) for t in terms}
+
+
+def _bare_noun(t: str, statements: set[str], index: dict[str, set[str]]) -> bool:
+    """A phrase that names a thing without saying what is wrong with it: a single word, or not a
+    statement in the cluster but part of one somewhere in the run (``index``: word -> statement keys):
+    "discount code" in "did not accept discount code", "arrived late" in "box arrived late"."""
+    words = t.split()
+    if len(words) == 1:
+        return True
+    if t in statements:
+        return False
+    holders = set.intersection(*(index.get(w, set()) for w in words))
+    return any(len(h.split()) > len(words) for h in holders)
+
+
+def _statement_index(keys: Iterable[str]) -> dict[str, set[str]]:
+    index: dict[str, set[str]] = {}
+    for k in keys:
+        for w in k.split():
+            index.setdefault(w, set()).add(k)
+    return index
+
+
 def _pick_label(
-    ranked: list[str], df: Counter, size: int, forms: dict[str, str], used: set[str]
+    ranked: list[str],
+    cov: dict[str, int],
+    size: int,
+    forms: dict[str, str],
+    statements: set[str],
+    used_keys: set[str],
+    used_labels: set[str],
+    index: dict[str, set[str]],
 ) -> str | None:
-    """The label key: the best-ranked 2-4 word phrase that covers the cluster about as well as the best
-    phrase overall (at least a quarter of its segments, two at least); a single word or a long clause
-    only when no such phrase exists. Keys in ``used`` (other pain points of the run) are skipped."""
-    free = [t for t in ranked if t not in used and forms[t] not in used]
-    if not free:
+    """The label key: a phrase of 2-5 words with two content words or more, preferably a problem
+    statement (a noun with a modifier or predicate, see :func:`cxnlp.segment.statements`).
+
+    1. The best-ranked such phrase that covers the cluster about as well as the best of them (at least
+       a quarter of its segments, two and 10% of the cluster at least).
+    2. When it only names a thing (:func:`_bare_noun`), the best-ranked statement that covers at least
+       40% as many segments, one that shares a word with it first: "code failed at checkout" over
+       "discount code", "arriving after the delivery window" over "delivery window".
+    3. When nothing covers enough, the best-ranked phrase that is not a bare noun ("box arrived late
+       twice" rather than "box").
+    4. Extended to a longer statement that contains its words and covers 40% as many segments ("ice
+       packs" -> "ice packs had melted", "take longer" -> "recipes take longer").
+
+    Keys used by other pain points of the run are skipped; the same key in another wording is taken
+    only where no unused phrase qualifies, and a single word only where nothing else exists."""
+    free = [t for t in ranked if t not in used_keys and forms[t] not in used_labels]
+    reworded = [t for t in ranked if t in used_keys and forms[t] not in used_labels]
+    if not free and not reworded:
         return None
-    floor = max(2, math.ceil(0.1 * size), math.ceil(0.25 * max(df[t] for t in free)))
-    readable = [t for t in free if LABEL_WORDS[0] <= len(t.split()) <= LABEL_WORDS[1]]
-    label = next((t for t in readable if df[t] >= floor), free[0])
-    # Extend a label to a longer phrase that contains its words and covers a good part of the same
-    # segments: "ice packs" -> "melted ice packs", "box" -> "late box".
+
+    def c(t: str) -> int:
+        return cov.get(t, 0)
+
+    def readable(t: str) -> bool:
+        return len(t.split()) >= LABEL_WORDS[0] and len(forms[t].split()) <= LABEL_WORDS[1]
+
+    cands = [t for t in free if readable(t)]
+    said = [t for t in cands if t in statements]
+    alt = [t for t in reworded if readable(t) and t in statements]
+    top = max((c(t) for t in cands), default=0)
+    floor = max(2, math.ceil(0.1 * size), math.ceil(0.25 * top))
+    label = next((t for t in cands if c(t) >= floor), None)
+    if label is not None and _bare_noun(label, statements, index):
+        enough = max(2, 0.4 * c(label))
+        better = [t for t in [*said, *alt] if c(t) >= enough]
+        related = [t for t in better if set(t.split()) & set(label.split())]
+        label = next(iter([*related, *better]), label)
+    if label is None:
+        telling = [t for t in cands if not _bare_noun(t, statements, index)]
+        label = next(iter([*telling, *alt, *cands, *free, *reworded]))
     while True:
         words = set(label.split())
-        longer = [t for t in readable if words < set(t.split()) and df[t] >= max(2, 0.4 * df[label])]
+        least = 0.4 * c(label) if _bare_noun(label, statements, index) else max(2, 0.4 * c(label))
+        longer = [t for t in said if words < set(t.split()) and c(t) >= least]
         if not longer:
             return label
-        label = max(longer, key=lambda t: df[t])  # ties: the better ranked
+        label = max(longer, key=c)  # ties: the better ranked
 
 
 def _forms(phrases: Iterable[str]) -> dict[str, str]:
@@ -398,7 +456,11 @@ def find_pain_points(
         )
         n_weeks = int(weeks.max()) + 1
     keys = [[phrase_key(p) for p in ps] for ps in phrases]
+    # Keys that say something of a noun ("late box", "code failed at checkout"), per segment.
+    said_in = [{phrase_key(p) for p in statements(ps)} for ps in phrases]
+    index = _statement_index(set().union(*said_in)) if said_in else {}
     used_labels: set[str] = set()
+    used_keys: set[str] = set()
     for stage in stage_ids:
         in_stage = stage_col == stage
         scope = in_stage & negative if config.scope == "negative" else in_stage
@@ -424,12 +486,16 @@ def find_pain_points(
             if g.number is None:
                 label = f"other {stage} issues" if config.scope == "negative" else f"other {stage}"
             else:
-                best = _pick_label(ranked, df, len(g.index), forms, used_labels)
+                cov = _coverage(ranked[:LABEL_CANDIDATES], [set(keys[i]) for i in members])
+                said = set().union(*(said_in[i] for i in members))
+                best = _pick_label(
+                    ranked[:LABEL_CANDIDATES], cov, len(g.index), forms, said, used_keys, used_labels, index
+                )
                 label = forms[best] if best is not None else f"{stage} issue {g.number}"
                 if label in used_labels:
                     label = f"{label} ({stage})"
                 if best is not None:
-                    used_labels.add(best)
+                    used_keys.add(best)
             used_labels.add(label)
             for i in members:
                 assignment[i] = pid

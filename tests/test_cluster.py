@@ -338,3 +338,25 @@ def test_cluster_quotes_skip_the_same_words_in_another_order():
     q_ids, quotes = _quotes(np.arange(4), X, centre, texts, ids, 3)
     assert quotes == ["box late again.", "The courier never came.", "Ice packs melted."]
     assert q_ids == ["d0:0", "d2:0", "d3:0"]
+
+
+def test_cluster_labels_prefer_a_statement_over_a_bare_noun_compound():
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _frames(truth)
+    # Cluster 0: "discount code" (a bare noun: "did not accept discount code" says something of it) in
+    # 8 segments, "code failed at checkout" in 4, within a factor of 2.5: the statement.
+    # Cluster 1: "ice packs" in all, "ice packs had melted" in 6: the label extends the noun.
+    # Cluster 2: only bare nouns and a one-off statement: the statement, never the single noun.
+    c0 = (
+        [["discount code", "checkout"]] * 7
+        + [["discount code", "did not accept discount code"]]
+        + [["code", "checkout", "code failed at checkout"]] * 4
+    )
+    c1 = [["ice packs"]] * 6 + [["ice packs", "ice packs had melted"]] * 6
+    c2 = [["box"]] * 11 + [["box", "box arrived late twice"]]
+    segments["phrases"] = c0 + c1 + c2
+    table, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    labels = table.set_index("pain_point_id")["label"]
+    assert labels["delivery-1"] == "code failed at checkout"
+    assert labels["delivery-2"] == "ice packs had melted"
+    assert labels["delivery-3"] == "box arrived late twice"
