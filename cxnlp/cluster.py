@@ -274,13 +274,14 @@ def _coverage(terms: Iterable[str], member_keys: list[set[str]]) -> dict[str, in
 
 
 def _bare_noun(t: str, statements: set[str], index: dict[str, set[str]]) -> bool:
-    """A phrase that names a thing without saying what is wrong with it: a single word, or not a
-    statement in the cluster but part of one somewhere in the run (``index``: word -> statement keys):
-    "discount code" in "did not accept discount code", "arrived late" in "box arrived late"."""
+    """A phrase that names a thing without saying what is wrong with it: a single word, or two words
+    that are not a statement in the cluster but part of one somewhere in the run (``index``: word ->
+    statement keys): "discount code" in "did not accept discount code", "arrived late" in "box arrived
+    late". Noun compounds are short: "charged for a week" says something."""
     words = t.split()
     if len(words) == 1:
         return True
-    if t in statements:
+    if t in statements or len(words) > 2:
         return False
     holders = set.intersection(*(index.get(w, set()) for w in words))
     return any(len(h.split()) > len(words) for h in holders)
