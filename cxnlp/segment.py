@@ -222,7 +222,11 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
       particle, adverb or complement ("arrived late", "never arrived", "did not work"), with one object
       ("missing ingredients") or one prepositional phrase ("charged twice at checkout"), and with the
       noun subject ("box arrived late", "ice packs had melted"). Measures are left out, so "arrived two
-      days late" gives "arrived late", which groups with "arrives late" under :func:`phrase_key`.
+      days late" gives "arrived late", which groups with "arrives late" under :func:`phrase_key`;
+    * a verb with a noun subject and nothing but a negation keeps the subject: "my refund hasn't
+      arrived" -> "refund not arrived", never "has not arrived" (a relative pronoun stands for its noun);
+    * light verbs (``_LIGHT_VERBS``) need an adverb or complement, a content verb, or a negation and a
+      noun: "box came late", "had to throw out", "did not want box"; "box came" and "can not keep" go.
     """
     out: dict[str, None] = {}
 
