@@ -66,7 +66,7 @@ class ModelsConfig(_Section):
     encoder: str | None = None
     batch_size: int = Field(128, ge=1)
     backend: Literal["auto", "torch", "onnx"] = "auto"
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal["none", "int8", "int8-static"] = "none"
 
 
 class JourneyConfig(_Section):

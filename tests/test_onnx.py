@@ -1,4 +1,5 @@
-"""The encoder backends: ONNX Runtime (fp32, int8) against torch, fallbacks, and the config keys."""
+"""The encoder backends: ONNX Runtime (fused fp32, int8 dynamic and static) against torch, batch
+independence, fallbacks, and the config keys."""
 
 from __future__ import annotations
 
@@ -49,6 +50,54 @@ def test_onnx_int8_embeddings_stay_close_to_torch(torch_embeddings):
     assert models.encoder_backend(encoder) == "onnx-int8"
     cos = _cosine(encode(encoder, SENTENCES), torch_embeddings)
     assert cos.min() > 0.95 and cos.mean() > 0.98
+
+
+def _compositions(encoder) -> float:  # type: ignore[no-untyped-def]
+    """Largest absolute difference of the same texts' embeddings across three batch compositions."""
+    whole = encode(encoder, SENTENCES, batch_size=8)
+    split = np.concatenate([encode(encoder, SENTENCES[:2]), encode(encoder, SENTENCES[2:])])
+    single = np.concatenate([encode(encoder, [s], batch_size=1) for s in SENTENCES])
+    return float(max(np.abs(whole - split).max(), np.abs(whole - single).max()))
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8-static"])
+def test_onnx_embeddings_do_not_depend_on_the_batch(quantize):
+    # cxnlp runs in chunks and on Ray actors: a segment's embedding must not depend on its neighbours.
+    pytest.importorskip("onnxruntime")
+    encoder = load_encoder(None, "cpu", "onnx", quantize)
+    assert _compositions(encoder) <= 1e-4
+
+
+def test_onnx_int8_static_stays_close_to_torch_and_is_cached_by_recipe(torch_embeddings):
+    pytest.importorskip("onnxruntime")
+    encoder = load_encoder(None, "cpu", "onnx", "int8-static")
+    assert models.encoder_backend(encoder) == "onnx-int8-static"
+    assert encoder.path.name == "model.int8-static.onnx"
+    assert models.ONNX_RECIPE in models.runtime_key("onnx", "int8-static", "cpu")
+    cos = _cosine(encode(encoder, SENTENCES), torch_embeddings)
+    assert cos.min() > 0.93 and cos.mean() > 0.97  # 0.989 mean on the 2,650 sample segments
+
+
+def test_onnx_calibration_is_deterministic_and_unpadded():
+    from tokenizers import Tokenizer
+
+    path = models.encoder_location(None) + "/tokenizer.json"
+    first = models.calibration_windows(Tokenizer.from_file(path))
+    again = models.calibration_windows(Tokenizer.from_file(path))
+    assert np.array_equal(first, again) and first.shape[1] == models.CALIBRATION_WINDOW
+    assert len(first) >= 30 and not (first == 0).any()  # [PAD] is id 0
+
+
+def test_onnx_runtime_key_names_the_runtime(monkeypatch):
+    monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
+    keys = {
+        models.runtime_key("auto", "none", "cpu"),
+        models.runtime_key("auto", "int8", "cpu"),
+        models.runtime_key("onnx", "int8-static", "cpu"),
+        models.runtime_key("torch", "none", "cpu"),
+        models.runtime_key("auto", "none", "cuda"),
+    }
+    assert len(keys) == 5
 
 
 def test_onnx_encode_restores_input_order_and_handles_edge_cases():
@@ -120,6 +169,7 @@ def test_onnx_only_mean_pooling_encoders_are_exported(tmp_path):
 def test_onnx_config_keys_are_validated():
     config = load_config(overrides=["models.backend=torch", "models.quantize=none"])
     assert config.models.backend == "torch" and config.models.quantize == "none"
+    assert load_config(overrides=["models.quantize=int8-static"]).models.quantize == "int8-static"
     with pytest.raises(ConfigError, match=r"\[E002\] Config value for 'models.backend' is invalid"):
         load_config(overrides=["models.backend=tensorrt"])
     with pytest.raises(ConfigError, match=r"\[E002\] Config value for 'models.quantize' is invalid"):
