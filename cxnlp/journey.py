@@ -1,8 +1,9 @@
 """Journey stages: which stages of the taxonomy a segment speaks of (several or none).
 
 The shipped head was trained for the default taxonomy. For a user's own taxonomy (a different content
-hash) a head is trained at run start from the taxonomy's examples and cached under
-``~/.cache/cxnlp/stage-heads/<hash>``, so later runs load it instantly.
+hash) a head is trained at run start from the taxonomy's examples, on the embeddings of the encoder
+runtime the pipeline runs (``models.backend``/``models.quantize``), and cached under
+``~/.cache/cxnlp/stage-heads/<hash>`` keyed on that runtime too, so later runs load it instantly.
 
 A stage is assigned when its probability passes its tuned threshold, unless "none" is both above its
 own threshold and more likely than every passing stage. A document's stages are the union of its
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .models import Heads, TaskSpec, build_features, make_mlp
+from .models import Heads, TaskSpec, build_features, make_mlp, runtime_key
 from .taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -65,12 +66,16 @@ class StageModel:
         taxonomy: str | Taxonomy = "default",
         threshold: float | None = None,
         device: str = "cpu",
+        backend: str = "auto",
+        quantize: str = "none",
     ) -> StageModel:
+        """The shipped head for the default taxonomy, else a head trained (or cached) for ``taxonomy``
+        on the encoder ``load_encoder(heads.encoder, device, backend, quantize)``."""
         tax = load_taxonomy(taxonomy) if isinstance(taxonomy, str) else taxonomy
         shipped = heads.tasks["stage"]
         if shipped.extra.get("taxonomy_hash") == tax.hash:
             return cls(heads, threshold=threshold)
-        spec, module = _custom_head(heads, tax, device)
+        spec, module = _custom_head(heads, tax, device, backend, quantize)
         return cls(heads, spec, module, threshold)
 
     def predict(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
@@ -84,12 +89,15 @@ class StageModel:
         return decide(probs, self.thresholds, self.names)
 
 
-def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, Any]:
+def _custom_head(
+    heads: Heads, tax: Taxonomy, device: str, backend: str = "auto", quantize: str = "none"
+) -> tuple[TaskSpec, Any]:
     from safetensors.torch import load_file, save_file
 
     from .train import CACHE_DIR, StageTrainConfig, train_stage_head
 
-    key = hashlib.sha256(f"{tax.hash}|{heads.encoder}|{heads.version}".encode()).hexdigest()[:16]
+    runtime = runtime_key(backend, quantize, device)
+    key = hashlib.sha256(f"{tax.hash}|{heads.encoder}|{heads.version}|{runtime}".encode()).hexdigest()[:16]
     folder = CACHE_DIR / "stage-heads" / key
     if (folder / "spec.json").is_file() and (folder / "head.safetensors").is_file():
         spec = TaskSpec.from_dict("stage", json.loads((folder / "spec.json").read_text()))
@@ -114,7 +122,7 @@ def _custom_head(heads: Heads, tax: Taxonomy, device: str) -> tuple[TaskSpec, An
     )
     from .models import encode, load_encoder
 
-    encoder = load_encoder(heads.encoder, device)
+    encoder = load_encoder(heads.encoder, device, backend, quantize)
     spec, module, info = train_stage_head(tax, heads.encoder, cfg, seed=0, embed=lambda t: encode(encoder, t))
     spec.extra["cv_macro_f1"] = info["cv"]["macro_f1"]
     folder.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,12 @@ class Analyzer:
         self.batch_size = auto_batch_size(self.device, self.config.models.batch_size)
         self._dim: int | None = None
         self.stage_model = journey.StageModel.for_taxonomy(
-            self.heads, self.config.journey.taxonomy, self.config.journey.threshold, self.device
+            self.heads,
+            self.config.journey.taxonomy,
+            self.config.journey.threshold,
+            self.device,
+            backend=models.backend,
+            quantize=models.quantize,
         )
         self.sentiment_model = sentiment.SentimentModel(self.heads)
         # Fail before any work starts (and before a batch run creates its work folder) when the

@@ -26,7 +26,7 @@ from . import corpora
 from .about import __version__
 from .errors import ConfigError, Errors
 from .evaluate import multilabel_metrics, singlelabel_metrics
-from .models import PACKAGED_ENCODER, Heads, TaskSpec, build_features, encode, load_encoder
+from .models import PACKAGED_ENCODER, Heads, TaskSpec, build_features, encode, load_encoder, runtime_key
 from .taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -104,8 +104,11 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
 
 
 def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndarray:
-    """Embeddings for ``texts``, cached on disk by the encoder and the exact text list."""
-    key = hashlib.sha256((encoder + "\x00" + "\x1e".join(texts)).encode("utf-8")).hexdigest()[:24]
+    """Embeddings for ``texts``, cached on disk by the encoder, its runtime and the exact text list."""
+    runtime = runtime_key("auto", "none", device)
+    key = hashlib.sha256(
+        (encoder + "\x00" + runtime + "\x00" + "\x1e".join(texts)).encode("utf-8")
+    ).hexdigest()[:24]
     path = CACHE_DIR / "embeddings" / f"{key}.npy"
     if path.is_file():
         return np.load(path)

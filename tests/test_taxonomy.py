@@ -121,3 +121,37 @@ def test_taxonomy_custom_stages_train_a_working_head(analyzer, tmp_path, monkeyp
     assert list(tmp_path.glob("stage-heads/*/head.safetensors"))
     again = StageModel.for_taxonomy(analyzer.heads, str(path))
     assert again.stage_ids == model.stage_ids
+
+
+def test_taxonomy_custom_head_is_cached_per_encoder_runtime(analyzer, tmp_path, monkeypatch):
+    # A head trained on one encoder runtime (fp32, int8, torch) is never reused on another.
+    import cxnlp.models as models_mod
+    import cxnlp.train as train_mod
+    from cxnlp.journey import StageModel
+    from cxnlp.models import TaskSpec, make_mlp
+
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(train_mod, "CACHE_DIR", tmp_path)
+    loaded = []
+
+    def fake_load_encoder(name, device, backend="auto", quantize="none"):
+        loaded.append((backend, quantize))
+        return "encoder"
+
+    def fake_train(tax, encoder, cfg, seed, embed):
+        names = [*tax.ids, "none"]
+        spec = TaskSpec("stage", "multilabel", names, hidden=0, thresholds=[0.5] * len(names))
+        return (
+            spec,
+            make_mlp(spec.in_dim(analyzer.heads.embedding_dim), 0, len(names)),
+            {"cv": {"macro_f1": 0}},
+        )
+
+    monkeypatch.setattr(models_mod, "load_encoder", fake_load_encoder)
+    monkeypatch.setattr(train_mod, "train_stage_head", fake_train)
+    path = tmp_path / "hotel.yaml"
+    path.write_text(yaml.safe_dump(HOTEL))
+    for quantize in ("none", "int8-static", "int8-static"):
+        StageModel.for_taxonomy(analyzer.heads, str(path), backend="onnx", quantize=quantize)
+    assert loaded == [("onnx", "none"), ("onnx", "int8-static")]
+    assert len(list(tmp_path.glob("stage-heads/*/head.safetensors"))) == 2
