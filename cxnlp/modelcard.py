@@ -250,24 +250,68 @@ def _limits(metrics: dict[str, Any]) -> list[str]:
     return out
 
 
+# The evaluation sets of a bench_models.py record, as the card names them.
+QUALITY_NAMES = {
+    ("stage", "data/eval/stages.jsonl"): ("stage macro-F1, CX set", "macro_f1"),
+    ("sentiment", "data/eval/stages.jsonl"): ("sentiment macro-F1, CX set", "macro_f1"),
+    ("sentiment", "../shared/data/sst2/dev.tsv"): ("SST-2 dev accuracy", "accuracy"),
+    ("emotion", "../shared/data/goemotions/original/dev.tsv"): ("GoEmotions dev macro-F1", "macro_f1"),
+}
+
+
+def backends_from_bench(record: dict[str, Any], note: str, conclusion: str) -> dict[str, Any]:
+    """The card's encoder-runtime block (``metrics.json["encoder_backends"]``) from one
+    ``benchmarks/bench_models.py`` record of ``benchmarks/results.jsonl``."""
+    results = []
+    for r in record["results"]:
+        quality = {}
+        for q in r.get("quality", []):
+            name, metric = QUALITY_NAMES.get((q["task"], q["file"]), (f"{q['task']} {q['file']}", "macro_f1"))
+            quality[name] = q[metric]
+        results.append(
+            {
+                "backend": r["backend"],
+                "segments_per_s_best": r["segments_per_s_best"],
+                "segments_per_s_median": r["segments_per_s_median"],
+                "batch_max_abs_diff": r.get("batch_max_abs_diff"),
+                "cosine_mean": r["cosine_to_torch"]["mean"],
+                "cosine_min": r["cosine_to_torch"]["min"],
+                "agreement": r["agreement_with_torch"],
+                "quality": quality,
+            }
+        )
+    names = list(dict.fromkeys(n for r in results for n in r["quality"]))
+    return {
+        "note": note,
+        "quality_sets": [{"name": n} for n in names],
+        "results": results,
+        "conclusion": conclusion,
+        "source": f"benchmarks/results.jsonl, benchmark model_speed, {record['date']}",
+    }
+
+
 def _backends_section(b: dict[str, Any]) -> list[str]:
     names = [q["name"] for q in b["quality_sets"]]
+    batch = any(r.get("batch_max_abs_diff") is not None for r in b["results"])
     out = [
         "## Encoder runtime",
         "",
         b["note"],
         "",
-        "| backend | segments/s, best / median round | cosine to torch fp32, mean / min | same stage set / sentiment / CX emotion as torch | "
+        "| backend | segments/s, best / median round | "
+        + ("max abs change across batch compositions | " if batch else "")
+        + "cosine to torch fp32, mean / min | same stage set / sentiment / CX emotion as torch | "
         + " | ".join(names)
         + " |",
-        "|---|---|---|---|" + "---|" * len(names),
+        "|---|---|" + ("---|" if batch else "") + "---|---|" + "---|" * len(names),
     ]
     for r in b["results"]:
         agree = " / ".join(f"{r['agreement'][t]:.1%}" for t in ("stage", "sentiment", "emotion"))
-        cells = " | ".join(f"{r['quality'][n]:.3f}" for n in names)
+        cells = " | ".join(f"{r['quality'][n]:.3f}" if n in r["quality"] else "-" for n in names)
+        diff = f"| {r['batch_max_abs_diff']:.1e} " if batch else ""
         out.append(
             f"| {r['backend']} | {r['segments_per_s_best']:.0f} / {r['segments_per_s_median']:.0f} "
-            f"| {r['cosine_mean']:.4f} / {r['cosine_min']:.4f} | {agree} | {cells} |"
+            f"{diff}| {r['cosine_mean']:.4f} / {r['cosine_min']:.4f} | {agree} | {cells} |"
         )
     out += ["", b["conclusion"], ""]
     return out

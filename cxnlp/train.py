@@ -670,6 +670,14 @@ if __name__ == "__main__":
     ap.add_argument("model_dir", nargs="?", default="models/cx-heads")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--card-only", action="store_true", help="only regenerate README.md from metrics.json")
+    ap.add_argument(
+        "--backends-from",
+        type=Path,
+        metavar="RESULTS_JSONL",
+        help="with --card-only: take the encoder-runtime table from the last model_speed record that has "
+        "quality figures (benchmarks/results.jsonl) and the note and conclusion from BACKENDS_TEXT",
+    )
+    ap.add_argument("--backends-text", type=Path, metavar="JSON", help='{"note": ..., "conclusion": ...}')
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.card_only:
@@ -678,6 +686,23 @@ if __name__ == "__main__":
         folder = Path(args.model_dir)
         h = Heads.load(str(folder))
         rep = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        if args.backends_from:
+            from .modelcard import backends_from_bench
+
+            records = [json.loads(line) for line in args.backends_from.read_text().splitlines() if line]
+            record = [
+                r
+                for r in records
+                if r.get("benchmark") == "model_speed" and any("quality" in x for x in r["results"])
+            ][-1]
+            text = json.loads(args.backends_text.read_text()) if args.backends_text else {}
+            old = rep.get("encoder_backends", {})
+            rep["encoder_backends"] = backends_from_bench(
+                record,
+                text.get("note", old.get("note", "")),
+                text.get("conclusion", old.get("conclusion", "")),
+            )
+            (folder / "metrics.json").write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
         meta = {k: v for k, v in h.meta.items() if k != "path"}
         (folder / "README.md").write_text(render_card(meta, h.tasks, rep), encoding="utf-8")
     else:
