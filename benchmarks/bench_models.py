@@ -10,6 +10,12 @@ other jobs hits all of them); the table reports the best and the median round. S
 encoder pass (tokenising included) and the three heads with their decisions (VADER features for the
 sentiment head included), not model loading.
 
+Batch independence: the first 200 segments encoded in one call, in chunks of 7 and 193 and in reverse
+order with batch size 16; the column is the largest absolute difference of an embedding value between
+these compositions (0 up to float rounding when a segment's embedding does not depend on its batch).
+
+``onnx-unfused`` is the plain export (no fused attention, LayerNorm, GELU kernels), for comparison.
+
 Fidelity, against torch fp32 on the same segments: cosine of the embeddings, and how often the stage
 set, the sentiment label and the top CX emotion agree. ``--quality`` (default) also scores the heads
 on the evaluation sets with each backend (``python -m cxnlp.evaluate FILE --task ... --backend ...``).
@@ -34,7 +40,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-BACKENDS = [("torch", "none"), ("onnx", "none"), ("onnx", "int8")]
+BACKENDS = [("torch", "none"), ("onnx", "none"), ("onnx", "int8"), ("onnx", "int8-static")]
 DATA = ROOT.parent / "shared" / "data"
 QUALITY_SETS = [
     ("stage", ROOT / "data" / "eval" / "stages.jsonl"),
@@ -91,6 +97,17 @@ def judge(encoder, heads, models, texts: list[str], batch_size: int) -> tuple[np
     return emb, {"stage": stages, "sentiment": sentiments, "emotion": emotions}, seconds
 
 
+def batch_independence(encoder, texts: list[str], batch_size: int) -> float:  # type: ignore[no-untyped-def]
+    """Largest absolute embedding difference between three batch compositions of the same texts."""
+    from cxnlp.models import encode
+
+    texts = texts[:200]
+    whole = encode(encoder, texts, batch_size)
+    split = np.concatenate([encode(encoder, texts[:7], batch_size), encode(encoder, texts[7:], batch_size)])
+    reverse = encode(encoder, texts[::-1], 16)[::-1]
+    return float(max(np.abs(whole - split).max(), np.abs(whole - reverse).max()))
+
+
 def quality(backend: str, quantize: str) -> list[dict]:
     from cxnlp.evaluate import evaluate_file
 
@@ -125,7 +142,7 @@ def main() -> None:
 
     from cxnlp.emotion import EmotionModel
     from cxnlp.journey import StageModel
-    from cxnlp.models import Heads, encoder_backend, load_encoder
+    from cxnlp.models import Heads, OnnxEncoder, encoder_backend, load_encoder
     from cxnlp.sentiment import SentimentModel
 
     texts = sample_segments() * args.repeat
@@ -138,6 +155,13 @@ def main() -> None:
         name = encoder_backend(enc)
         encoders[name] = (enc, round(time.perf_counter() - t0, 2))
         judge(enc, heads, models, texts[:64], args.batch_size)  # warm up
+    # The plain export without the fused kernels (what "none" ran before cxnlp-onnx-3): speed and
+    # fidelity only, its embeddings are fp32 like the fused graph's.
+    fused = encoders["onnx"][0]
+    if isinstance(fused, OnnxEncoder):
+        plain = OnnxEncoder(fused.path.with_name("model.onnx"), fused.location, "none")
+        encoders["onnx-unfused"] = (plain, 0.0)
+        judge(plain, heads, models, texts[:64], args.batch_size)
     load_before = os.getloadavg()[0]
     seconds: dict[str, list[float]] = {name: [] for name in encoders}
     outputs: dict[str, tuple[np.ndarray, dict]] = {}
@@ -158,6 +182,7 @@ def main() -> None:
             for task in labels
         }
         best, median = min(seconds[name]), statistics.median(seconds[name])
+        batch_diff = batch_independence(_enc, texts, args.batch_size)
         rows.append(
             {
                 "backend": name,
@@ -165,6 +190,7 @@ def main() -> None:
                 "segments_per_s_median": round(len(texts) / median, 1),
                 "seconds": [round(s, 3) for s in seconds[name]],
                 "load_seconds": load_s,
+                "batch_max_abs_diff": float(f"{batch_diff:.2e}"),
                 "cosine_to_torch": {
                     "mean": round(float(cos.mean()), 5),
                     "min": round(float(cos.min()), 5),
@@ -198,6 +224,7 @@ def main() -> None:
         c = r["cosine_to_torch"]
         print(
             f"{r['backend']:<10} best {r['segments_per_s_best']:>6.1f}/s  median {r['segments_per_s_median']:>6.1f}/s"
+            f"  batch diff {r['batch_max_abs_diff']:.1e}"
             f"  cosine mean {c['mean']:.4f} min {c['min']:.4f}  agreement {r['agreement_with_torch']}"
         )
         for q in r.get("quality", []):
