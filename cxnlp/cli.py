@@ -381,7 +381,7 @@ def train_cli(
 )
 @click.option(
     "--quantize",
-    type=click.Choice(["none", "int8"]),
+    type=click.Choice(["none", "int8", "int8-static"]),
     default="none",
     show_default=True,
     help="ONNX weights (as models.quantize).",

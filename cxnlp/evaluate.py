@@ -355,8 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--quantize",
         default="none",
-        choices=["none", "int8"],
-        help="onnx only; the card's figures use fp32 (none); int8 is what cxnlp analyze runs on CPU",
+        choices=["none", "int8", "int8-static"],
+        help="onnx only; none (fp32, the default of cxnlp analyze and the card's figures), int8 (dynamic, batch-dependent) or int8-static",
     )
     ap.add_argument("--vader", action="store_true", help="sentiment only: VADER's macro-F1 on the same rows")
     ap.add_argument("--json", action="store_true")
