@@ -17,7 +17,7 @@ import pandas as pd
 from .models import Heads
 from .schema import CX_EMOTIONS
 
-REQUIRES = {"segments": ["text"]}
+REQUIRES = {"segments": ["text", "sentiment"]}
 ASSIGNS = {
     "segments": ["emotion", "emotion_score", "emotion_scores"],
     "documents": ["emotion", "emotion_scores"],
@@ -57,6 +57,12 @@ CX_MAP: dict[str, str] = {
     "neutral": "neutral",
 }
 
+
+# Valence of the CX emotions: a segment's reported emotion never contradicts its sentiment (a
+# "satisfaction" on "the code wouldn't apply at checkout" reads as a broken report). The scores keep
+# every emotion; only the top label is chosen among those whose valence fits.
+POSITIVE_EMOTIONS = frozenset({"joy", "gratitude", "satisfaction"})
+NEGATIVE_EMOTIONS = frozenset({"anger", "annoyance", "disappointment", "sadness", "fear"})
 
 # Minimum GoEmotions probability for these CX emotions (on top of the tuned per-label threshold).
 # 0.15: below it the sample segments ranked by P(surprise) / P(confusion) are mostly neutral statements.
@@ -99,19 +105,30 @@ class EmotionModel:
                 out[:, k] = ratio[:, idx].max(1)
         return out
 
-    def top(self, cx: np.ndarray) -> tuple[list[str], np.ndarray]:
+    def top(self, cx: np.ndarray, sentiments: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """The best CX emotion past its threshold, or neutral. With ``sentiments``, an emotion whose
+        valence contradicts the segment's sentiment (joy on a negative segment, anger on a positive
+        one) is not chosen."""
         neutral = self.cx_labels.index("neutral")
+        positive = [k for k, e in enumerate(self.cx_labels) if e in POSITIVE_EMOTIONS]
+        negative = [k for k, e in enumerate(self.cx_labels) if e in NEGATIVE_EMOTIONS]
         labels, scores = [], np.zeros(len(cx), dtype=np.float32)
         for i, row in enumerate(cx):
             masked = row.copy()
             masked[neutral] = -1
+            if sentiments is not None:
+                if sentiments[i] == "negative":
+                    masked[positive] = -1
+                elif sentiments[i] == "positive":
+                    masked[negative] = -1
             j = int(masked.argmax())
-            if row[j] >= 1.0:
+            best = max(float(masked[j]), 0.0)
+            if best >= 1.0:
                 labels.append(self.cx_labels[j])
-                scores[i] = row[j]
+                scores[i] = best
             else:
                 labels.append("neutral")
-                scores[i] = max(row[neutral], 1.0 - row[j])
+                scores[i] = max(row[neutral], 1.0 - best)
         return labels, scores
 
 
@@ -121,7 +138,8 @@ def _struct(rows: np.ndarray) -> list[dict[str, float]]:
 
 def annotate_segments(segments: pd.DataFrame, model: EmotionModel, probs: np.ndarray) -> None:
     cx = model.to_cx(probs)
-    labels, scores = model.top(cx)
+    sentiments = segments["sentiment"].tolist() if "sentiment" in segments else None
+    labels, scores = model.top(cx, sentiments)
     segments["emotion"] = labels
     segments["emotion_score"] = scores
     segments["emotion_scores"] = _struct(cx)

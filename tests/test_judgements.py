@@ -81,3 +81,30 @@ def test_emotion_surprise_and_confusion_need_the_cx_minimum_probability():
         assert labels == ["neutral", cx]
     joy = model.labels.index("joy")  # labels without a CX minimum keep their tuned threshold
     assert model.cx_thresholds[joy] == model.thresholds[joy]
+
+
+def test_emotion_top_label_never_contradicts_the_sentiment():
+    import numpy as np
+
+    from cxnlp.emotion import EmotionModel
+    from cxnlp.models import Heads
+
+    model = EmotionModel(Heads.load("cx-heads"))
+    probs = np.zeros((4, len(model.labels)), dtype=np.float32)
+    for row in range(4):
+        probs[row, model.labels.index("approval")] = 0.99  # satisfaction
+    probs[1, model.labels.index("annoyance")] = 0.99
+    probs[3, model.labels.index("annoyance")] = 0.99
+    cx = model.to_cx(probs)
+    labels, scores = model.top(cx, ["negative", "negative", "positive", "positive"])
+    assert labels == ["neutral", "annoyance", "satisfaction", "satisfaction"]
+    assert (scores >= 0).all() and (scores <= 1).all()
+    assert model.top(cx)[0][0] == "satisfaction"  # without sentiments: the best emotion past its threshold
+
+
+def test_emotion_and_sentiment_agree_in_valence(mixed_result):
+    from cxnlp.emotion import NEGATIVE_EMOTIONS, POSITIVE_EMOTIONS
+
+    seg = mixed_result.segments
+    assert not ((seg["sentiment"] == "negative") & seg["emotion"].isin(POSITIVE_EMOTIONS)).any()
+    assert not ((seg["sentiment"] == "positive") & seg["emotion"].isin(NEGATIVE_EMOTIONS)).any()
