@@ -50,7 +50,7 @@ from .about import __version__
 from .config import config_to_dict
 from .errors import Errors, PipelineError
 from .io import ReadResult, Record, Reject, expand_inputs, iter_inputs
-from .output import MARKER, to_arrow
+from .output import MARKER, to_arrow, write_rejects
 from .pipeline import AnalysisResult, Analyzer, Part, Progress, merge_parts
 
 logger = logging.getLogger(__name__)
@@ -178,9 +178,7 @@ def save_chunk(chunks: Path, info: ChunkInfo, part: Part) -> Path:
     segments = part.segments if len(part.segments.columns) else pd.DataFrame(columns=["segment_id"])
     pq.write_table(_loose("segments", segments), tmp / "segments.parquet")
     np.save(tmp / "embeddings.npy", np.asarray(part.embeddings, dtype=np.float16))
-    with (tmp / "rejects.jsonl").open("w", encoding="utf-8") as fh:
-        for r in part.rejects:
-            fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    write_rejects(part.rejects, tmp / "rejects.jsonl")
     meta = {
         "index": info.index,
         "read": info.read,
@@ -207,11 +205,8 @@ def load_chunk(path: Path) -> tuple[ChunkInfo, Part]:
     documents = documents.drop(columns=[c for c in ("n_segments",) if c in documents])
     segments = _frame(pq.read_table(path / "segments.parquet"))
     segments = segments.drop(columns=[c for c in ("pain_point_id",) if c in segments])
-    rejects = []
     with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            d = json.loads(line)
-            rejects.append(Reject(d["source_file"], d["source_line"], d["code"], d["reason"], d["raw"]))
+        rejects = [Reject.from_dict(json.loads(line)) for line in fh]
     embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
     part = Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])

@@ -96,6 +96,11 @@ class Reject:
             "raw": self.raw,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Reject:
+        """The inverse of :meth:`to_dict` (for rejects cxnlp wrote itself)."""
+        return cls(d["source_file"], d["source_line"], d["code"], d["reason"], d["raw"])
+
 
 @dataclass
 class InputFile:

@@ -27,6 +27,7 @@ from .errors import Errors, PipelineError
 from .schema import TABLES, arrow_schema, column_names
 
 if TYPE_CHECKING:
+    from .io import Reject
     from .pipeline import AnalysisResult
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") ->
         files: dict[str, Any] = {}
         if result.manifest.get("status") == "failed":
             # Stopped by input.max_rejects: only rejects.jsonl and run.json, so it cannot pass for a complete run.
-            _write_rejects(result, staging / "rejects.jsonl")
+            write_rejects(result.rejects, staging / "rejects.jsonl")
             manifest_failed = {**result.manifest, "format": fmt, "outputs": {"rejects": "rejects.jsonl"}}
             (staging / MARKER).write_text(
                 json.dumps(manifest_failed, indent=2, default=str) + "\n", encoding="utf-8"
@@ -119,7 +120,7 @@ def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") ->
             for name in TABLE_NAMES:
                 frame = getattr(result, name)
                 files[name] = write_table(to_arrow(name, frame), staging / name, fmt).name
-        _write_rejects(result, staging / "rejects.jsonl")
+        write_rejects(result.rejects, staging / "rejects.jsonl")
         files["rejects"] = "rejects.jsonl"
         # report.html, report.md, summary.json and charts/*.png, from one build of the report
         files.update(
@@ -142,10 +143,10 @@ def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") ->
 _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 
-def _write_rejects(result: AnalysisResult, path: Path) -> None:
+def write_rejects(rejects: Iterable[Reject], path: Path) -> None:
     """One JSON object per line; Unicode line separators are escaped too, so no reader splits a record."""
     with path.open("w", encoding="utf-8", errors="replace") as fh:
-        for r in result.rejects:
+        for r in rejects:
             fh.write(json.dumps(r.to_dict(), ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
 
 

@@ -76,9 +76,7 @@ def _rejects(rejects: list[Reject]) -> str:
 
 
 def _from_rejects(text: str) -> list[Reject]:
-    return [
-        Reject(d["source_file"], d["source_line"], d["code"], d["reason"], d["raw"]) for d in json.loads(text)
-    ]
+    return [Reject.from_dict(d) for d in json.loads(text)]
 
 
 def part_row(chunk: int, first: int, part: Part) -> dict[str, Any]:

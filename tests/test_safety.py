@@ -355,7 +355,7 @@ def test_safety_interrupted_run_keeps_the_previous_run(tmp_path, monkeypatch, pr
     if where == "segment":
         monkeypatch.setattr(pipeline, "segment_documents", interrupt)
     elif where == "write":
-        monkeypatch.setattr(output, "_write_rejects", interrupt)
+        monkeypatch.setattr(output, "write_rejects", interrupt)
     else:  # between moving the old run aside and moving the new one in
         real = os.replace
 
