@@ -51,7 +51,7 @@ from .config import config_to_dict
 from .errors import Errors, PipelineError
 from .io import ReadResult, Record, Reject, expand_inputs, iter_inputs
 from .output import MARKER, to_arrow, write_rejects
-from .pipeline import AnalysisResult, Analyzer, Part, Progress, merge_parts
+from .pipeline import AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -427,9 +427,9 @@ MapEngine = Callable[
 ]
 
 
-def _prepare_chunk(records: list[Record], rejects: list[Reject], config: dict[str, Any]) -> Part:
-    """normalize, redact and segment one chunk (runs in a worker process when ``batch.workers`` > 0)."""
-    from .pipeline import prepare
+def prepare_chunk(records: list[Record], rejects: list[Reject], config: dict[str, Any]) -> Part:
+    """normalize, redact and segment one chunk, away from the models: in a worker process when
+    ``batch.workers`` > 0, and in the Ray engine's CPU stage."""
     from .segment import segment_documents
 
     cfg = _worker_config(json.dumps(config, sort_keys=True, default=str))
@@ -493,7 +493,7 @@ def map_local(
                 except StopIteration:
                     exhausted = True
                     break
-                pending.append((info, pool.submit(_prepare_chunk, records, rejects, config)))
+                pending.append((info, pool.submit(prepare_chunk, records, rejects, config)))
             if not pending:
                 break
             info, future = pending.popleft()

@@ -111,11 +111,8 @@ def row_part(row: dict[str, Any]) -> Part:
 def prepare_batch(batch: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
     """Ray Data stage 1 (CPU tasks): records -> normalized, redacted, segmented documents, one row per
     chunk piece. spaCy loads once per worker process (``load_spacy`` is cached)."""
-    from .config import load_config
-    from .pipeline import prepare
-    from .segment import segment_documents
+    from .batch import prepare_chunk
 
-    cfg = load_config(None, config)
     rows = []
     for chunk, group in batch.sort_values(["chunk", "row"]).groupby("chunk", sort=True):
         records, rejects = [], []
@@ -124,9 +121,7 @@ def prepare_batch(batch: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
                 records.append(Record(r.source_file, int(r.source_line), json.loads(r.data)))
             else:
                 rejects.append(Reject(r.source_file, int(r.source_line), r.code, r.reason, r.data))
-        part = prepare(records, rejects, cfg)
-        if len(part.documents):
-            part.segments = segment_documents(part.documents, cfg.segment)
+        part = prepare_chunk(records, rejects, config)
         rows.append(part_row(int(chunk), int(group["row"].min()), part))
     return pd.DataFrame(rows)
 
