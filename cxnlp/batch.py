@@ -49,7 +49,7 @@ from . import cluster
 from .about import __version__
 from .config import config_to_dict
 from .errors import Errors, PipelineError
-from .io import ReadResult, Record, Reject, expand_inputs, iter_inputs
+from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, iter_inputs
 from .output import MARKER, to_arrow, write_rejects
 from .pipeline import AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
 
@@ -107,8 +107,6 @@ def fingerprint(inputs: list[Any], analyzer: Analyzer, chunk_size: int) -> str |
         for path in expand_inputs(inputs):
             if path == "-":
                 return None
-            from .io import _file_digest
-
             try:
                 size, digest = _file_digest(path)
             except OSError:

@@ -8,6 +8,7 @@ auto-detected from common names.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import gzip
 import hashlib
@@ -230,11 +231,19 @@ def detect_format(path: str) -> tuple[str, bool]:
 
 
 def _file_digest(path: str) -> tuple[int, str]:
+    """(size, sha256) of a file. Remembered while the file is unchanged (same inode, size and mtime),
+    so the batch runner's fingerprint and the reader's run record hash each input once."""
+    st = os.stat(path)
+    return _digest(os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, inode: int, size: int, mtime_ns: int) -> tuple[int, str]:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return os.path.getsize(path), h.hexdigest()
+    return size, h.hexdigest()
 
 
 def _open_text(path: str, compressed: bool) -> io.TextIOBase:
