@@ -351,7 +351,6 @@ class _WorkFolder:
     def __init__(self, outdir: Path, fp: str | None) -> None:
         self.path = outdir.parent / f".{outdir.name}.work"
         self.outdir = outdir
-        self.fp = fp
         self.chunks = self.path / CHUNKS
         self._lock: Any = None
         plan = self.read_plan() if self.path.is_dir() else None
@@ -390,6 +389,13 @@ class _WorkFolder:
         self.chunks.mkdir(exist_ok=True)
         for tmp in self.chunks.glob("*.tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def set_run_id(self, run_id: str) -> None:
+        """Record the run id in the plan (written now if the folder exists, else by ``ensure``)."""
+        if self.plan.get("run_id") != run_id:
+            self.plan["run_id"] = run_id
+            if self._lock is not None:
+                self.write_plan()
 
     def read_plan(self) -> dict[str, Any] | None:
         try:
@@ -572,10 +578,7 @@ def run_batch(
     st = State(state) if state is not None else None
     try:
         run_id = hashlib.sha256(f"{fp}\0{st.generation() if st else ''}".encode()).hexdigest()[:12]
-        if work.plan.get("run_id") != run_id:
-            work.plan["run_id"] = run_id
-            if work._lock is not None:
-                work.write_plan()
+        work.set_run_id(run_id)
         if st is not None and fp is not None and st.has_run(run_id) and (outdir / MARKER).is_file():
             # Killed after the state was committed: the outputs are complete; only the cleanup was left.
             manifest = json.loads((outdir / MARKER).read_text(encoding="utf-8"))
@@ -647,8 +650,7 @@ def run_batch(
             n_read += info.read
             hashes += info.hashes
             parts.append(part)
-        read = ReadResult(files=read.files, roles=read.roles)
-        read.n_read = n_read
+        read.n_read = n_read  # the records themselves went to the chunks
         embeddings = _join_embeddings(work.path / "embeddings.npy", [p.embeddings for p in parts])
         for p in parts:
             p.embeddings = p.embeddings[:0]

@@ -134,14 +134,16 @@ def _progress(enabled: bool) -> Iterator[Any]:
         console=_stderr_console(),
     ) as bar:
         tasks: dict[str, Any] = {}
+        totals: dict[str, int] = {}
 
         def start(label: str, total: int | None) -> Callable[[int], None]:
             # One bar per step; a chunked run calls this once per chunk and the bar's total grows.
             if label not in tasks:
                 tasks[label] = bar.add_task(label, total=total)
             elif total is not None:
-                task = bar.tasks[[t.id for t in bar.tasks].index(tasks[label])]
-                bar.update(tasks[label], total=(task.total or 0) + total)
+                bar.update(tasks[label], total=totals.get(label, 0) + total)
+            if total is not None:
+                totals[label] = totals.get(label, 0) + total
             task_id = tasks[label]
             return lambda n: bar.advance(task_id, n)
 

@@ -190,7 +190,7 @@ def _write_records(folder: Path, info: ChunkInfo, records: list[Record], rejects
     pq.write_table(pa.Table.from_pylist(rows, schema=_RECORD_SCHEMA), folder / f"{info.index:06d}.parquet")
 
 
-def _init_ray(address: str | None, analyzer: Analyzer) -> Any:
+def _init_ray(address: str | None) -> Any:
     try:
         import ray
     except ImportError as exc:
@@ -236,7 +236,7 @@ def map_ray(
         infos[info.index] = info
     if not infos:
         return
-    ray = _init_ray(address or cfg.ray_address, analyzer)
+    ray = _init_ray(address or cfg.ray_address)
     config = config_to_dict(analyzer.config)
     device = analyzer.device if cfg.ray_gpus_per_actor > 0 else "cpu"
     ds = ray.data.read_parquet(str(staging / "records"))
