@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict:
+    """The machine a benchmark ran on (every bench script records this one description)."""
     import torch
 
     info = {
@@ -40,9 +41,16 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
     }
     try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:
         cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
         info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name"))
         info["mem_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
     except (OSError, StopIteration, ValueError):
         pass
     return info

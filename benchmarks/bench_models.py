@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_analyze import machine  # noqa: E402
 
 BACKENDS = [("torch", "none"), ("onnx", "none"), ("onnx", "int8"), ("onnx", "int8-static")]
 DATA = ROOT.parent / "shared" / "data"
@@ -48,28 +49,6 @@ QUALITY_SETS = [
     ("sentiment", DATA / "sst2" / "dev.tsv"),
     ("emotion", DATA / "goemotions" / "original" / "dev.tsv"),
 ]
-
-
-def machine() -> dict:
-    import onnxruntime
-    import torch
-
-    info = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "onnxruntime": onnxruntime.__version__,
-    }
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name"))
-        info["mem_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (OSError, StopIteration, ValueError):
-        pass
-    return info
 
 
 def sample_segments() -> list[str]:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -83,21 +81,10 @@ WORDS = [
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        info["cpu_model"] = next(
-            line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")
-        )
-        info["mem_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
-    except (OSError, StopIteration, ValueError):
-        pass
-    return info
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_analyze import machine as _machine
+
+    return _machine()
 
 
 def synthetic_result(n: int, seed: int = 0) -> Any:
