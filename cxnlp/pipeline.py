@@ -145,7 +145,6 @@ class Analyzer:
         models = self.config.models
         self.encoder = load_encoder(self.encoder_name, self.device, models.backend, models.quantize)
         self.batch_size = auto_batch_size(self.device, self.config.models.batch_size)
-        self._dim: int | None = None
         self.stage_model = journey.StageModel.for_taxonomy(
             self.heads,
             self.config.journey.taxonomy,
@@ -328,15 +327,6 @@ class Analyzer:
                 logger.warning(
                     "out of memory on %s: retrying with batch size %d", self.device, self.batch_size
                 )
-
-    @property
-    def encoder_dim(self) -> int:
-        if self._dim is None:
-            fn = getattr(self.encoder, "get_embedding_dimension", None) or getattr(
-                self.encoder, "get_sentence_embedding_dimension", None
-            )
-            self._dim = int(fn()) if fn is not None else int(self.embed(["dimension"]).shape[1])
-        return self._dim
 
     def _run(self, steps: list[Step], corpus: Corpus, timings: dict[str, float]) -> None:
         for step in steps:
