@@ -251,7 +251,8 @@ def _open_text(path: str, compressed: bool) -> io.TextIOBase:
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     raw: Any = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115 - closed by the wrapper
     head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
-    encoding = "utf-8-sig"
+    # utf-8-sig only for a whole BOM: its decoder swallows a file that is just a partial BOM (b"\xef").
+    encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         encoding = "utf-16"
     # errors="replace" never drops a record: undecodable bytes become U+FFFD in the text.

@@ -111,3 +111,16 @@ def test_io_utf16_with_bom_and_invalid_utf8_are_read(tmp_path):
     result = read_inputs([str(tmp_path / "u16.csv"), str(tmp_path / "bad.jsonl")])
     texts = [r.data["text"] for r in result.records]
     assert texts[0] == "Café was great" and texts[1] == "caf\ufffd late delivery"
+
+
+@pytest.mark.parametrize("data", [b"\xef", b"\xef\xbb", b'\xef\xbb{"text": "late"}\n'])
+def test_io_partial_utf8_bom_is_not_swallowed(tmp_path, data):
+    """A file that starts like a UTF-8 BOM but is not one keeps its line (found by the property test)."""
+    (tmp_path / "in.jsonl").write_bytes(data)
+    result = read_inputs([str(tmp_path / "in.jsonl")])
+    assert result.read == len(result.rejects) == 1
+
+
+def test_io_utf8_bom_is_stripped(tmp_path):
+    (tmp_path / "in.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "late box"}\n')
+    assert [r.data["text"] for r in read_inputs([str(tmp_path / "in.jsonl")]).records] == ["late box"]
