@@ -14,9 +14,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -36,8 +36,14 @@ TABLE_NAMES = ("documents", "segments", "pain_points", "stage_summary")
 MARKER = "run.json"
 
 
-def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
-    """A frame -> an Arrow table with exactly the schema's columns and types (plus input extras on documents)."""
+def to_arrow(
+    name: str, frame: pd.DataFrame, extras: Mapping[str, pa.DataType | pa.Array] | None = None
+) -> pa.Table:
+    """A frame -> an Arrow table with exactly the schema's columns and types (plus input extras on documents).
+
+    ``extras`` (documents only) fixes the input columns, in order, when the frame is one piece of a larger
+    table: a type to convert the frame's values to, or the piece's array already converted with the whole
+    table's values (see :func:`extra_array`), so that every piece has the schema of the whole."""
     base = arrow_schema(name)
     arrays = []
     for f in base:
@@ -48,20 +54,37 @@ def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
         ]
         arrays.append(pa.array(values, type=f.type, from_pandas=True))
     fields = list(base)
-    if name == "documents":
-        known = set(column_names("documents"))
-        for col in frame.columns:
-            if col in known or col.startswith("_"):
-                continue
-            try:
-                arr = pa.array(frame[col].tolist(), from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arr = pa.array([None if v is None else str(v) for v in frame[col].tolist()], type=pa.string())
-            if pa.types.is_null(arr.type):
-                arr = arr.cast(pa.string())
+    if name == "documents" and extras is not None:
+        for col, how in extras.items():
+            if isinstance(how, pa.DataType):
+                values = frame[col].tolist() if col in frame.columns else [None] * len(frame)
+                arr = pa.array(values, type=how, from_pandas=True)
+            else:
+                arr = how
+            arrays.append(arr)
+            fields.append(pa.field(col, arr.type))
+    elif name == "documents":
+        for col in extra_columns(frame.columns):
+            arr = extra_array(frame[col].tolist())
             arrays.append(arr)
             fields.append(pa.field(col, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=base.metadata))
+
+
+def extra_columns(columns: Iterable[str]) -> list[str]:
+    """The input columns among a documents frame's: those the schema does not name, minus working ones."""
+    known = set(column_names("documents"))
+    return [c for c in columns if c not in known and not c.startswith("_")]
+
+
+def extra_array(values: list[Any]) -> pa.Array:
+    """An input column's values as Arrow: their own type, text when they have none in common, text when
+    all are null."""
+    try:
+        arr = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        arr = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    return arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
@@ -79,13 +102,52 @@ def _csv_ready(table: pa.Table) -> pa.Table:
 
 
 def write_table(table: pa.Table, path: Path, fmt: str) -> Path:
+    return write_pieces([table], path, fmt)
+
+
+def write_pieces(pieces: Iterable[pa.Table], path: Path, fmt: str) -> Path:
+    """Write a table given as pieces with one schema (at least one), holding one piece at a time: Parquet
+    gets a row group per piece; CSV is the same bytes as the whole table written at once."""
+    it = iter(pieces)
+    first = next(it)
     if fmt == "parquet":
         target = path.with_suffix(".parquet")
-        pq.write_table(table, target, compression="zstd")
+        with pq.ParquetWriter(target, first.schema, compression="zstd") as pw:
+            pw.write_table(first)
+            for piece in it:
+                pw.write_table(piece)
     else:
         target = path.with_suffix(".csv")
-        pacsv.write_csv(_csv_ready(table), target)
+        ready = _csv_ready(first)
+        with pacsv.CSVWriter(target, ready.schema) as cw:
+            cw.write(ready)
+            for piece in it:
+                cw.write(_csv_ready(piece))
     return target
+
+
+TableStream = Callable[[], Iterator[pa.Table]]
+
+
+def table_pieces(result: AnalysisResult, name: str) -> Iterator[pa.Table]:
+    """A result's table as Arrow pieces: streamed when the result has a stream for it (a batch run
+    reads its chunks one at a time), else the whole table in one piece."""
+    stream = result.streams.get(name)
+    if stream is None:
+        yield to_arrow(name, getattr(result, name))
+    else:
+        yield from stream()
+
+
+def _reader(pieces: Iterator[pa.Table]) -> pa.RecordBatchReader:
+    first = next(pieces)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from first.to_batches()
+        for table in pieces:
+            yield from table.to_batches()
+
+    return pa.RecordBatchReader.from_batches(first.schema, batches())
 
 
 def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") -> Path:
@@ -113,13 +175,15 @@ def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") ->
         if fmt == "duckdb":
             from .warehouse import DUCKDB_FILE, write_duckdb
 
-            tables = {name: to_arrow(name, getattr(result, name)) for name in TABLE_NAMES}
+            # DuckDB reads each table through a RecordBatchReader, one piece at a time.
+            tables = {name: _reader(table_pieces(result, name)) for name in TABLE_NAMES}
             rejects = [r.to_dict() for r in result.rejects]
-            files["database"] = write_duckdb(tables, staging / DUCKDB_FILE, rejects, result.manifest).name
+            files["database"] = write_duckdb(
+                cast("dict[str, pa.Table]", tables), staging / DUCKDB_FILE, rejects, result.manifest
+            ).name
         else:
             for name in TABLE_NAMES:
-                frame = getattr(result, name)
-                files[name] = write_table(to_arrow(name, frame), staging / name, fmt).name
+                files[name] = write_pieces(table_pieces(result, name), staging / name, fmt).name
         write_rejects(result.rejects, staging / "rejects.jsonl")
         files["rejects"] = "rejects.jsonl"
         # report.html, report.md, summary.json and charts/*.png, from one build of the report

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from .normalize import normalize_records
 from .redact import redact_corpus
 from .schema import column_names
 from .segment import segment_documents
+
+if TYPE_CHECKING:
+    from .output import TableStream
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,10 @@ class AnalysisResult:
     manifest: dict[str, Any]
     stage_ids: list[str]
     config: Config
+    #: Tables too large to hold whole, by name: a function that yields the table's Arrow pieces in order,
+    #: with the schema's types. The writers prefer these to the frames of the same name, which then hold
+    #: only what the corpus-wide steps and the report read (see :func:`cxnlp.batch.run_batch`).
+    streams: dict[str, TableStream] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
