@@ -424,6 +424,16 @@ class Baseline:
     path: str = ""
 
 
+def text_needed(segments: pd.DataFrame, stage_ids: list[str], config: ClusterConfig) -> pd.Series:
+    """Which segments' text :func:`find_pain_points` reads (for example quotes): the ones it clusters.
+
+    Judged per segment, so the batch runner can keep only these texts in memory for the whole corpus."""
+    if not config.enabled or segments.empty:
+        return pd.Series(False, index=segments.index)
+    in_stage = segments["stage"].isin(stage_ids)
+    return in_stage & (segments["sentiment"] == "negative") if config.scope == "negative" else in_stage
+
+
 def find_pain_points(
     segments: pd.DataFrame,
     embeddings: np.ndarray,

@@ -714,15 +714,23 @@ def _top_emotions(emotions: pd.Series, k: int = 3) -> list[tuple[str, int]]:
     return [(str(e), int(n)) for e, n in ranked[:k]]
 
 
+def _verbatim_pool(seg: pd.DataFrame, kind: str, k: int, by_label: bool | None = None) -> pd.DataFrame:
+    """The ``4 * k`` most extreme segments of one sentiment (by label; by score sign when no segment has
+    a label, or as ``by_label`` says), ties in table order: the candidates :func:`_verbatims` quotes."""
+    scores = pd.to_numeric(_col(seg, "sentiment_score"), errors="coerce")
+    labels = _col(seg, "sentiment")
+    if by_label is None:
+        by_label = bool(labels.notna().any())
+    mask = (labels == kind) if by_label else (scores < 0 if kind == "negative" else scores > 0)
+    pool = seg.assign(_score=scores)[mask & scores.notna()]
+    return pool.nsmallest(4 * k, "_score") if kind == "negative" else pool.nlargest(4 * k, "_score")
+
+
 def _verbatims(seg: pd.DataFrame, kind: str, k: int) -> list[Quote]:
     """Up to ``k`` distinct segment texts of one sentiment, the most extreme first."""
     if k <= 0 or seg.empty or "text" not in seg.columns:
         return []
-    scores = pd.to_numeric(_col(seg, "sentiment_score"), errors="coerce")
-    labels = _col(seg, "sentiment")
-    mask = (labels == kind) if labels.notna().any() else (scores < 0 if kind == "negative" else scores > 0)
-    pool = seg.assign(_score=scores)[mask & scores.notna()]
-    pool = pool.nsmallest(4 * k, "_score") if kind == "negative" else pool.nlargest(4 * k, "_score")
+    pool = _verbatim_pool(seg, kind, k)
     out: list[Quote] = []
     seen: set[str] = set()
     for text, score, sid in zip(pool["text"], pool["_score"], _col(pool, "segment_id")):
@@ -733,6 +741,26 @@ def _verbatims(seg: pd.DataFrame, kind: str, k: int) -> list[Quote]:
         if len(out) == k:
             break
     return out
+
+
+def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
+    """Which segments' text :func:`build_report` may show: the verbatim candidates of each stage and the
+    churn-risk segments.
+
+    On part of a corpus (a batch run's chunk) this is a superset of what the report shows from the whole
+    corpus: a segment among the ``4 * k`` most extreme of the whole is among those of its own part, ties
+    broken by position in both. So the batch runner keeps only these texts in memory."""
+    keep = pd.Series(False, index=segments.index)
+    if segments.empty or "text" not in segments.columns:
+        return keep
+    text = _col(segments, "text").astype(str)
+    keep |= (_col(segments, "sentiment") != "positive") & text.str.contains(CHURN_PATTERN, na=False)
+    if verbatims > 0 and "stage" in segments.columns:
+        for _stage, seg in segments.groupby("stage", sort=False):
+            for kind in ("negative", "positive"):
+                for by_label in (True, False):  # the whole corpus decides which; keep both
+                    keep[_verbatim_pool(seg, kind, verbatims, by_label).index] = True
+    return keep
 
 
 def _stage_ratings(documents: pd.DataFrame) -> dict[str, float]:
