@@ -3,7 +3,8 @@
 ``cxnlp analyze`` reads its input in chunks of ``batch.chunk_size`` records. Each chunk goes through the
 per-document steps (normalize, redact, segment, embed, journey, sentiment, emotion) and is committed to
 a work folder next to OUTDIR as soon as it is done; then the corpus-wide steps (cluster, aggregate) run
-over all chunks and OUTDIR is swapped in atomically::
+over all chunks, reading only the columns they need (:data:`REDUCE_COLUMNS`), the final tables are
+streamed from the chunks one at a time, and OUTDIR is swapped in atomically::
 
     .NAME.work/
       plan.json              what this work folder belongs to (fingerprint of inputs, config, models)
@@ -25,6 +26,7 @@ hash of its record, a run analyses only new or changed records, and its tables a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -50,8 +52,9 @@ from .about import __version__
 from .config import config_to_dict
 from .errors import Errors, PipelineError
 from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, iter_inputs
-from .output import MARKER, to_arrow, write_rejects
+from .output import MARKER, TableStream, extra_array, extra_columns, to_arrow, write_rejects
 from .pipeline import AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
+from .schema import column_names
 
 logger = logging.getLogger(__name__)
 
@@ -197,18 +200,201 @@ def save_chunk(chunks: Path, info: ChunkInfo, part: Part) -> Path:
     return final
 
 
-def load_chunk(path: Path) -> tuple[ChunkInfo, Part]:
+def load_chunk(
+    path: Path, keep_text: Callable[[pd.DataFrame], pd.Series] | None = None
+) -> tuple[ChunkInfo, Part]:
+    """A committed chunk. With ``keep_text``, only the columns the corpus-wide steps and the report read
+    (:data:`REDUCE_COLUMNS`), and segment text only where ``keep_text`` says so (None elsewhere)."""
     meta = json.loads((path / "part.json").read_text(encoding="utf-8"))
-    documents = _frame(pq.read_table(path / "documents.parquet"))
+    reduce = keep_text is not None
+    documents = _read_chunk_table(path / "documents.parquet", REDUCE_COLUMNS["documents"] if reduce else None)
     documents = documents.drop(columns=[c for c in ("n_segments",) if c in documents])
-    segments = _frame(pq.read_table(path / "segments.parquet"))
+    segments = _read_chunk_table(path / "segments.parquet", REDUCE_COLUMNS["segments"] if reduce else None)
     segments = segments.drop(columns=[c for c in ("pain_point_id",) if c in segments])
+    if keep_text is not None and "text" in segments.columns and len(segments):
+        segments["text"] = segments["text"].where(keep_text(segments), None)
     with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
         rejects = [Reject.from_dict(json.loads(line)) for line in fh]
     embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
     part = Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
     return info, part
+
+
+def _read_chunk_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A chunk's table, or those of ``columns`` it has."""
+    if columns is not None:
+        names = pq.read_schema(path).names
+        columns = [c for c in columns if c in names]
+    return _frame(pq.read_table(path, columns=columns))
+
+
+# ------------------------------------------------------------------------------------------- reduce
+
+#: The columns the corpus-wide steps (cluster, aggregate), the manifest and the report read. The reduce
+#: phase holds only these for the whole corpus (segment text only where it may be quoted); everything else
+#: (document text, emotion scores, input columns, ...) stays in the chunks and is streamed into the final
+#: tables, one chunk at a time.
+REDUCE_COLUMNS = {
+    "documents": ["doc_id", "created_at", "rating", "channel", "language", "flags", "stages"],
+    "segments": [
+        "doc_id",
+        "segment_id",
+        "stage",
+        "sentiment",
+        "sentiment_score",
+        "emotion",
+        "phrases",
+        "text",
+    ],
+}
+
+
+def _text_needed(analyzer: Analyzer) -> Callable[[pd.DataFrame], pd.Series]:
+    """Which segments of a chunk keep their text in the reduce phase: those the cluster step quotes or
+    labels from, and those the report may quote."""
+    from .report import text_needed
+
+    cfg = analyzer.config
+
+    def keep(segments: pd.DataFrame) -> pd.Series:
+        clustered = cluster.text_needed(segments, analyzer.stage_ids, cfg.cluster)
+        return clustered | text_needed(segments, cfg.report.verbatims)
+
+    return keep
+
+
+@dataclass
+class _Chunk:
+    path: Path
+    documents: int
+    segments: int
+
+
+def _document_extras(chunks: list[_Chunk]) -> dict[str, pa.DataType | pa.Array]:
+    """How each input column of the documents table becomes Arrow when the table is written chunk by
+    chunk, so that it comes out as :func:`~cxnlp.output.to_arrow` makes it from the whole table.
+
+    Columns in the order the chunks introduce them. A column every chunk has, with one type (or none,
+    all null), gets that type, and each chunk is converted on its own. Otherwise (a chunk lacks it, or
+    its types differ between chunks) that one column is read from every chunk and converted whole, as
+    an in-memory run does; the result is an array, sliced per chunk when written."""
+    full = [c for c in chunks if c.documents]
+    order: list[str] = []
+    types: dict[str, set[Any]] = {}
+    whole: set[str] = set()
+    for i, chunk in enumerate(full):
+        path = chunk.path / "documents.parquet"
+        cols = extra_columns(pq.read_schema(path).names)
+        whole.update(c for c in order if c not in cols)
+        for col in cols:
+            if col not in order:
+                order.append(col)
+                types[col] = set()
+                if i:
+                    whole.add(col)
+        frame = _frame(pq.read_table(path, columns=cols)) if cols else pd.DataFrame()
+        for col in cols:
+            try:
+                types[col].add(pa.array(frame[col].tolist(), from_pandas=True).type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                whole.add(col)
+    plan: dict[str, pa.DataType | pa.Array] = {}
+    for col in order:
+        found = types[col] - {pa.null()}
+        if col not in whole and len(found) <= 1:
+            plan[col] = found.pop() if found else pa.string()
+            continue
+        pieces = []
+        for chunk in full:
+            path = chunk.path / "documents.parquet"
+            has = col in pq.read_schema(path).names
+            pieces.append(
+                _frame(pq.read_table(path, columns=[col]))
+                if has
+                else pd.DataFrame(index=range(chunk.documents))
+            )
+        plan[col] = extra_array(pd.concat(pieces, ignore_index=True)[col].tolist())
+    return plan
+
+
+def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStream]:
+    """The documents and segments tables of a batch run, read back chunk by chunk from the committed
+    chunks and completed with what the corpus-wide steps added (``n_segments``, ``pain_point_id``)."""
+    n_segments = result.documents["n_segments"].tolist()
+    pain_point_ids = result.segments["pain_point_id"].tolist()
+    extras = _document_extras(chunks)
+
+    def documents() -> Iterator[pa.Table]:
+        first = 0
+        for chunk in chunks:
+            if not chunk.documents:
+                continue
+            frame = _frame(pq.read_table(chunk.path / "documents.parquet"))
+            end = first + chunk.documents
+            frame["n_segments"] = n_segments[first:end]
+            own = {
+                k: v if isinstance(v, pa.DataType) else v.slice(first, chunk.documents)
+                for k, v in extras.items()
+            }
+            yield to_arrow("documents", frame, own)
+            first = end
+
+    def segments() -> Iterator[pa.Table]:
+        first, written = 0, False
+        for chunk in chunks:
+            if not chunk.segments:
+                continue
+            frame = _frame(pq.read_table(chunk.path / "segments.parquet"))
+            frame["pain_point_id"] = pain_point_ids[first : first + chunk.segments]
+            first += chunk.segments
+            written = True
+            yield to_arrow("segments", frame)
+        if not written:
+            yield to_arrow("segments", pd.DataFrame())
+
+    return {"documents": documents, "segments": segments}
+
+
+class BatchResult(AnalysisResult):
+    """:func:`run_batch`'s result. The run streamed its documents and segments tables from the chunks
+    into OUTDIR without holding them whole; they are read back from there when first asked for."""
+
+    outdir: Path
+
+    @property  # type: ignore[override]
+    def documents(self) -> pd.DataFrame:
+        return self._table("documents")
+
+    @documents.setter
+    def documents(self, value: pd.DataFrame | None) -> None:
+        self.__dict__["documents"] = value
+
+    @property  # type: ignore[override]
+    def segments(self) -> pd.DataFrame:
+        return self._table("segments")
+
+    @segments.setter
+    def segments(self, value: pd.DataFrame | None) -> None:
+        self.__dict__["segments"] = value
+
+    def _table(self, name: str) -> pd.DataFrame:
+        frame = self.__dict__.get(name)
+        if frame is None:
+            from .output import read_outputs
+
+            table = read_outputs(self.outdir, [name])[name] if (self.outdir / MARKER).is_file() else None
+            frame = pd.DataFrame(columns=column_names(name)) if table is None else _frame(table)
+            self.__dict__[name] = frame
+        return frame
+
+    @classmethod
+    def of(cls, result: AnalysisResult, outdir: Path) -> BatchResult:
+        """``result`` with its documents and segments to be read back from ``outdir``."""
+        values = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        out = cls(**{**values, "documents": None, "segments": None})
+        out.outdir = outdir
+        return out
 
 
 # -------------------------------------------------------------------------------------------- state
@@ -269,7 +455,9 @@ class State:
         counts = result.counts
         if counts["analysed"]:
             for name in STATE_TABLES:
-                self._write_partition(name, getattr(result, name), run_id, seq, run_date)
+                self._write_partition(
+                    name, result.streams.get(name) or getattr(result, name), run_id, seq, run_date
+                )
         now = datetime.now(timezone.utc).isoformat()
         with self.db:
             self.db.executemany(
@@ -290,10 +478,17 @@ class State:
                 ),
             )
 
-    def _write_partition(self, name: str, frame: pd.DataFrame, run_id: str, seq: int, run_date: str) -> None:
-        table = to_arrow(name, frame)
-        table = table.append_column("run_id", pa.array([run_id] * len(table), pa.string()))
-        table = table.append_column("run_seq", pa.array([seq] * len(table), pa.int64()))
+    def _write_partition(
+        self, name: str, source: pd.DataFrame | TableStream, run_id: str, seq: int, run_date: str
+    ) -> None:
+        """Write one table of a run (a frame, or a stream of Arrow pieces) as this run's partition."""
+        pieces = [to_arrow(name, source)] if isinstance(source, pd.DataFrame) else source()
+
+        def tagged() -> Iterator[pa.Table]:
+            for table in pieces:
+                table = table.append_column("run_id", pa.array([run_id] * len(table), pa.string()))
+                yield table.append_column("run_seq", pa.array([seq] * len(table), pa.int64()))
+
         root = self.path / "tables" / name
         filename = f"run-{seq:06d}-{run_id}.parquet"
         for old in root.glob(f"run_date=*/run-*-{run_id}.parquet"):  # a crashed attempt of this run
@@ -301,7 +496,12 @@ class State:
         folder = root / f"run_date={run_date}"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{filename}.tmp"
-        pq.write_table(table, tmp)
+        written = tagged()
+        first = next(written)
+        with pq.ParquetWriter(tmp, first.schema) as writer:
+            writer.write_table(first)
+            for table in written:
+                writer.write_table(table)
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, folder / filename)
@@ -640,21 +840,25 @@ def run_batch(
             raise ValueError(engine)
         map_seconds = time.perf_counter() - t
 
-        # reduce: every chunk, in input order
+        # reduce: every chunk, in input order, holding only the columns the corpus-wide steps read
         parts: list[Part] = []
+        chunks: list[_Chunk] = []
         unchanged = n_read = 0
         hashes: list[tuple[str, str]] = []
+        keep_text = _text_needed(analyzer)
         for _index, path in sorted(work.committed().items()):
-            info, part = load_chunk(path)
+            info, part = load_chunk(path, keep_text)
             unchanged += info.unchanged
             n_read += info.read
             hashes += info.hashes
             parts.append(part)
+            chunks.append(_Chunk(path, len(part.documents), len(part.segments)))
         read.n_read = n_read  # the records themselves went to the chunks
         embeddings = _join_embeddings(work.path / "embeddings.npy", [p.embeddings for p in parts])
         for p in parts:
             p.embeddings = p.embeddings[:0]
         part = merge_parts(parts) if parts else analyzer.prepare([], [])
+        del parts  # the merged part holds the same rows
         part.embeddings = embeddings
         limit = analyzer.config.input.reject_limit(read.read)
         failed = limit is not None and len(part.rejects) > limit
@@ -662,7 +866,7 @@ def run_batch(
         extra_manifest: dict[str, Any] = {
             "run_id": run_id,
             "engine": engine,
-            "chunks": {"size": chunk_size, "count": len(parts), "resumed": len(done)},
+            "chunks": {"size": chunk_size, "count": len(chunks), "resumed": len(done)},
         }
         if st is not None:
             extra_manifest["state"] = {"path": str(st.path), "run_date": work.plan["run_date"]}
@@ -676,10 +880,15 @@ def run_batch(
             extra_counts={"unchanged": unchanged} if st is not None else None,
             extra_manifest=extra_manifest,
         )
+        del part
+        if not failed and len(result.documents):
+            result.streams = _streams(chunks, result)
         result.write(outdir)
+        result = BatchResult.of(result, outdir)  # the reduced tables go; the full ones are read back
         if st is not None and not failed:
             st.commit(result, run_id, work.plan["run_date"], hashes)
         work.remove()
+        result.streams = {}  # they read the chunks, which are gone
         return BatchRun(result, outdir, resumed_chunks=len(done))
     except BaseException:
         # Keep committed chunks for the rerun to resume from; a run that failed before committing any
