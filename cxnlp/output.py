@@ -48,10 +48,7 @@ def to_arrow(
     arrays = []
     for f in base:
         values = frame[f.name].tolist() if f.name in frame.columns else [None] * len(frame)
-        values = [
-            None if (v is not None and not isinstance(v, (list, dict, str)) and pd.isna(v)) else v
-            for v in values
-        ]
+        values = [None if _missing(v) else v for v in values]
         arrays.append(pa.array(values, type=f.type, from_pandas=True))
     fields = list(base)
     if name == "documents" and extras is not None:
@@ -79,12 +76,17 @@ def extra_columns(columns: Iterable[str]) -> list[str]:
 
 def extra_array(values: list[Any]) -> pa.Array:
     """An input column's values as Arrow: their own type, text when they have none in common, text when
-    all are null."""
+    all are null. Missing values stay null as text too (not "nan": pandas fills a column that some chunks
+    of a batch run lack, or hold as integers, with NaN)."""
     try:
         arr = pa.array(values, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        arr = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        arr = pa.array([None if _missing(v) else str(v) for v in values], type=pa.string())
     return arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (not isinstance(v, (list, dict, str)) and bool(pd.isna(v)))
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
