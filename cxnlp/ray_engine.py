@@ -257,15 +257,26 @@ def map_ray(
         num_cpus=cfg.ray_cpus_per_actor,
     )
     ds.write_parquet(str(staging / "annotated"))
-    pieces: dict[int, list[tuple[int, Part]]] = {}
+    # Where each chunk's pieces are (file, row), so that chunks are committed one at a time, holding one
+    # file of annotated pieces rather than all of them.
+    where: dict[int, list[tuple[int, Path, int]]] = {}
     for path in sorted((staging / "annotated").glob("*.parquet")):
-        for row in pq.read_table(path).to_pylist():
-            pieces.setdefault(int(row["chunk"]), []).append((int(row["first"]), row_part(row)))
+        keys = pq.read_table(path, columns=["chunk", "first"]).to_pydict()
+        for row, (chunk, first) in enumerate(zip(keys["chunk"], keys["first"])):
+            where.setdefault(int(chunk), []).append((int(first), path, row))
     from .pipeline import merge_parts, prepare
+
+    loaded: dict[Path, pa.Table] = {}
+
+    def piece(path: Path, row: int) -> Part:
+        if path not in loaded:
+            loaded.clear()
+            loaded[path] = pq.read_table(path)
+        return row_part(loaded[path].slice(row, 1).to_pylist()[0])
 
     tick = progress("chunks", len(infos)) if progress else None
     for index, info in sorted(infos.items()):
-        found = [p for _, p in sorted(pieces.get(index, []), key=lambda x: x[0])]
+        found = [piece(path, row) for _, path, row in sorted(where.get(index, []), key=lambda x: x[0])]
         part = merge_parts(found) if found else prepare([], [], analyzer.config)
         save_chunk(folder, info, part)
         if tick:
