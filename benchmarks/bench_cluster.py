@@ -51,17 +51,20 @@ def load_banking77(path: Path = DATA) -> tuple[list[str], np.ndarray]:
     return frame["text"].astype(str).tolist(), frame["category"].astype(str).to_numpy()
 
 
-def embed_cached(texts: list[str], cache: Path = CACHE) -> tuple[np.ndarray, Path, float | None]:
-    """Normalised float32 embeddings from the packaged encoder, computed once and cached by content."""
+def embed_cached(
+    texts: list[str], cache: Path = CACHE, encoder: str | None = None
+) -> tuple[np.ndarray, Path, float | None]:
+    """Normalised float32 embeddings from ``encoder`` (default: the packaged one), computed once and
+    cached by content and encoder location."""
     from cxnlp.models import encode, encoder_location, load_encoder
 
-    location = encoder_location(None)
+    location = encoder_location(encoder)
     key = hashlib.sha256(("\n".join(texts) + location).encode()).hexdigest()[:16]
     path = cache / f"banking77-train-{key}.npy"
     if path.is_file():
         return np.load(path), path, None
     t0 = time.perf_counter()
-    emb = encode(load_encoder(None, "cpu"), texts, 128)
+    emb = encode(load_encoder(encoder, "cpu"), texts, 128)
     seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, emb)
@@ -189,6 +192,9 @@ def main() -> None:
         "--variants", action="store_true", help="Also the reduction/selection variants behind the defaults."
     )
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.jsonl")
+    ap.add_argument(
+        "--encoder", default=None, help="Encoder name or folder (default: the packaged all-MiniLM-L6-v2)."
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -196,7 +202,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     docs, truth = load_banking77(args.data)
-    emb, cache_path, embed_seconds = embed_cached(docs)
+    emb, cache_path, embed_seconds = embed_cached(docs, encoder=args.encoder)
     rows: list[dict] = []
 
     def record(method: str, seed: int | None, labels: np.ndarray, seconds: float, **extra: object) -> None:
@@ -248,7 +254,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "data": {"name": "banking77 train", "n": len(docs), "intents": len(set(truth.tolist()))},
         "embeddings": {
-            "encoder": "packaged all-MiniLM-L6-v2",
+            "encoder": args.encoder or "packaged all-MiniLM-L6-v2",
             "cache": str(cache_path),
             "embed_seconds": embed_seconds,
         },

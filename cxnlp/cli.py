@@ -355,8 +355,17 @@ def train_cli(
 ) -> None:
     """Train cxnlp's heads from a training config (see pipelines/train-heads.yaml)."""
     from .config import parse_overrides
+    from .finetune import finetune, is_encoder_config, load_encoder_train_config
     from .train import load_train_config, train
 
+    if is_encoder_config(config_path):  # kind: encoder (pipelines/train-encoder.yaml)
+        enc_config = load_encoder_train_config(
+            config_path, parse_overrides(list(overrides)) if overrides else None
+        )
+        out = finetune(enc_config, outdir)
+        if not quiet:
+            click.echo(f"Encoder written to {out} (card: {out / 'README.md'})")
+        return
     config = load_train_config(config_path, parse_overrides(list(overrides)) if overrides else None)
     out = train(config, outdir, tasks or ("sentiment", "emotion", "stage"))
     if not quiet:

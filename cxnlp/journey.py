@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .models import Heads, TaskSpec, build_features, make_mlp, runtime_key
+from .models import Heads, TaskSpec, build_features, make_head, runtime_key
 from .taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _custom_head(
     folder = CACHE_DIR / "stage-heads" / key
     if (folder / "spec.json").is_file() and (folder / "head.safetensors").is_file():
         spec = TaskSpec.from_dict("stage", json.loads((folder / "spec.json").read_text()))
-        module = make_mlp(spec.in_dim(heads.embedding_dim), spec.hidden, len(spec.labels))
+        module = make_head(spec, heads.embedding_dim)
         module.load_state_dict(load_file(str(folder / "head.safetensors")))
         module.eval()
         logger.info("stage head for taxonomy %s loaded from cache %s", tax.name, folder)

