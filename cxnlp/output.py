@@ -103,14 +103,10 @@ def _csv_ready(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, names=table.column_names)
 
 
-def write_table(table: pa.Table, path: Path, fmt: str) -> Path:
-    return write_pieces([table], path, fmt)
-
-
-def write_pieces(pieces: Iterable[pa.Table], path: Path, fmt: str) -> Path:
-    """Write a table given as pieces with one schema (at least one), holding one piece at a time: Parquet
-    gets a row group per piece; CSV is the same bytes as the whole table written at once."""
-    it = iter(pieces)
+def write_table(table: pa.Table | Iterable[pa.Table], path: Path, fmt: str) -> Path:
+    """Write a table, whole or as pieces with one schema (at least one), holding one piece at a time:
+    Parquet gets a row group per piece; CSV is the same bytes as the whole table written at once."""
+    it = iter([table]) if isinstance(table, pa.Table) else iter(table)
     first = next(it)
     if fmt == "parquet":
         target = path.with_suffix(".parquet")
@@ -185,7 +181,7 @@ def write_outputs(result: AnalysisResult, outdir: Path, fmt: str = "parquet") ->
             ).name
         else:
             for name in TABLE_NAMES:
-                files[name] = write_pieces(table_pieces(result, name), staging / name, fmt).name
+                files[name] = write_table(table_pieces(result, name), staging / name, fmt).name
         write_rejects(result.rejects, staging / "rejects.jsonl")
         files["rejects"] = "rejects.jsonl"
         # report.html, report.md, summary.json and charts/*.png, from one build of the report
