@@ -296,7 +296,8 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     loss_sent = nn.CrossEntropyLoss(weight=sent_w.to(cfg.device), reduction="sum")
     loss_emo = nn.BCEWithLogitsLoss(pos_weight=pos_weight(emo_Y, has_emo), reduction="none")
     loss_stage = nn.BCEWithLogitsLoss(pos_weight=pos_weight(stage_Y, has_stage), reduction="none")
-    params = [{"params": [p for l in layers for p in l.parameters()], "lr": cfg.lr}]
+    trained = [p for l in layers for p in l.parameters()] + list(heads.parameters())
+    params: list[dict[str, Any]] = [{"params": [p for l in layers for p in l.parameters()], "lr": cfg.lr}]
     params.append({"params": list(heads.parameters()), "lr": cfg.head_lr})
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     lengths = [len(states[text_id[e.text]]) for e in examples]
@@ -352,7 +353,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
                 sums["preserve"] += float(l_p.detach())
             opt.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
+            nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
             sched.step()
             step += 1

@@ -606,7 +606,7 @@ def make_knn_blend(mlp, n_memory: int, dim: int, n_labels: int, k: int, weight: 
     class KnnBlend(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.mlp = mlp
+            self.mlp: Any = mlp
             self.register_buffer("memory", torch.zeros(n_memory, dim, dtype=torch.float16))
             self.register_buffer("memory_labels", torch.zeros(n_memory, n_labels, dtype=torch.uint8))
             self.k, self.weight = k, weight
@@ -615,7 +615,9 @@ def make_knn_blend(mlp, n_memory: int, dim: int, n_labels: int, k: int, weight: 
             p = torch.sigmoid(self.mlp(x))
             if self.weight > 0:
                 emb = x[:, :dim].detach().cpu().numpy()
-                shares = knn_shares(emb, self.memory.float().numpy(), self.memory_labels.numpy(), self.k)
+                buffers: dict[str, Any] = dict(self.named_buffers())
+                memory = buffers["memory"].float().numpy()
+                shares = knn_shares(emb, memory, buffers["memory_labels"].numpy(), self.k)
                 p = self.weight * torch.from_numpy(shares).to(p.device) + (1 - self.weight) * p
             p = p.clamp(1e-6, 1 - 1e-6)
             return torch.log(p) - torch.log1p(-p)
