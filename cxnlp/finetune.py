@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import corpora
 from .about import __version__
-from .errors import ConfigError, Errors
 from .taxonomy import load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -82,20 +81,9 @@ class EncoderTrainConfig(BaseModel):
 def load_encoder_train_config(
     path: str | Path, overrides: dict[str, Any] | None = None
 ) -> EncoderTrainConfig:
-    from .config import _merge
+    from .train import load_yaml_config
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(Errors.E003, path=str(path), problem=str(exc).splitlines()[0]) from exc
-    if overrides:
-        data = _merge(data, overrides)
-    try:
-        return EncoderTrainConfig.model_validate(data)
-    except Exception as exc:
-        raise ConfigError(
-            Errors.E002, key="(encoder train config)", problem=str(exc).splitlines()[0:3], source=str(path)
-        ) from exc
+    return load_yaml_config(path, EncoderTrainConfig, "encoder train config", overrides)
 
 
 def is_encoder_config(path: str | Path) -> bool:
@@ -226,6 +214,21 @@ def _cache_lower(model: Any, tokenizer: Any, texts: list[str], k: int, max_lengt
     return states, teacher
 
 
+def _embed_states(layers: Any, states: list[Any], ids: list[int], device: str) -> Any:
+    """Normalised embeddings of the texts ``ids`` from their cached lower-layer states (padded to the
+    longest), through the tuned ``layers``."""
+    import torch
+
+    width = max(len(states[t]) for t in ids)
+    hidden = torch.zeros(len(ids), width, states[ids[0]].shape[-1])
+    mask = torch.zeros(len(ids), width, dtype=torch.long)
+    for j, t in enumerate(ids):
+        hidden[j, : len(states[t])] = states[t].float()
+        mask[j, : len(states[t])] = 1
+    hidden, mask = hidden.to(device), mask.to(device)
+    return _pool(_run_layers(layers, hidden, mask), mask)
+
+
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffled batches of similar length: sort inside pools of 50 batches, then shuffle the batches."""
     order = list(range(len(lengths)))
@@ -296,10 +299,12 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     loss_sent = nn.CrossEntropyLoss(weight=sent_w.to(cfg.device), reduction="sum")
     loss_emo = nn.BCEWithLogitsLoss(pos_weight=pos_weight(emo_Y, has_emo), reduction="none")
     loss_stage = nn.BCEWithLogitsLoss(pos_weight=pos_weight(stage_Y, has_stage), reduction="none")
-    trained = [p for l in layers for p in l.parameters()] + list(heads.parameters())
-    params: list[dict[str, Any]] = [{"params": [p for l in layers for p in l.parameters()], "lr": cfg.lr}]
-    params.append({"params": list(heads.parameters()), "lr": cfg.head_lr})
-    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+    layer_params = [p for l in layers for p in l.parameters()]
+    head_params = list(heads.parameters())
+    opt = torch.optim.AdamW(
+        [{"params": layer_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
+    )
     lengths = [len(states[text_id[e.text]]) for e in examples]
     steps_per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
@@ -317,15 +322,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
         t_epoch = time.time()
         for batch in _batches(lengths, cfg.batch_size, rng):
             ids = [text_id[examples[i].text] for i in batch]
-            width = max(lengths[i] for i in batch)
-            hidden = torch.zeros(len(batch), width, dim)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for j, t in enumerate(ids):
-                n = len(states[t])
-                hidden[j, :n] = states[t].float()
-                mask[j, :n] = 1
-            hidden, mask = hidden.to(cfg.device), mask.to(cfg.device)
-            emb = _pool(_run_layers(layers, hidden, mask), mask)
+            emb = _embed_states(layers, states, ids, cfg.device)
             rows = torch.tensor(batch)
             n = len(batch)
             loss = torch.zeros((), device=cfg.device)
@@ -353,7 +350,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
                 sums["preserve"] += float(l_p.detach())
             opt.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(trained, 1.0)
+            nn.utils.clip_grad_norm_(layer_params + head_params, 1.0)
             opt.step()
             sched.step()
             step += 1
@@ -377,13 +374,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
         cos_all = []
         for b in range(0, len(probe), 128):
             ids = probe[b : b + 128]
-            width = max(len(states[t]) for t in ids)
-            hidden = torch.zeros(len(ids), width, dim)
-            mask = torch.zeros(len(ids), width, dtype=torch.long)
-            for j, t in enumerate(ids):
-                hidden[j, : len(states[t])] = states[t].float()
-                mask[j, : len(states[t])] = 1
-            emb = _pool(_run_layers(layers, hidden.to(cfg.device), mask.to(cfg.device)), mask.to(cfg.device))
+            emb = _embed_states(layers, states, ids, cfg.device)
             cos_all.append((emb.cpu() * teacher_t[ids]).sum(-1).numpy())
         drift = np.concatenate(cos_all)
     return write_encoder(

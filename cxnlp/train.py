@@ -16,7 +16,7 @@ import platform
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = Path(os.environ.get("CXNLP_CACHE", Path.home() / ".cache" / "cxnlp"))
 SENTIMENTS = ["negative", "neutral", "positive"]
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _C(BaseModel):
@@ -99,7 +102,11 @@ class TrainConfig(_C):
     stage_eval_file: str | None = "data/eval/stages.jsonl"
 
 
-def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_yaml_config(
+    path: str | Path, model: type[M], what: str, overrides: dict[str, Any] | None = None
+) -> M:
+    """A training config file (YAML) with ``--set`` overrides merged in, validated as ``model``; a file
+    that cannot be read or a value that does not validate is a :class:`ConfigError` naming the file."""
     from .config import _merge
 
     try:
@@ -109,11 +116,15 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     if overrides:
         data = _merge(data, overrides)
     try:
-        return TrainConfig.model_validate(data)
+        return model.model_validate(data)
     except Exception as exc:
         raise ConfigError(
-            Errors.E002, key="(train config)", problem=str(exc).splitlines()[0:3], source=str(path)
+            Errors.E002, key=f"({what})", problem=str(exc).splitlines()[0:3], source=str(path)
         ) from exc
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    return load_yaml_config(path, TrainConfig, "train config", overrides)
 
 
 # ----------------------------------------------------------------------------- embedding cache

@@ -25,3 +25,12 @@ def analyzer():
 @pytest.fixture(scope="session")
 def mixed_result(analyzer):
     return analyzer.analyze([str(FIXTURES / "mixed.jsonl")])
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory) -> Path:
+    """60 sample reviews with ids, dates and ratings (enough for a few pain points)."""
+    path = tmp_path_factory.mktemp("in") / "reviews.jsonl"
+    lines = (SAMPLES / "reviews.jsonl").read_text(encoding="utf-8").splitlines()[:60]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

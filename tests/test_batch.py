@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SAMPLES
 
 from cxnlp import batch
 from cxnlp.batch import read_state_table, run_batch
@@ -24,15 +23,6 @@ LABEL_COLUMNS = {
     "segments": ["doc_id", "segment_id", "text", "stage", "stages", "sentiment", "emotion", "pain_point_id"],
     "pain_points": ["pain_point_id", "stage", "label", "size", "n_documents"],
 }
-
-
-@pytest.fixture(scope="module")
-def reviews(tmp_path_factory) -> Path:
-    """60 sample reviews with ids, dates and ratings (enough for a few pain points)."""
-    path = tmp_path_factory.mktemp("in") / "reviews.jsonl"
-    lines = (SAMPLES / "reviews.jsonl").read_text(encoding="utf-8").splitlines()[:60]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def tables(outdir: Path) -> dict[str, pd.DataFrame]:

@@ -16,14 +16,6 @@ from cxnlp.batch import REDUCE_COLUMNS, run_batch
 from cxnlp.output import read_outputs
 
 
-@pytest.fixture(scope="module")
-def reviews(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("in") / "reviews.jsonl"
-    lines = (SAMPLES / "reviews.jsonl").read_text(encoding="utf-8").splitlines()[:60]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def test_reduce_holds_only_the_columns_the_corpus_wide_steps_read(analyzer, reviews, tmp_path, monkeypatch):
     seen = {}
     real = batch.Analyzer.finish
