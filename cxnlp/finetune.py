@@ -143,12 +143,11 @@ def training_examples(cfg: EncoderTrainConfig) -> tuple[list[Example], dict[str,
         counts[f"{cx.source}, repeated x{cfg.cx_repeat}"] = len(cx)
     taxonomy = load_taxonomy(cfg.taxonomy)
     stage_names = [*taxonomy.ids, "none"]
-    own: list[tuple[str, str]] = [(t, s.id) for s in taxonomy.stages for t in s.examples]
-    own += [(t, "none") for t in taxonomy.none_examples]
+    own = taxonomy.labelled
     held = stage_holdout(len(own), cfg.seed, cfg.stage_folds, cfg.stage_holdout_fold)
     kept = [pair for pair, h in zip(own, held) if not h]
     for _ in range(cfg.stage_repeat):
-        examples += [Example(t, stage=(stage_names.index(s),)) for t, s in kept]
+        examples += [Example(t, stage=tuple(stage_names.index(s) for s in ls)) for t, ls in kept]
     counts[f"taxonomy '{taxonomy.name}' examples (cxnlp-written), repeated x{cfg.stage_repeat}"] = len(kept)
     counts["taxonomy examples held out (stage fold never trained on; tunes the stage thresholds)"] = int(
         held.sum()

@@ -12,6 +12,7 @@ segments' (in journey order); its primary stage is the stage of its most confide
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -146,7 +147,7 @@ def with_none_examples(tax: Taxonomy, seed: int = 0) -> Taxonomy:
     cap = max(10, int(2 * sum(len(s.examples) for s in tax.stages) / len(tax.stages)))
     if len(pool) > cap:
         pool = random.Random(seed).sample(pool, cap)
-    return Taxonomy(tax.name, tax.stages, tuple(pool), tax.source)
+    return dataclasses.replace(tax, none_examples=tuple(pool))
 
 
 def annotate_segments(segments: pd.DataFrame, model: StageModel, probs: np.ndarray) -> None:

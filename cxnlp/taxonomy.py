@@ -9,6 +9,9 @@ YAML file (``journey.taxonomy: path/to/stages.yaml``) with the same shape::
         description: Getting the product to the customer.
         examples: ["my parcel arrived broken", ...]   # at least 5
     none_examples: ["hi", ...]                         # optional: text that is no stage
+    mixed_examples:                                    # optional: text that speaks of several stages
+      - text: "ordered Monday, the courier lost it and chat was useless"
+        stages: [delivery, support]
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ class Taxonomy:
     stages: tuple[Stage, ...]
     none_examples: tuple[str, ...] = field(default=())
     source: str = ""
+    mixed_examples: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+
+    @property
+    def labelled(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Every example with its labels, in one fixed order (each stage's examples, the none examples,
+        the mixed examples): the order that fixes cross-validation folds and the encoder's held-out fold."""
+        out = [(t, (s.id,)) for s in self.stages for t in s.examples]
+        out += [(t, ("none",)) for t in self.none_examples]
+        return out + list(self.mixed_examples)
 
     @property
     def ids(self) -> list[str]:
@@ -53,11 +65,14 @@ class Taxonomy:
     @property
     def hash(self) -> str:
         """Content hash: a trained stage head is valid for exactly this taxonomy."""
+        content: dict[str, object] = {
+            "stages": [[s.id, s.description, list(s.examples)] for s in self.stages],
+            "none": list(self.none_examples),
+        }
+        if self.mixed_examples:  # absent from the hash when empty, so older taxonomies keep theirs
+            content["mixed"] = [[t, list(ls)] for t, ls in self.mixed_examples]
         payload = json.dumps(
-            {
-                "stages": [[s.id, s.description, list(s.examples)] for s in self.stages],
-                "none": list(self.none_examples),
-            },
+            content,
             sort_keys=True,
             ensure_ascii=False,
         )
@@ -89,11 +104,10 @@ def parse_taxonomy(data: object, source: str = "<dict>") -> Taxonomy:
 
     if not isinstance(data, dict) or not isinstance(data.get("stages"), list) or not data["stages"]:
         raise bad("expected a mapping with a non-empty 'stages' list")
-    unknown = set(data) - {"name", "version", "description", "stages", "none_examples"}
+    keys = ["name", "version", "description", "stages", "none_examples", "mixed_examples"]
+    unknown = set(data) - set(keys)
     if unknown:
-        raise bad(
-            f"unknown top-level keys {sorted(unknown)}; valid: name, version, description, stages, none_examples"
-        )
+        raise bad(f"unknown top-level keys {sorted(unknown)}; valid: {', '.join(keys)}")
     stages: list[Stage] = []
     for i, item in enumerate(data["stages"], start=1):
         if not isinstance(item, dict) or "id" not in item:
@@ -124,4 +138,22 @@ def parse_taxonomy(data: object, source: str = "<dict>") -> Taxonomy:
         tuple(stages),
         tuple(e.strip() for e in none if e.strip()),
         source,
+        _mixed(data.get("mixed_examples") or [], [s.id for s in stages], bad),
     )
+
+
+def _mixed(items: object, ids: list[str], bad) -> tuple[tuple[str, tuple[str, ...]], ...]:  # type: ignore[no-untyped-def]
+    """``mixed_examples``: texts that speak of several stages, each with its stage ids (journey order)."""
+    if not isinstance(items, list):
+        raise bad("mixed_examples must be a list of {text, stages} mappings")
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for i, item in enumerate(items, start=1):
+        text = item.get("text") if isinstance(item, dict) else None
+        stages = item.get("stages") if isinstance(item, dict) else None
+        if not isinstance(text, str) or not text.strip() or not isinstance(stages, list) or not stages:
+            raise bad(f"mixed example #{i} must be a mapping with a non-empty 'text' and a 'stages' list")
+        wrong = [str(s) for s in stages if s not in ids]
+        if wrong:
+            raise bad(f"mixed example #{i} names unknown stages {wrong}; known: {', '.join(ids)}")
+        out.append((text.strip(), tuple(sorted(set(stages), key=ids.index))))
+    return tuple(out)

@@ -404,13 +404,9 @@ def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict
 
 
 def stage_training_data(taxonomy: Taxonomy, weak: corpora.Labelled | None) -> corpora.Labelled:
-    texts: list[str] = []
-    labels: list[list[str]] = []
-    for stage in taxonomy.stages:
-        texts += list(stage.examples)
-        labels += [[stage.id]] * len(stage.examples)
-    texts += list(taxonomy.none_examples)
-    labels += [["none"]] * len(taxonomy.none_examples)
+    own = taxonomy.labelled
+    texts = [t for t, _ in own]
+    labels = [list(ls) for _, ls in own]
     if weak is not None:
         valid = set(taxonomy.ids) | {"none"}
         for t, ls in zip(weak.texts, weak.labels):
@@ -447,7 +443,7 @@ def train_stage_head(
     E = embed(data.texts)
     X = build_features(cfg.features, E, data.texts)
     Y = _multi_hot(data.labels, names)
-    n_own = sum(len(s.examples) for s in taxonomy.stages) + len(taxonomy.none_examples)
+    n_own = len(taxonomy.labelled)
     pos = Y.sum(0)
     pos_weight = np.clip((len(X) - pos) / np.maximum(pos, 1), 1.0, 10.0).astype(np.float32)
     folds = np.random.default_rng(seed).permutation(n_own) % cfg.folds
@@ -524,8 +520,7 @@ def encoder_stage_holdout(encoder: str, taxonomy: Taxonomy, folds: int, seed: in
                     f"{hold['seed']}, but the stage head uses {folds} folds with seed {seed}",
                     source="training config",
                 )
-            n_own = sum(len(s.examples) for s in taxonomy.stages) + len(taxonomy.none_examples)
-            return stage_holdout(n_own, hold["seed"], hold["folds"], hold["fold"])
+            return stage_holdout(len(taxonomy.labelled), hold["seed"], hold["folds"], hold["fold"])
     return None
 
 

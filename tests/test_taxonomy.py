@@ -21,9 +21,7 @@ def test_taxonomy_examples_never_overlap_the_stage_test_set():
     from tests.conftest import ROOT
 
     tax = load_taxonomy("default")
-    train = {e.lower().strip() for s in tax.stages for e in s.examples} | {
-        e.lower().strip() for e in tax.none_examples
-    }
+    train = {t.lower().strip() for t, _ in tax.labelled}
     test = {
         json.loads(l)["text"].lower().strip()
         for l in (ROOT / "data/eval/stages.jsonl").read_text().splitlines()
@@ -43,6 +41,15 @@ def test_taxonomy_examples_never_overlap_the_stage_test_set():
             "appears twice",
         ),
         ({"stages": [{"id": "a", "examples": ["x"] * 5}], "colour": 1}, "unknown top-level keys"),
+        (
+            {"stages": [{"id": "a", "examples": ["x"] * 5}], "mixed_examples": [{"text": "y", "stages": ["a", "b"]}]},
+            "mixed example #1 names unknown stages ['b']",
+        ),
+        (
+            {"stages": [{"id": "a", "examples": ["x"] * 5}], "mixed_examples": [{"text": "y"}]},
+            "mixed example #1 must be a mapping with a non-empty 'text' and a 'stages' list",
+        ),
+        ({"stages": [{"id": "a", "examples": ["x"] * 5}], "mixed_examples": "y"}, "mixed_examples must be a list"),
     ],
 )
 def test_taxonomy_invalid_files_are_explained(data, problem):
@@ -55,6 +62,34 @@ def test_taxonomy_hash_changes_with_content():
     a = parse_taxonomy({"stages": [{"id": "a", "examples": ["x1", "x2", "x3", "x4", "x5"]}]})
     b = parse_taxonomy({"stages": [{"id": "a", "examples": ["x1", "x2", "x3", "x4", "x6"]}]})
     assert a.hash != b.hash
+    # An empty mixed_examples leaves the hash as it was (cached custom heads stay valid) ...
+    assert parse_taxonomy({"stages": a_stages(), "mixed_examples": []}).hash == a.hash
+    # ... and mixed examples change it.
+    c = parse_taxonomy({"stages": a_stages(2), "mixed_examples": [{"text": "y", "stages": ["b", "a"]}]})
+    assert c.hash != parse_taxonomy({"stages": a_stages(2)}).hash
+
+
+def a_stages(n: int = 1) -> list[dict]:
+    return [{"id": "ab"[i], "examples": [f"x{j}" for j in range(1, 6)]} for i in range(n)]
+
+
+def test_taxonomy_mixed_examples_are_multi_label_training_rows_after_the_others():
+    from cxnlp.finetune import stage_holdout
+    from cxnlp.train import stage_training_data
+
+    tax = parse_taxonomy(
+        {
+            "stages": a_stages(2),
+            "none_examples": ["hi"],
+            "mixed_examples": [{"text": " both of them ", "stages": ["b", "a", "b"]}],
+        }
+    )
+    assert tax.labelled[-2:] == [("hi", ("none",)), ("both of them", ("a", "b"))]
+    data = stage_training_data(tax, None)
+    assert (data.texts[-1], data.labels[-1]) == ("both of them", ["a", "b"])
+    assert len(data) == 12 and data.labels[:5] == [["a"]] * 5
+    # The encoder's held-out fold is drawn over the same rows as the stage head's folds.
+    assert stage_holdout(len(tax.labelled), 0, 5, 0).shape == (12,)
 
 
 HOTEL = {

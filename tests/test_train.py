@@ -136,11 +136,20 @@ def test_materialize_rejects_tensors_the_base_does_not_have(tuned, tmp_path):
         ft.materialize(bad, tmp_path / "cache")
 
 
+def test_training_examples_carry_the_mixed_stage_examples_multi_label(tiny_data):
+    examples, _, _, names = ft.training_examples(_config(tiny_data, limit=None))
+    tax = load_taxonomy("default")
+    held = ft.stage_holdout(len(tax.labelled), 0, 5, 0)
+    want = {t: tuple(names.index(s) for s in ls) for (t, ls), h in zip(tax.labelled, held) if len(ls) > 1 and not h}
+    got = {e.text: e.stage for e in examples if e.stage is not None and len(e.stage) > 1}
+    assert want and got == want
+
+
 def test_stage_holdout_matches_the_stage_heads_folds(tuned):
     from cxnlp.train import encoder_stage_holdout
 
     tax = load_taxonomy("default")
-    n = sum(len(s.examples) for s in tax.stages) + len(tax.none_examples)
+    n = len(tax.labelled)
     mask = encoder_stage_holdout(str(tuned), tax, 5, 0)
     assert mask is not None and len(mask) == n and 0.15 < mask.mean() < 0.25
     assert np.array_equal(mask, (np.random.default_rng(0).permutation(n) % 5) == 0)
