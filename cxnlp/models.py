@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -373,6 +375,24 @@ def calibration_windows(
     return np.array(rows, dtype=np.int64)
 
 
+def _matmuls(graph: Any, keep: Callable[[Any], bool]) -> list[str]:
+    """Names of the graph's MatMul nodes for which ``keep`` holds (the ones a quantiser leaves fp32)."""
+    return [n.name for n in graph.node if n.op_type == "MatMul" and keep(n)]
+
+
+@contextmanager
+def _quantizing(dst: Path) -> Iterator[Path]:
+    """A temporary path for a quantiser to write, moved onto ``dst`` only when it finished; onnxruntime's
+    quantisers log every tensor (and advice) on the root logger, which is silenced meanwhile."""
+    tmp = _atomic_target(dst)
+    logging.disable(logging.WARNING)
+    try:
+        yield tmp
+    finally:
+        logging.disable(logging.NOTSET)
+    tmp.replace(dst)
+
+
 def quantize_static_onnx(location: str, src: Path, dst: Path) -> Path:
     """Static int8 (QDQ): per-channel int8 weights and uint8 activations whose scales are calibrated once
     (MinMax over :func:`calibration_windows`), so a segment's embedding does not depend on its batch.
@@ -405,14 +425,8 @@ def quantize_static_onnx(location: str, src: Path, dst: Path) -> Path:
 
     graph = onnx.load(str(src), load_external_data=False).graph
     inits = {i.name for i in graph.initializer}
-    keep_fp32 = [
-        n.name
-        for n in graph.node
-        if n.op_type == "MatMul" and ("/output/dense/" in n.name or n.input[1] not in inits)
-    ]
-    tmp = _atomic_target(dst)
-    logging.disable(logging.WARNING)
-    try:
+    keep_fp32 = _matmuls(graph, lambda n: "/output/dense/" in n.name or n.input[1] not in inits)
+    with _quantizing(dst) as tmp:
         quantize_static(
             str(src),
             str(tmp),
@@ -425,9 +439,6 @@ def quantize_static_onnx(location: str, src: Path, dst: Path) -> Path:
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=keep_fp32,
         )
-    finally:
-        logging.disable(logging.NOTSET)
-    tmp.replace(dst)
     logger.info("encoder: static int8 %s to %s (%d windows)", src.name, dst, len(windows))
     return dst
 
@@ -445,10 +456,8 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
     except ImportError as exc:
         raise OnnxUnavailable(f"quantising needs {exc.name} (pip install onnx)") from exc
     graph = onnx.load(str(src), load_external_data=False).graph
-    keep_fp32 = [n.name for n in graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name]
-    tmp = _atomic_target(dst)
-    logging.disable(logging.WARNING)  # the quantiser logs every tensor (and advice) on the root logger
-    try:
+    keep_fp32 = _matmuls(graph, lambda n: "/output/dense/" in n.name)
+    with _quantizing(dst) as tmp:
         quantize_dynamic(
             str(src),
             str(tmp),
@@ -457,9 +466,6 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=keep_fp32,
         )
-    finally:
-        logging.disable(logging.NOTSET)
-    tmp.replace(dst)
     logger.info("encoder: quantised %s to %s (%d projections kept fp32)", src.name, dst, len(keep_fp32))
     return dst
 
