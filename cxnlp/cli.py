@@ -399,6 +399,14 @@ def train_cli(
 )
 @click.option("--vader", is_flag=True, help="Sentiment: also score VADER on the same rows.")
 @click.option(
+    "--unit",
+    type=click.Choice(["text", "segments"]),
+    default="text",
+    show_default=True,
+    help="Stage: run the head on each whole text, or on its segments and take their union as "
+    "`cxnlp analyze` does for a document.",
+)
+@click.option(
     "--json",
     "json_out",
     type=click.Path(dir_okay=False),
@@ -414,6 +422,7 @@ def eval_cli(
     backend: str,
     quantize: str,
     vader: bool,
+    unit: str,
     json_out: str | None,
     quiet: bool,
 ) -> None:
@@ -421,7 +430,9 @@ def eval_cli(
     from .device import resolve_device
     from .evaluate import evaluate_file, format_metrics
 
-    result = evaluate_file(path, task, heads, resolve_device(device), taxonomy, backend, quantize, vader)
+    result = evaluate_file(
+        path, task, heads, resolve_device(device), taxonomy, backend, quantize, vader, unit
+    )
     click.echo(format_metrics(result))
     target = Path(json_out or f"{Path(path).stem}.{task}.metrics.json")
     target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

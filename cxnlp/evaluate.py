@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import ConfigError, Errors, InputError
 
+UNITS = ("text", "segments")
 TASKS = ("sentiment", "emotion", "stage")
 
 
@@ -145,8 +146,14 @@ def evaluate_file(
     backend: str = "auto",
     quantize: str = "none",
     vader: bool = False,
+    unit: str = "text",
 ) -> dict[str, Any]:
-    """Score the heads on a labelled file; ``vader=True`` (sentiment) adds VADER on the same rows."""
+    """Score the heads on a labelled file; ``vader=True`` (sentiment) adds VADER on the same rows.
+
+    ``unit="segments"`` (stage task) scores a text's stages as ``cxnlp analyze`` gives a document's: the
+    text is split into segments as analyze splits it (default segment config; no redaction), each
+    segment gets its stages, and the text's stages are their union; ``"text"`` (the default) runs the
+    head once on the whole text."""
     from .emotion import CX_MAP, EmotionModel
     from .journey import StageModel
     from .models import Heads, encode, encoder_backend, load_encoder
@@ -154,12 +161,19 @@ def evaluate_file(
 
     if task not in TASKS:
         raise ConfigError(Errors.E210, task=task, valid=", ".join(TASKS))
+    if unit not in UNITS or (unit == "segments" and task != "stage"):
+        raise ConfigError(
+            Errors.E002,
+            key="eval unit",
+            problem=f"'{unit}' for the {task} task; use text, or segments with --task stage",
+            source="cxnlp eval",
+        )
     texts, gold = read_labelled(path, task)
     if not texts:
         raise InputError(Errors.E211, path=str(path), problem=f"no rows with a text and a {task} label")
     h = Heads.load(heads)
     encoder = load_encoder(h.encoder, device, backend, quantize)
-    emb = encode(encoder, texts)
+    emb = encode(encoder, texts) if unit == "text" else np.empty((0, 0), dtype=np.float32)
     if task == "sentiment":
         model = SentimentModel(h)
         pred = model.labels_of(model.predict(emb, texts))
@@ -188,8 +202,10 @@ def evaluate_file(
             )
     else:
         smodel = StageModel.for_taxonomy(h, taxonomy)
-        probs = smodel.predict(emb, texts)
-        preds = smodel.active_stages(probs)
+        if unit == "text":
+            preds = smodel.active_stages(smodel.predict(emb, texts))
+        else:
+            preds = stages_by_segments(texts, smodel, lambda t: encode(encoder, t))
         gold_s = [[l for l in g if l != "none"] or ["none"] for g in gold]
         preds_s = [p or ["none"] for p in preds]
         result = multilabel_metrics(gold_s, preds_s, [*smodel.stage_ids, "none"])
@@ -203,9 +219,27 @@ def evaluate_file(
             "model": h.meta.get("name", heads),
             "model_version": h.version,
             "encoder_backend": encoder_backend(encoder),
+            **({"unit": unit} if task == "stage" else {}),
         }
     )
     return result
+
+
+def stages_by_segments(texts: list[str], model: Any, embed: Any) -> list[list[str]]:
+    """Each text's stages as ``cxnlp analyze`` gives a document's: segmented with the default segment
+    config, stages per segment, then their union per text (in journey order)."""
+    import pandas as pd
+
+    from .config import SegmentConfig
+    from .journey import annotate_documents, annotate_segments
+    from .segment import segment_documents
+
+    docs = pd.DataFrame({"doc_id": [str(i) for i in range(len(texts))], "text": texts})
+    segments = segment_documents(docs, SegmentConfig())
+    seg_texts = segments["text"].tolist()
+    annotate_segments(segments, model, model.predict(embed(seg_texts), seg_texts))
+    annotate_documents(docs, segments, model.stage_ids)
+    return [list(s) for s in docs["stages"]]
 
 
 def _sentiment_name(label: str) -> str:

@@ -139,6 +139,16 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
                 "",
                 *_per_label(e),
             ]
+            if "stage_eval_set_segments" in m:
+                g = m["stage_eval_set_segments"]
+                out += [
+                    "",
+                    "- The same test set scored as `cxnlp analyze` scores a document (each text split into segments,"
+                    f" a stage per segment, the text's stages their union): {_fmt(g)}, micro-F1 {g['micro_f1']:.3f}.",
+                    "  Reproduce: `cxnlp eval --task stage --unit segments data/eval/stages.jsonl`",
+                    "",
+                    *_per_label(g),
+                ]
         out.append("")
     out += [
         "## Known limits",

@@ -613,6 +613,9 @@ def train(
     if config.stage_eval_file and Path(config.stage_eval_file).is_file():
         if "stage" in tasks:
             report["metrics"]["stage"]["stage_eval_set"] = _eval_stage_file(heads, config)
+            report["metrics"]["stage"]["stage_eval_set_segments"] = _eval_stage_file(
+                heads, config, "segments"
+            )
         if "sentiment" in tasks:
             report["metrics"]["sentiment"]["stage_eval_set"] = _eval_sentiment_file(heads, config)
     if "sentiment" in tasks:
@@ -626,13 +629,17 @@ def train(
     return out
 
 
-def _eval_stage_file(heads: Heads, config: TrainConfig) -> dict[str, Any]:
-    from .evaluate import read_labelled
+def _eval_stage_file(heads: Heads, config: TrainConfig, unit: str = "text") -> dict[str, Any]:
+    from .evaluate import read_labelled, stages_by_segments
     from .journey import StageModel
 
     texts, gold = read_labelled(config.stage_eval_file, "stage")  # type: ignore[arg-type]
     model = StageModel(heads)
-    preds = model.active_stages(model.predict(embed_cached(texts, config.encoder, config.device), texts))
+    embed = lambda t: embed_cached(t, config.encoder, config.device)  # noqa: E731
+    if unit == "segments":
+        preds = stages_by_segments(texts, model, embed)
+    else:
+        preds = model.active_stages(model.predict(embed(texts), texts))
     names = [*model.stage_ids, "none"]
     return multilabel_metrics([g or ["none"] for g in gold], [p or ["none"] for p in preds], names)
 

@@ -78,3 +78,42 @@ def test_evaluate_module_cli_adds_vader_and_names_the_backend(tmp_path, capsys):
     main([str(src), "--task", "sentiment", "--vader", "--backend", "torch"])
     out = capsys.readouterr().out
     assert "encoder backend: torch" in out and "VADER (3-way" in out and "points)" in out
+
+
+def test_evaluate_segments_unit_gives_a_text_the_stages_analyze_gives_the_document(analyzer, tmp_path):
+    from cxnlp.evaluate import evaluate_file, stages_by_segments
+    from cxnlp.journey import StageModel
+    from cxnlp.models import encode
+
+    rows = [
+        {"text": "The courier left my parcel in the rain. I was charged twice for one order.",
+         "stages": ["delivery", "billing"]},
+        {"text": "Setup took two minutes, but the app crashes every day.", "stages": ["onboarding", "usage"]},
+        {"text": "hello", "stages": []},
+    ]  # fmt: skip
+    src = tmp_path / "s.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), **r}) + "\n" for i, r in enumerate(rows)))
+    texts = [r["text"] for r in rows]
+    got = stages_by_segments(texts, StageModel(analyzer.heads), lambda t: encode(analyzer.encoder, t))
+    plain = tmp_path / "a.jsonl"  # the same texts as analyze reads them
+    plain.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    documents = analyzer.analyze([str(plain)]).documents.set_index("doc_id")
+    assert got == [list(documents.loc[str(i), "stages"]) for i in range(len(rows))]
+    assert {"delivery", "billing"} <= set(got[0])  # one stage from each sentence
+    result = evaluate_file(src, "stage", unit="segments")
+    assert result["unit"] == "segments" and result["n"] == 3
+    assert (
+        result["per_label"]["delivery"]["recall"] == 1.0 and result["per_label"]["billing"]["recall"] == 1.0
+    )
+
+
+def test_evaluate_segments_unit_is_for_the_stage_task_only(tmp_path):
+    import pytest
+
+    from cxnlp.errors import ConfigError
+    from cxnlp.evaluate import evaluate_file
+
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps({"text": "fine", "sentiment": "neutral"}) + "\n")
+    with pytest.raises(ConfigError, match="use text, or segments with --task stage"):
+        evaluate_file(src, "sentiment", unit="segments")
