@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 
 def _seg(result, doc_id: str) -> pd.DataFrame:
@@ -65,15 +66,28 @@ def test_emotion_realization_and_curiosity_are_not_reported_as_cx_emotions():
 
 
 def test_emotion_surprise_and_confusion_need_the_cx_minimum_probability():
+    import copy
+
     import numpy as np
 
     from cxnlp.emotion import CX_MIN_PROB, EmotionModel
     from cxnlp.models import Heads
 
-    model = EmotionModel(Heads.load("cx-heads"))
+    heads = Heads.load("cx-heads")
+    shipped = EmotionModel(heads)
+    for cx in ("surprise", "confusion"):
+        j = shipped.labels.index(cx)
+        assert shipped.cx_thresholds[j] == pytest.approx(max(shipped.thresholds[j], CX_MIN_PROB[cx]))
+    # A head whose F1-tuned thresholds for these rare labels are very low (cx-heads 2.0.0 had 0.075):
+    low = copy.copy(heads)
+    low.tasks = dict(heads.tasks)
+    spec = copy.copy(heads.tasks["emotion"])
+    spec.thresholds = [0.075 if l in CX_MIN_PROB else t for l, t in zip(spec.labels, spec.thresholds or [])]
+    low.tasks["emotion"] = spec
+    model = EmotionModel(low)
     for cx in ("surprise", "confusion"):
         j = model.labels.index(cx)
-        assert model.thresholds[j] < CX_MIN_PROB[cx] == model.cx_thresholds[j]
+        assert model.thresholds[j] < CX_MIN_PROB[cx] == pytest.approx(model.cx_thresholds[j])
         probs = np.zeros((2, len(model.labels)), dtype=np.float32)
         probs[0, j] = (model.thresholds[j] + CX_MIN_PROB[cx]) / 2  # past the tuned threshold only
         probs[1, j] = CX_MIN_PROB[cx]

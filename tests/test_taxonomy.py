@@ -42,14 +42,20 @@ def test_taxonomy_examples_never_overlap_the_stage_test_set():
         ),
         ({"stages": [{"id": "a", "examples": ["x"] * 5}], "colour": 1}, "unknown top-level keys"),
         (
-            {"stages": [{"id": "a", "examples": ["x"] * 5}], "mixed_examples": [{"text": "y", "stages": ["a", "b"]}]},
+            {
+                "stages": [{"id": "a", "examples": ["x"] * 5}],
+                "mixed_examples": [{"text": "y", "stages": ["a", "b"]}],
+            },
             "mixed example #1 names unknown stages ['b']",
         ),
         (
             {"stages": [{"id": "a", "examples": ["x"] * 5}], "mixed_examples": [{"text": "y"}]},
             "mixed example #1 must be a mapping with a non-empty 'text' and a 'stages' list",
         ),
-        ({"stages": [{"id": "a", "examples": ["x"] * 5}], "mixed_examples": "y"}, "mixed_examples must be a list"),
+        (
+            {"stages": [{"id": "a", "examples": ["x"] * 5}], "mixed_examples": "y"},
+            "mixed_examples must be a list",
+        ),
     ],
 )
 def test_taxonomy_invalid_files_are_explained(data, problem):

@@ -140,7 +140,11 @@ def test_training_examples_carry_the_mixed_stage_examples_multi_label(tiny_data)
     examples, _, _, names = ft.training_examples(_config(tiny_data, limit=None))
     tax = load_taxonomy("default")
     held = ft.stage_holdout(len(tax.labelled), 0, 5, 0)
-    want = {t: tuple(names.index(s) for s in ls) for (t, ls), h in zip(tax.labelled, held) if len(ls) > 1 and not h}
+    want = {
+        t: tuple(names.index(s) for s in ls)
+        for (t, ls), h in zip(tax.labelled, held)
+        if len(ls) > 1 and not h
+    }
     got = {e.text: e.stage for e in examples if e.stage is not None and len(e.stage) > 1}
     assert want and got == want
 
