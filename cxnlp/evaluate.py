@@ -173,8 +173,8 @@ def evaluate_file(
         raise InputError(Errors.E211, path=str(path), problem=f"no rows with a text and a {task} label")
     h = Heads.load(heads)
     encoder = load_encoder(h.encoder, device, backend, quantize)
-    emb = encode(encoder, texts) if unit == "text" else np.empty((0, 0), dtype=np.float32)
     if task == "sentiment":
+        emb = encode(encoder, texts)
         model = SentimentModel(h)
         pred = model.labels_of(model.predict(emb, texts))
         gold1 = [_sentiment_name(g[0]) for g in gold]
@@ -187,6 +187,7 @@ def evaluate_file(
         if vader:
             result["vader"] = compare_with_vader(texts, gold1, pred)
     elif task == "emotion":
+        emb = encode(encoder, texts)
         emodel = EmotionModel(h)
         raw = emodel.predict(emb, texts)
         gold_names = {l for g in gold for l in g}
@@ -202,10 +203,7 @@ def evaluate_file(
             )
     else:
         smodel = StageModel.for_taxonomy(h, taxonomy)
-        if unit == "text":
-            preds = smodel.active_stages(smodel.predict(emb, texts))
-        else:
-            preds = stages_by_segments(texts, smodel, lambda t: encode(encoder, t))
+        preds = predict_stages(texts, smodel, lambda t: encode(encoder, t), unit)
         gold_s = [[l for l in g if l != "none"] or ["none"] for g in gold]
         preds_s = [p or ["none"] for p in preds]
         result = multilabel_metrics(gold_s, preds_s, [*smodel.stage_ids, "none"])
@@ -225,9 +223,13 @@ def evaluate_file(
     return result
 
 
-def stages_by_segments(texts: list[str], model: Any, embed: Any) -> list[list[str]]:
-    """Each text's stages as ``cxnlp analyze`` gives a document's: segmented with the default segment
-    config, stages per segment, then their union per text (in journey order)."""
+def predict_stages(texts: list[str], model: Any, embed: Any, unit: str = "text") -> list[list[str]]:
+    """Each text's stages from a :class:`~cxnlp.journey.StageModel` and an ``embed(texts)`` function.
+    ``unit="text"`` runs the head once on each whole text; ``"segments"`` gives a text the stages
+    ``cxnlp analyze`` gives a document: segmented with the default segment config, stages per segment,
+    then their union (in journey order)."""
+    if unit == "text":
+        return model.active_stages(model.predict(embed(texts), texts))
     import pandas as pd
 
     from .config import SegmentConfig

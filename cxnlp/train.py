@@ -630,16 +630,12 @@ def train(
 
 
 def _eval_stage_file(heads: Heads, config: TrainConfig, unit: str = "text") -> dict[str, Any]:
-    from .evaluate import read_labelled, stages_by_segments
+    from .evaluate import predict_stages, read_labelled
     from .journey import StageModel
 
     texts, gold = read_labelled(config.stage_eval_file, "stage")  # type: ignore[arg-type]
     model = StageModel(heads)
-    embed = lambda t: embed_cached(t, config.encoder, config.device)  # noqa: E731
-    if unit == "segments":
-        preds = stages_by_segments(texts, model, embed)
-    else:
-        preds = model.active_stages(model.predict(embed(texts), texts))
+    preds = predict_stages(texts, model, lambda t: embed_cached(t, config.encoder, config.device), unit)
     names = [*model.stage_ids, "none"]
     return multilabel_metrics([g or ["none"] for g in gold], [p or ["none"] for p in preds], names)
 

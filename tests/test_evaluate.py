@@ -81,7 +81,7 @@ def test_evaluate_module_cli_adds_vader_and_names_the_backend(tmp_path, capsys):
 
 
 def test_evaluate_segments_unit_gives_a_text_the_stages_analyze_gives_the_document(analyzer, tmp_path):
-    from cxnlp.evaluate import evaluate_file, stages_by_segments
+    from cxnlp.evaluate import evaluate_file, predict_stages
     from cxnlp.journey import StageModel
     from cxnlp.models import encode
 
@@ -94,7 +94,7 @@ def test_evaluate_segments_unit_gives_a_text_the_stages_analyze_gives_the_docume
     src = tmp_path / "s.jsonl"
     src.write_text("".join(json.dumps({"id": str(i), **r}) + "\n" for i, r in enumerate(rows)))
     texts = [r["text"] for r in rows]
-    got = stages_by_segments(texts, StageModel(analyzer.heads), lambda t: encode(analyzer.encoder, t))
+    got = predict_stages(texts, StageModel(analyzer.heads), lambda t: encode(analyzer.encoder, t), "segments")
     plain = tmp_path / "a.jsonl"  # the same texts as analyze reads them
     plain.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
     documents = analyzer.analyze([str(plain)]).documents.set_index("doc_id")
