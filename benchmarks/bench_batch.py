@@ -62,8 +62,9 @@ def run_cxnlp(path: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
-def run_easy(rows: list[dict]) -> dict:
-    """transformers pipeline() x2 with our heads + sentence-transformers + BERTopic."""
+def run_easy(rows: list[dict], model: str = "cx-heads", device: str = "cpu") -> dict:
+    """transformers pipeline() x2 with our heads + sentence-transformers + BERTopic, each with its defaults
+    (fp32) on ``device``."""
     import numpy as np
     import torch
     from bertopic import BERTopic
@@ -74,17 +75,19 @@ def run_easy(rows: list[dict]) -> dict:
     from cxnlp.sentiment import SentimentModel
 
     texts = [r["text"] for r in rows]
-    heads = Heads.load("cx-heads")
+    heads = Heads.load(model)
     senti, emo = SentimentModel(heads), EmotionModel(heads)
     location = encoder_location(heads.encoder)
     t0 = time.perf_counter()
-    extractor = pipeline("feature-extraction", model=location, framework="pt", device=-1)
-    st = load_encoder(heads.encoder, "cpu", "torch", "none")
+    extractor = pipeline(
+        "feature-extraction", model=location, framework="pt", device=0 if device.startswith("cuda") else -1
+    )
+    st = load_encoder(heads.encoder, "cpu", "torch", "none").to(device)
     load_seconds = time.perf_counter() - t0
 
     def pooled(batch_texts: list[str]) -> np.ndarray:
         out = extractor(batch_texts, batch_size=32, truncation=True, return_tensors=True)
-        vecs = torch.stack([o[0].mean(0) for o in out]).numpy()
+        vecs = torch.stack([o[0].mean(0) for o in out]).float().cpu().numpy()
         return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
     steps: dict[str, float] = {}
@@ -117,16 +120,21 @@ def main() -> None:
     ap.add_argument("--easy-n", type=int, default=2000, help="reviews for the easy alternative (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "data")
+    ap.add_argument(
+        "--device", default="cpu", help="cxnlp analyze --device, and the easy alternative's device"
+    )
+    ap.add_argument("--model", default="cx-heads", help="heads model (name or folder) for both sides")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more cxnlp analyze options")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    args.extra = ["--device", args.device, "--set", f"models.heads={args.model}", *args.extra]
     rows_max = make_corpus(max(args.n + [args.easy_n]), args.seed)
     results = []
     if args.easy_n:
         path = args.workdir / f"reviews-{args.easy_n}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows_max[: args.easy_n]), encoding="utf-8")
         ours = run_cxnlp(path, args.workdir / f"batch-out-{args.easy_n}", args.extra)
-        easy = run_easy(rows_max[: args.easy_n])
+        easy = run_easy(rows_max[: args.easy_n], args.model, args.device)
         results.append(
             {
                 "n_reviews": args.easy_n,
@@ -150,6 +158,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "runs": results,
         "machine": machine(),
+        "device": args.device,
+        **({"gpu": __import__("torch").cuda.get_device_name()} if args.device.startswith("cuda") else {}),
     }
     with (ROOT / "benchmarks" / "results.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")

@@ -631,9 +631,16 @@ MapEngine = Callable[
 ]
 
 
-def prepare_chunk(records: list[Record], rejects: list[Reject], config: dict[str, Any]) -> Part:
+def prepare_chunk(
+    records: list[Record],
+    rejects: list[Reject],
+    config: dict[str, Any],
+    text_features: tuple[str, ...] = (),
+) -> Part:
     """normalize, redact and segment one chunk, away from the models: in a worker process when
-    ``batch.workers`` > 0, and in the Ray engine's CPU stage."""
+    ``batch.workers`` > 0, and in the Ray engine's CPU stage. ``text_features`` (``Heads.text_features``)
+    are computed here too, so that the model step does not wait for them (VADER is pure Python)."""
+    from .models import TEXT_FEATURES
     from .segment import segment_documents
 
     cfg = _worker_config(json.dumps(config, sort_keys=True, default=str))
@@ -642,6 +649,10 @@ def prepare_chunk(records: list[Record], rejects: list[Reject], config: dict[str
     if len(part.documents):
         part.segments = segment_documents(part.documents, cfg.segment)
     part.timings["segment"] = time.perf_counter() - t
+    if len(part.segments):
+        texts = part.segments["text"].tolist()
+        for name in text_features:
+            part.features[name] = TEXT_FEATURES[name](texts)
     return part
 
 
@@ -652,13 +663,22 @@ def _worker_config(blob: str) -> Any:
     return load_config(None, json.loads(blob))
 
 
+# Auto prepare workers on an accelerator: one H200 ran the model step at about 2,500 reviews/s
+# (benchmarks/README.md) while one spaCy worker prepares about 150-230, so a GPU needs most of the host's
+# cores preparing. Each worker holds a spaCy pipeline (about 0.5 GB), hence the cap.
+MAX_AUTO_WORKERS = 16
+
+
 def workers_for(analyzer: Analyzer) -> int:
-    """``batch.workers``; auto (null): one prepare worker on an accelerator, none on the CPU (where the
-    encoder already uses every core)."""
+    """``batch.workers``; auto (null): on an accelerator, all cores but two (at most
+    :data:`MAX_AUTO_WORKERS`), so that spaCy keeps up with the GPU; none on the CPU, where the encoder
+    already uses every core."""
     configured = analyzer.config.batch.workers
     if configured is not None:
         return configured
-    return 0 if analyzer.device == "cpu" else 1
+    if analyzer.device == "cpu":
+        return 0
+    return min(MAX_AUTO_WORKERS, max(1, (os.cpu_count() or 2) - 2))
 
 
 def map_local(
@@ -685,6 +705,7 @@ def map_local(
     from concurrent.futures import ProcessPoolExecutor
 
     config = config_to_dict(analyzer.config)
+    text_features = tuple(analyzer.heads.text_features)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
         pending: deque[tuple[ChunkInfo, Any]] = deque()
@@ -697,7 +718,7 @@ def map_local(
                 except StopIteration:
                     exhausted = True
                     break
-                pending.append((info, pool.submit(prepare_chunk, records, rejects, config)))
+                pending.append((info, pool.submit(prepare_chunk, records, rejects, config, text_features)))
             if not pending:
                 break
             info, future = pending.popleft()

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import corpora
 from .about import __version__
@@ -66,6 +66,11 @@ class EncoderTrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     max_length: int = Field(128, ge=8)
     preserve: float = Field(1.0, ge=0)
+    # Loss weight of each task. Emotion's BCE is a mean over 28 labels, so it is small beside the 3-way
+    # cross-entropy; a weight above 1 keeps the SST-2 share of the mix from crowding it out.
+    task_weights: dict[str, float] = Field(
+        default_factory=lambda: {"sentiment": 1.0, "emotion": 1.0, "stage": 1.0}
+    )
     sst2_sample: int | None = 30000
     sst2_min_words: int = 3
     goemotions_sample: int | None = None
@@ -76,6 +81,16 @@ class EncoderTrainConfig(BaseModel):
     stage_folds: int = Field(5, ge=2)
     stage_holdout_fold: int = Field(0, ge=0)
     limit: int | None = None
+
+    @field_validator("task_weights")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - {"sentiment", "emotion", "stage"})
+        if unknown:
+            raise ValueError(f"task_weights: unknown task(s) {unknown}; use sentiment, emotion, stage")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("task_weights: weights must be >= 0")
+        return {"sentiment": 1.0, "emotion": 1.0, "stage": 1.0, **v}
 
 
 def load_encoder_train_config(
@@ -259,7 +274,10 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     text_id = {t: i for i, t in enumerate(texts)}
     base_location = encoder_location(cfg.base)
     tokenizer = AutoTokenizer.from_pretrained(base_location)
-    model = AutoModel.from_pretrained(base_location, attn_implementation="eager").to(cfg.device).eval()
+    # float(): transformers 5 keeps a checkpoint's own dtype, and the base may be stored in fp16.
+    model = (
+        AutoModel.from_pretrained(base_location, attn_implementation="eager").float().to(cfg.device).eval()
+    )
     n_layers = model.config.num_hidden_layers
     k = n_layers - cfg.tune_layers
     logger.info("fine-tune: %d examples (%d texts), layers %d-%d", len(examples), len(texts), k, n_layers - 1)
@@ -312,6 +330,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(total - warm, 1)))
     )
     teacher_t = torch.tensor(teacher)
+    weights = cfg.task_weights
     history: list[dict[str, float]] = []
     step = 0
     for epoch in range(cfg.epochs):
@@ -328,7 +347,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
             ys = torch.tensor(sent_y[batch], device=cfg.device)
             sel = ys >= 0
             if sel.any():
-                l_s = loss_sent(heads["sentiment"](emb[sel]), ys[sel]) / n
+                l_s = weights["sentiment"] * loss_sent(heads["sentiment"](emb[sel]), ys[sel]) / n
                 loss = loss + l_s
                 sums["sentiment"] += float(l_s.detach())
             for task, Y, has, fn in (
@@ -339,7 +358,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
                 if sel_np.any():
                     sel_t = torch.tensor(sel_np, device=cfg.device)
                     target = torch.tensor(Y[rows[sel_np].numpy()], device=cfg.device)
-                    l_t = fn(heads[task](emb[sel_t]), target).mean(1).sum() / n
+                    l_t = weights[task] * fn(heads[task](emb[sel_t]), target).mean(1).sum() / n
                     loss = loss + l_t
                     sums[task] += float(l_t.detach())
             if cfg.preserve:
@@ -398,7 +417,8 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
                 "device": cfg.device,
                 "seconds": round(time.time() - t_start, 1),
                 "cache_seconds": round(t_cached - t_start, 1),
-                "machine": f"{platform.machine()} {__import__('os').cpu_count()} cpu",
+                "machine": f"{platform.machine()} {__import__('os').cpu_count()} cpu"
+                + (f", {torch.cuda.get_device_name(cfg.device)}" if cfg.device.startswith("cuda") else ""),
                 "torch_threads": torch.get_num_threads(),
                 "steps": total,
             },
@@ -478,8 +498,19 @@ def encoder_card(meta: dict[str, Any]) -> str:
         "## Training",
         "",
         f"- Multi-task: sentiment (3-way cross-entropy, class-weighted), emotion (28-label BCE), stage (10-label "
-        f"BCE), plus {c['preserve']} x (1 - cosine) to the base encoder's embedding of the same sentence.",
-        f"- Layers below {meta['layers'][0]} frozen and cached; {c['epochs']} epochs, batch {c['batch_size']}, "
+        f"BCE), plus {c['preserve']} x (1 - cosine) to the base encoder's embedding of the same sentence. "
+        "Task loss weights: "
+        + ", ".join(
+            f"{k} {v:g}"
+            for k, v in c.get("task_weights", {"sentiment": 1.0, "emotion": 1.0, "stage": 1.0}).items()
+        )
+        + ".",
+        (
+            "- Token embeddings frozen, their outputs cached; "
+            if meta["layers"][0] == 0
+            else f"- Layers below {meta['layers'][0]} frozen and cached; "
+        )
+        + f"{c['epochs']} epochs, batch {c['batch_size']}, "
         f"AdamW lr {c['lr']} (layers) / {c['head_lr']} (shaping heads, not shipped), warmup {c['warmup']}, "
         f"linear decay, weight decay {c['weight_decay']}, max length {c['max_length']}, seed {c['seed']}.",
         f"- Trained on {t['device']} ({t['machine']}, {t['torch_threads']} torch threads) in "
@@ -489,7 +520,8 @@ def encoder_card(meta: dict[str, Any]) -> str:
             "A CPU run: a GPU host would afford all six layers and more epochs."
             if t["device"] == "cpu"
             else ""
-        ),
+        )
+        + (f" {meta['base']['trained_from']}" if meta["base"].get("trained_from") else ""),
         "",
         "## Distance from the base encoder",
         "",

@@ -83,8 +83,14 @@ class StageModel:
         import torch
 
         x = build_features(self.spec.features, embeddings, texts)
+        device = next(self.module.parameters()).device
         with torch.inference_mode():
-            return torch.sigmoid(self.module(torch.from_numpy(x))).numpy().astype(np.float32)
+            return torch.sigmoid(self.module(torch.from_numpy(x).to(device))).float().cpu().numpy()
+
+    def to(self, device: str) -> StageModel:
+        """Run the stage head on ``device`` (a custom taxonomy's head too)."""
+        self.module.to(device)
+        return self
 
     def active_stages(self, probs: np.ndarray) -> list[list[str]]:
         return decide(probs, self.thresholds, self.names)

@@ -565,12 +565,26 @@ def _vader():  # type: ignore[no-untyped-def]
 FEATURE_DIMS = {"vader": 4}
 
 
-def build_features(features: list[str], embeddings: np.ndarray, texts: list[str] | None) -> np.ndarray:
+# Features computed from the text alone: the prepare workers compute them next to segmentation, off the
+# model step's critical path (``Part.features``), and the heads read them from there when given.
+TEXT_FEATURES: dict[str, Callable[[list[str]], np.ndarray]] = {"vader": vader_features}
+
+
+def build_features(
+    features: list[str],
+    embeddings: np.ndarray,
+    texts: list[str] | None,
+    precomputed: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     parts = []
     for f in features:
         if f == "embedding":
             parts.append(embeddings)
         elif f == "vader":
+            given = (precomputed or {}).get("vader")
+            if given is not None and len(given) == len(embeddings):
+                parts.append(given)
+                continue
             if texts is None:
                 raise ValueError("vader features need the texts")
             parts.append(vader_features(texts))
@@ -592,14 +606,31 @@ def make_mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1):  # t
 def knn_shares(queries: np.ndarray, memory: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Similarity-weighted share of each label among each query's ``k`` nearest memory rows (cosine on
     normalised embeddings): a vote of the labelled examples nearest to a segment."""
+    import torch
+
     if len(memory) == 0 or len(queries) == 0:
         return np.zeros((len(queries), labels.shape[1]), dtype=np.float32)
-    k = min(k, len(memory))
-    sims = queries.astype(np.float32) @ memory.astype(np.float32).T
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    w = np.clip(np.take_along_axis(sims, top, axis=1), 0.0, None) + 1e-6
-    votes = (w[:, :, None] * labels[top].astype(np.float32)).sum(1)
-    return (votes / w.sum(1, keepdims=True)).astype(np.float32)
+    with torch.inference_mode():
+        shares = knn_shares_torch(
+            torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(memory, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(labels)),
+            k,
+        )
+    return shares.numpy()
+
+
+def knn_shares_torch(queries: Any, memory: Any, labels: Any, k: int) -> Any:
+    """:func:`knn_shares` on tensors, on the queries' device (the GPU path keeps the vote there).
+    ``topk`` instead of a full sort or ``argpartition``: the vote needs only the ``k`` nearest."""
+    import torch
+
+    k = min(k, memory.shape[0])
+    sims = queries.float() @ memory.to(queries.device, torch.float32).T
+    near, top = sims.topk(k, dim=1)
+    w = near.clamp(min=0.0) + 1e-6
+    votes = (w.unsqueeze(-1) * labels.to(queries.device)[top].float()).sum(1)
+    return votes / w.sum(1, keepdim=True)
 
 
 def make_knn_blend(mlp, n_memory: int, dim: int, n_labels: int, k: int, weight: float):  # type: ignore[no-untyped-def]
@@ -619,12 +650,10 @@ def make_knn_blend(mlp, n_memory: int, dim: int, n_labels: int, k: int, weight: 
 
         def forward(self, x: Any) -> Any:
             p = torch.sigmoid(self.mlp(x))
-            if self.weight > 0:
-                emb = x[:, :dim].detach().cpu().numpy()
+            if self.weight > 0 and len(x):
                 buffers: dict[str, Any] = dict(self.named_buffers())
-                memory = buffers["memory"].float().numpy()
-                shares = knn_shares(emb, memory, buffers["memory_labels"].numpy(), self.k)
-                p = self.weight * torch.from_numpy(shares).to(p.device) + (1 - self.weight) * p
+                shares = knn_shares_torch(x[:, :dim], buffers["memory"], buffers["memory_labels"], self.k)
+                p = self.weight * shares + (1 - self.weight) * p
             p = p.clamp(1e-6, 1 - 1e-6)
             return torch.log(p) - torch.log1p(-p)
 
@@ -693,7 +722,15 @@ class Heads:
         self.meta = meta or {}
         self.modules = nn.ModuleDict({n: make_head(t, embedding_dim) for n, t in tasks.items()})
         self.modules.eval()
+        self.device = "cpu"
         self._torch = torch
+
+    def to(self, device: str) -> Heads:
+        """Run the heads (MLPs and the kNN vote) on ``device``; ``predict`` still takes and returns
+        NumPy arrays. The analyzer puts them on its accelerator, next to the encoder."""
+        self.modules.to(device)
+        self.device = device
+        return self
 
     @property
     def encoder(self) -> str:
@@ -703,14 +740,27 @@ class Heads:
     def version(self) -> str:
         return str(self.meta.get("version", "unknown"))
 
-    def predict(self, task: str, embeddings: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+    def predict(
+        self,
+        task: str,
+        embeddings: np.ndarray,
+        texts: list[str] | None = None,
+        features: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Probabilities for ``task``; ``features``: text features computed beforehand (one row per
+        text, e.g. by the prepare workers), used instead of computing them here."""
         spec = self.tasks[task]
-        x = build_features(spec.features, embeddings, texts)
+        x = build_features(spec.features, embeddings, texts, features)
         torch = self._torch
         with torch.inference_mode():
-            logits = self.modules[task](torch.from_numpy(x))
+            logits = self.modules[task](torch.from_numpy(x).to(self.device))
             probs = torch.softmax(logits, -1) if spec.kind == "multiclass" else torch.sigmoid(logits)
-        return probs.numpy().astype(np.float32)
+        return probs.float().cpu().numpy()
+
+    @property
+    def text_features(self) -> list[str]:
+        """The features computed from text alone that some head reads (e.g. ``["vader"]``)."""
+        return sorted({f for t in self.tasks.values() for f in t.features if f in TEXT_FEATURES})
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v.detach().contiguous() for k, v in self.modules.state_dict().items()}

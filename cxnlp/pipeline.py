@@ -8,6 +8,7 @@ cost one forward pass per segment.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +51,7 @@ class Corpus:
     stage_summary: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=aggregate.STAGE_SUMMARY_COLUMNS)
     )
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # see Part.features
 
     def table(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -114,6 +116,9 @@ class Part:
     rejects: list[Reject]
     redactions: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # per-segment text features computed by a prepare worker (models.TEXT_FEATURES); read by the heads,
+    # never written out
+    features: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def merge_parts(parts: list[Part]) -> Part:
@@ -148,6 +153,8 @@ class Analyzer:
         self.config = config or load_config()
         self.device = resolve_device(device)
         self.heads = Heads.load(self.config.models.heads)
+        if self.device != "cpu":  # the heads and the kNN vote run next to the encoder; a copy, since
+            self.heads = copy.deepcopy(self.heads).to(self.device)  # Heads.load shares one per process
         self.encoder_name = self.config.models.encoder or self.heads.encoder
         models = self.config.models
         self.encoder = load_encoder(self.encoder_name, self.device, models.backend, models.quantize)
@@ -167,6 +174,8 @@ class Analyzer:
 
         load_spacy(self.config.segment.spacy_model)
         self.emotion_model = emotion.EmotionModel(self.heads)
+        if self.device != "cpu":
+            self.stage_model.to(self.device)  # a custom taxonomy's head (the shipped one moved above)
 
     @property
     def stage_ids(self) -> list[str]:
@@ -238,7 +247,7 @@ class Analyzer:
 
         def sentiment_step(c: Corpus) -> None:
             probs = (
-                self.sentiment_model.predict(c.embeddings, c.segments["text"].tolist())
+                self.sentiment_model.predict(c.embeddings, c.segments["text"].tolist(), c.features)
                 if len(c.segments)
                 else np.zeros((0, 3), np.float32)
             )
@@ -309,7 +318,7 @@ class Analyzer:
         """Run the per-document steps (segment, embed, journey, sentiment, emotion; or those named in
         ``steps``) on a prepared chunk, in place. They look at no other chunk, so chunks can run
         anywhere (a worker process, a Ray actor) and in any order."""
-        corpus = Corpus(part.documents, part.segments, part.embeddings)
+        corpus = Corpus(part.documents, part.segments, part.embeddings, features=part.features)
         wanted = set(steps) if steps is not None else None
         chosen = [s for s in self.map_steps(progress) if wanted is None or s.name in wanted]
         if len(corpus.documents):
@@ -318,6 +327,7 @@ class Analyzer:
             _empty_annotations(corpus)
         part.documents, part.segments = corpus.documents, corpus.segments
         part.embeddings = corpus.embeddings if len(corpus.segments) else part.embeddings[:0]
+        part.features = {}  # consumed by the heads
         return part
 
     def embed(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:

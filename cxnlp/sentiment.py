@@ -22,8 +22,10 @@ class SentimentModel:
         self.heads = heads
         self.labels = tuple(heads.tasks["sentiment"].labels)
 
-    def predict(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
-        return self.heads.predict("sentiment", embeddings, texts)
+    def predict(
+        self, embeddings: np.ndarray, texts: list[str], features: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        return self.heads.predict("sentiment", embeddings, texts, features)
 
     @property
     def neutral_band(self) -> float | None:

@@ -255,6 +255,51 @@ def test_batch_prepare_workers_give_the_same_run(reviews, tmp_path):
     assert_same_run(tmp_path / "workers", tmp_path / "plain")
 
 
+def test_prepare_workers_compute_the_heads_text_features(tmp_path):
+    """VADER runs next to segmentation in the worker; the sentiment head gives the same probabilities
+    from the precomputed features as from the texts, and the features are not kept after annotate."""
+    from cxnlp.config import config_to_dict, load_config
+    from cxnlp.io import read_inputs
+    from cxnlp.models import Heads, vader_features
+    from cxnlp.pipeline import Analyzer
+
+    analyzer = Analyzer(device="cpu")
+    assert analyzer.heads.text_features == ["vader"]
+    texts = ["Delivery was late and nobody answered.", "Love the new app, setup took a minute!"]
+    src = _write(tmp_path / "in.jsonl", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    config = load_config()
+    records = read_inputs([str(src)], config.input.fields).records
+    part = batch.prepare_chunk(records, [], config_to_dict(config), ("vader",))
+    seg_texts = part.segments["text"].tolist()
+    assert np.array_equal(part.features["vader"], vader_features(seg_texts))
+    emb = analyzer.embed(seg_texts)
+    heads = Heads.load("cx-heads")
+    from_texts = heads.predict("sentiment", emb, seg_texts)
+    given = heads.predict("sentiment", emb, None, part.features)
+    assert np.array_equal(from_texts, given)
+    analyzer.annotate(part, steps=["embed", "journey", "sentiment", "emotion"])
+    assert part.features == {} and len(part.segments) == len(seg_texts)
+
+
+def test_auto_prepare_workers_fill_the_host_on_an_accelerator_only(monkeypatch):
+    from types import SimpleNamespace
+
+    from cxnlp import batch
+    from cxnlp.config import load_config
+
+    def fake(device: str, workers: int | None = None) -> SimpleNamespace:
+        return SimpleNamespace(device=device, config=load_config(None, {"batch": {"workers": workers}}))
+
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 16)
+    assert batch.workers_for(fake("cpu")) == 0
+    assert batch.workers_for(fake("cuda")) == 14
+    assert batch.workers_for(fake("cuda", workers=3)) == 3
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
+    assert batch.workers_for(fake("cuda")) == 1
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 128)
+    assert batch.workers_for(fake("mps")) == batch.MAX_AUTO_WORKERS
+
+
 def test_cli_log_format_json_writes_one_object_per_line(tmp_path):
     src = _write(
         tmp_path / "in.jsonl", [{"id": "a", "text": "The courier was rude."}, {"id": "b", "text": ""}]
@@ -341,6 +386,7 @@ def test_batch_gpu_run_equals_cpu_run(reviews, tmp_path):
 
     gpu = Analyzer(device="cuda")
     assert gpu.batch_size >= 128
+    assert gpu.heads.device == "cuda" and Analyzer(device="cpu").heads.device == "cpu"  # a copy moved
     run_batch(gpu, [str(reviews)], tmp_path / "gpu", chunk_size=20)
     run_batch(Analyzer(device="cpu"), [str(reviews)], tmp_path / "cpu", chunk_size=20)
     a, b = tables(tmp_path / "gpu"), tables(tmp_path / "cpu")

@@ -109,6 +109,33 @@ def test_finetune_is_seeded(tiny_data, tuned, tmp_path):
     assert (other / ft.LAYERS_FILE).read_bytes() != (tuned / ft.LAYERS_FILE).read_bytes()
 
 
+def test_task_weights_are_validated_and_default_to_one(tmp_path):
+    cfg = ft.EncoderTrainConfig(task_weights={"emotion": 3})
+    assert cfg.task_weights == {"sentiment": 1.0, "emotion": 3.0, "stage": 1.0}
+    for bad in ({"emotions": 2.0}, {"stage": -1.0}):
+        with pytest.raises(ValueError, match="task_weights"):
+            ft.EncoderTrainConfig(task_weights=bad)
+    path = tmp_path / "enc.yaml"
+    path.write_text("kind: encoder\ntask_weights:\n  stage: 2\n", encoding="utf-8")
+    from cxnlp.config import parse_overrides
+
+    loaded = ft.load_encoder_train_config(path, parse_overrides(["task_weights.emotion=0.5"]))
+    assert loaded.task_weights == {"sentiment": 1.0, "emotion": 0.5, "stage": 2.0}
+
+
+def test_full_depth_finetune_and_task_weights_change_the_weights(tiny_data, tmp_path):
+    plain = ft.finetune(_config(tiny_data, tune_layers=6, limit=64), tmp_path / "plain")
+    weighted = ft.finetune(
+        _config(tiny_data, tune_layers=6, limit=64, task_weights={"emotion": 3.0}), tmp_path / "weighted"
+    )
+    meta = json.loads((weighted / ft.ENCODER_FILE).read_text())
+    assert meta["layers"] == [0, 1, 2, 3, 4, 5]
+    assert {k.split(".")[2] for k in load_file(str(weighted / ft.LAYERS_FILE))} == set("012345")
+    card = (weighted / "README.md").read_text()
+    assert "Token embeddings frozen" in card and "emotion 3" in card
+    assert (plain / ft.LAYERS_FILE).read_bytes() != (weighted / ft.LAYERS_FILE).read_bytes()
+
+
 def test_finetuned_encoder_loads_on_both_runtimes_and_stays_near_the_base(tuned, tmp_path, monkeypatch):
     monkeypatch.setenv("CXNLP_CACHE", str(tmp_path / "cache"))
     texts = ["the courier left my parcel in the rain", "thanks, support fixed it fast", "ok"]
@@ -196,6 +223,28 @@ def test_knn_shares_weight_the_nearest_labelled_examples():
     assert np.allclose(shares[0], [1, 0]) and shares[1, 1] > 0.5 and np.allclose(shares.sum(1), 1)
     assert knn_shares(np.zeros((0, 2), np.float32), memory, labels, 3).shape == (0, 2)
     assert knn_shares(np.ones((1, 2), np.float32), memory, labels, 99).shape == (1, 2)  # k above n
+
+
+def test_knn_shares_equal_a_plain_argpartition_vote():
+    """The topk implementation (which also runs on a GPU) against the definition, on random data."""
+    import torch
+
+    from cxnlp.models import knn_shares, knn_shares_torch
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((300, 16)).astype(np.float32)
+    memory = rng.standard_normal((120, 16)).astype(np.float32)
+    labels = (rng.random((120, 5)) < 0.3).astype(np.uint8)
+    for k in (1, 5, 20):
+        sims = q @ memory.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        w = np.clip(np.take_along_axis(sims, top, axis=1), 0.0, None) + 1e-6
+        expected = (w[:, :, None] * labels[top]).sum(1) / w.sum(1, keepdims=True)
+        assert np.allclose(knn_shares(q, memory, labels, k), expected, atol=1e-6)
+        on_tensors = knn_shares_torch(
+            torch.from_numpy(q), torch.from_numpy(memory).half(), torch.from_numpy(labels), k
+        )
+        assert np.allclose(on_tensors.numpy(), expected, atol=2e-3)  # fp16 memory, as the blend stores it
 
 
 def test_knn_blend_head_saves_and_loads_with_its_examples(tmp_path):
