@@ -725,12 +725,18 @@ class Heads:
         self.device = "cpu"
         self._torch = torch
 
-    def to(self, device: str) -> Heads:
-        """Run the heads (MLPs and the kNN vote) on ``device``; ``predict`` still takes and returns
-        NumPy arrays. The analyzer puts them on its accelerator, next to the encoder."""
-        self.modules.to(device)
-        self.device = device
-        return self
+    def on(self, device: str) -> Heads:
+        """These heads with their modules (MLPs and the kNN vote's examples) on ``device``: a copy, since
+        ``Heads.load`` shares one object per process. ``predict`` still takes and returns NumPy arrays.
+        The analyzer runs its heads on its accelerator, next to the encoder."""
+        if device == self.device:
+            return self
+        import copy
+
+        other = copy.copy(self)
+        other.modules = copy.deepcopy(self.modules).to(device)
+        other.device = device
+        return other
 
     @property
     def encoder(self) -> str:

@@ -8,7 +8,6 @@ cost one forward pass per segment.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -153,8 +152,7 @@ class Analyzer:
         self.config = config or load_config()
         self.device = resolve_device(device)
         self.heads = Heads.load(self.config.models.heads)
-        if self.device != "cpu":  # the heads and the kNN vote run next to the encoder; a copy, since
-            self.heads = copy.deepcopy(self.heads).to(self.device)  # Heads.load shares one per process
+        self.heads = self.heads.on(self.device)  # the heads and the kNN vote run next to the encoder
         self.encoder_name = self.config.models.encoder or self.heads.encoder
         models = self.config.models
         self.encoder = load_encoder(self.encoder_name, self.device, models.backend, models.quantize)

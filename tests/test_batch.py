@@ -281,6 +281,20 @@ def test_prepare_workers_compute_the_heads_text_features(tmp_path):
     assert part.features == {} and len(part.segments) == len(seg_texts)
 
 
+def test_heads_move_to_a_device_as_a_copy():
+    """Analyzer(device=...) runs its heads on its device; the heads Heads.load shares stay where they
+    are (torch's "meta" device stands in for a GPU here: same moves, no data)."""
+    from cxnlp.models import Heads
+
+    shared = Heads.load("cx-heads")
+    assert shared.on("cpu") is shared
+    moved = shared.on("meta")
+    assert moved.device == "meta" and shared.device == "cpu" and moved.tasks is shared.tasks
+    assert {p.device.type for p in moved.modules.parameters()} == {"meta"}
+    assert {b.device.type for b in moved.modules.buffers()} == {"meta"}  # the kNN vote's examples too
+    assert {p.device.type for p in shared.modules.parameters()} == {"cpu"}
+
+
 def test_auto_prepare_workers_fill_the_host_on_an_accelerator_only(monkeypatch):
     from types import SimpleNamespace
 
