@@ -608,8 +608,6 @@ def knn_shares(queries: np.ndarray, memory: np.ndarray, labels: np.ndarray, k: i
     normalised embeddings): a vote of the labelled examples nearest to a segment."""
     import torch
 
-    if len(memory) == 0 or len(queries) == 0:
-        return np.zeros((len(queries), labels.shape[1]), dtype=np.float32)
     with torch.inference_mode():
         shares = knn_shares_torch(
             torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)),
@@ -625,6 +623,8 @@ def knn_shares_torch(queries: Any, memory: Any, labels: Any, k: int) -> Any:
     ``topk`` instead of a full sort or ``argpartition``: the vote needs only the ``k`` nearest."""
     import torch
 
+    if memory.shape[0] == 0 or queries.shape[0] == 0:
+        return torch.zeros(queries.shape[0], labels.shape[1], device=queries.device)
     k = min(k, memory.shape[0])
     sims = queries.float() @ memory.to(queries.device, torch.float32).T
     near, top = sims.topk(k, dim=1)
@@ -650,7 +650,7 @@ def make_knn_blend(mlp, n_memory: int, dim: int, n_labels: int, k: int, weight: 
 
         def forward(self, x: Any) -> Any:
             p = torch.sigmoid(self.mlp(x))
-            if self.weight > 0 and len(x):
+            if self.weight > 0:
                 buffers: dict[str, Any] = dict(self.named_buffers())
                 shares = knn_shares_torch(x[:, :dim], buffers["memory"], buffers["memory_labels"], self.k)
                 p = self.weight * shares + (1 - self.weight) * p

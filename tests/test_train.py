@@ -245,6 +245,8 @@ def test_knn_shares_equal_a_plain_argpartition_vote():
             torch.from_numpy(q), torch.from_numpy(memory).half(), torch.from_numpy(labels), k
         )
         assert np.allclose(on_tensors.numpy(), expected, atol=2e-3)  # fp16 memory, as the blend stores it
+    empty = knn_shares_torch(torch.zeros(3, 16), torch.zeros(0, 16), torch.zeros(0, 5), 5)
+    assert empty.shape == (3, 5) and not empty.any()
 
 
 def test_knn_blend_head_saves_and_loads_with_its_examples(tmp_path):
