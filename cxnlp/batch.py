@@ -636,11 +636,13 @@ def prepare_chunk(
     rejects: list[Reject],
     config: dict[str, Any],
     text_features: tuple[str, ...] = (),
+    tokenizer: tuple[str, int] | None = None,
 ) -> Part:
     """normalize, redact and segment one chunk, away from the models: in a worker process when
     ``batch.workers`` > 0, and in the Ray engine's CPU stage. ``text_features`` (``Heads.text_features``)
-    are computed here too, so that the model step does not wait for them (VADER is pure Python)."""
-    from .models import TEXT_FEATURES
+    and, with ``tokenizer`` (``Analyzer.pretokenizer``), the segments' token ids are computed here too,
+    so that the model step does not wait for them (VADER is pure Python)."""
+    from .models import TEXT_FEATURES, pretokenize
     from .segment import segment_documents
 
     cfg = _worker_config(json.dumps(config, sort_keys=True, default=str))
@@ -649,10 +651,14 @@ def prepare_chunk(
     if len(part.documents):
         part.segments = segment_documents(part.documents, cfg.segment)
     part.timings["segment"] = time.perf_counter() - t
-    if len(part.segments):
+    if len(part.segments) and (text_features or tokenizer):
+        t = time.perf_counter()
         texts = part.segments["text"].tolist()
         for name in text_features:
             part.features[name] = TEXT_FEATURES[name](texts)
+        if tokenizer is not None:
+            part.features.update(pretokenize(texts, *tokenizer))
+        part.timings["features"] = time.perf_counter() - t
     return part
 
 
@@ -706,6 +712,7 @@ def map_local(
 
     config = config_to_dict(analyzer.config)
     text_features = tuple(analyzer.heads.text_features)
+    tokenizer = analyzer.pretokenizer()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
         pending: deque[tuple[ChunkInfo, Any]] = deque()
@@ -718,7 +725,9 @@ def map_local(
                 except StopIteration:
                     exhausted = True
                     break
-                pending.append((info, pool.submit(prepare_chunk, records, rejects, config, text_features)))
+                pending.append(
+                    (info, pool.submit(prepare_chunk, records, rejects, config, text_features, tokenizer))
+                )
             if not pending:
                 break
             info, future = pending.popleft()

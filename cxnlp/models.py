@@ -186,6 +186,75 @@ def encode(model, texts: list[str], batch_size: int = 128, progress=None) -> np.
     return np.concatenate(out)
 
 
+# ------------------------------------------------------------------------ tokens from prepare workers
+# On an accelerator the host's tokenising would sit between the GPU's batches. The prepare workers
+# tokenise each chunk's segments next to segmentation (flat ids + offsets: cheap to send between
+# processes), and the torch encoder then only pads, pins and copies them.
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(location: str):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(location)
+
+
+def pretokenize(texts: list[str], location: str, max_length: int) -> dict[str, np.ndarray]:
+    """Token ids of each text as the sentence-transformers encoder at ``location`` tokenises it (special
+    tokens, truncation to ``max_length``): ``token_ids`` (flat int32) and ``token_offsets`` (n + 1)."""
+    ids = _tokenizer(location)(
+        [t.strip() for t in texts],
+        truncation=True,
+        max_length=max_length,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in ids], out=offsets[1:])
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))
+    return {"token_ids": flat, "token_offsets": offsets}
+
+
+def encode_pretokenized(
+    model, token_ids: np.ndarray, token_offsets: np.ndarray, batch_size: int = 128, progress=None
+) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Normalised float32 embeddings of texts tokenised by :func:`pretokenize`, through a torch
+    sentence-transformers ``model``: length-sorted batches padded on the host (pinned memory on CUDA,
+    copied without blocking), the embeddings kept on the device until the end."""
+    import torch
+
+    n = len(token_offsets) - 1
+    dim = model.get_sentence_embedding_dimension()
+    if n <= 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    lengths = np.diff(token_offsets)
+    order = np.argsort(-lengths, kind="stable")
+    device = model.device
+    pin = device.type == "cuda"
+    out = torch.empty((n, dim), dtype=torch.float32, device=device)
+    with torch.inference_mode():
+        for b in range(0, n, batch_size):
+            idx = order[b : b + batch_size]
+            width = int(lengths[idx].max())
+            pos = token_offsets[idx][:, None] + np.arange(width)[None, :]
+            valid = np.arange(width)[None, :] < lengths[idx][:, None]
+            ids = torch.from_numpy(
+                np.where(valid, token_ids[np.minimum(pos, len(token_ids) - 1)], 0).astype(np.int64)
+            )
+            mask = torch.from_numpy(valid.astype(np.int64))
+            if pin:
+                ids, mask = ids.pin_memory(), mask.pin_memory()
+            features = {
+                "input_ids": ids.to(device, non_blocking=True),
+                "attention_mask": mask.to(device, non_blocking=True),
+            }
+            emb = model(features)["sentence_embedding"].float()
+            out[torch.from_numpy(idx).to(device)] = torch.nn.functional.normalize(emb, dim=-1)
+            if progress is not None:
+                progress(len(idx))
+    return out.cpu().numpy()
+
+
 # ------------------------------------------------------------------------------------ onnx encoder
 
 

@@ -25,7 +25,14 @@ from .config import Config, _merge, config_to_dict, load_config, parse_overrides
 from .device import resolve_device
 from .errors import Errors, ModelError, PipelineError
 from .io import ReadResult, Record, Reject, read_inputs
-from .models import Heads, encode, encoder_backend, load_encoder
+from .models import (
+    Heads,
+    encode,
+    encode_pretokenized,
+    encoder_backend,
+    encoder_location,
+    load_encoder,
+)
 from .normalize import normalize_records
 from .redact import redact_corpus
 from .schema import column_names
@@ -232,7 +239,7 @@ class Analyzer:
 
         def embed_step(c: Corpus) -> None:
             texts = c.segments["text"].tolist()
-            c.embeddings = self.embed(texts, tick("embed", len(texts)))
+            c.embeddings = self.embed(texts, tick("embed", len(texts)), c.features)
 
         def journey_step(c: Corpus) -> None:
             probs = (
@@ -328,11 +335,30 @@ class Analyzer:
         part.features = {}  # consumed by the heads
         return part
 
-    def embed(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Encode with the configured batch size; on an accelerator, a batch that runs out of memory is
-        retried at half the size (down to 1) before E214 is raised. The size that worked is kept."""
+    def pretokenizer(self) -> tuple[str, int] | None:
+        """(tokenizer location, max length) for the prepare workers when the encoder is a torch model on
+        an accelerator, whose batches should not wait for the host to tokenise; else None."""
+        if self.device == "cpu" or encoder_backend(self.encoder) != "torch":
+            return None
+        return encoder_location(self.encoder_name), int(self.encoder.get_max_seq_length())
+
+    def embed(
+        self,
+        texts: list[str],
+        progress: Callable[[int], None] | None = None,
+        features: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Encode with the configured batch size (from the workers' token ids when ``features`` holds
+        them); on an accelerator, a batch that runs out of memory is retried at half the size (down to
+        1) before E214 is raised. The size that worked is kept."""
+        tokens = features or {}
+        pretokenized = "token_offsets" in tokens and len(tokens["token_offsets"]) == len(texts) + 1
         while True:
             try:
+                if pretokenized and encoder_backend(self.encoder) == "torch":
+                    return encode_pretokenized(
+                        self.encoder, tokens["token_ids"], tokens["token_offsets"], self.batch_size, progress
+                    )
                 return encode(self.encoder, texts, self.batch_size, progress)
             except Exception as exc:
                 if self.device == "cpu" or self.batch_size <= 1 or not _is_out_of_memory(exc):

@@ -295,6 +295,67 @@ def test_heads_move_to_a_device_as_a_copy():
     assert {p.device.type for p in shared.modules.parameters()} == {"cpu"}
 
 
+def test_pretokenized_encoding_equals_the_encoders_own():
+    """Token ids from a prepare worker, padded and encoded here, give the torch encoder's embeddings:
+    stripped like sentence-transformers strips, truncated at its max length, special tokens added."""
+    from cxnlp.models import encode, encode_pretokenized, encoder_location, load_encoder, pretokenize
+
+    model = load_encoder("cx-encoder", "cpu", "torch")
+    texts = [
+        "  The courier left it in the rain.  ",
+        "ok",
+        "Café crème was cold, the barista rude 😠",
+        "refund " * 400,  # far past the 256-token limit: truncated the same way
+        "Billing charged me twice\tfor one month.",
+    ]
+    tokens = pretokenize(texts, encoder_location("cx-encoder"), model.get_max_seq_length())
+    assert len(tokens["token_offsets"]) == len(texts) + 1
+    assert tokens["token_offsets"][-1] == len(tokens["token_ids"])
+    ours = encode_pretokenized(model, tokens["token_ids"], tokens["token_offsets"], batch_size=2)
+    theirs = encode(model, texts, batch_size=2)
+    assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-5
+    assert encode_pretokenized(model, np.zeros(0, np.int32), np.zeros(1, np.int64)).shape == (0, 384)
+
+
+def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews, tmp_path, monkeypatch):
+    """With a torch encoder (as on a GPU) the workers send token ids and the run is unchanged."""
+    from cxnlp.config import load_config
+    from cxnlp.models import encoder_location
+    from cxnlp.pipeline import Analyzer
+
+    seen = []
+    real = batch.prepare_chunk
+
+    def spy(*args, **kw):  # type: ignore[no-untyped-def]
+        part = real(*args, **kw)
+        seen.append(sorted(part.features))
+        return part
+
+    torch_cfg = {"models": {"backend": "torch"}}
+    analyzer = Analyzer(load_config(None, {**torch_cfg, "batch": {"workers": 1}}), device="cpu")
+    assert analyzer.pretokenizer() is None  # only on an accelerator ...
+    monkeypatch.setattr(  # ... which this test stands in for
+        Analyzer, "pretokenizer", lambda self: (encoder_location(self.encoder_name), 256)
+    )
+    monkeypatch.setattr(batch, "prepare_chunk", spy)
+    import concurrent.futures
+
+    monkeypatch.setattr(  # a thread, so that the spy sees the parts
+        concurrent.futures,
+        "ProcessPoolExecutor",
+        lambda max_workers, mp_context: concurrent.futures.ThreadPoolExecutor(max_workers),
+    )
+    run_batch(analyzer, [str(reviews)], tmp_path / "tokens", chunk_size=20)
+    assert seen and all(s == ["token_ids", "token_offsets", "vader"] for s in seen if s)
+    run_batch(
+        Analyzer(load_config(None, torch_cfg), device="cpu"),
+        [str(reviews)],
+        tmp_path / "plain",
+        chunk_size=20,
+    )
+    assert_same_run(tmp_path / "tokens", tmp_path / "plain")
+
+
 def test_auto_prepare_workers_fill_the_host_on_an_accelerator_only(monkeypatch):
     from types import SimpleNamespace
 
