@@ -114,7 +114,6 @@ def main() -> None:
         Heads,
         encode,
         encode_pretokenized,
-        encoder_location,
         load_encoder,
         pretokenize,
         vader_features,
@@ -136,7 +135,7 @@ def main() -> None:
     judge(encoder, heads, models, texts[:2000], batch_size)  # warm-up: kernels, VADER, heads on device
     t1 = time.perf_counter()
     prepared = {
-        **pretokenize(texts, encoder_location(heads.encoder), encoder.get_max_seq_length()),
+        **pretokenize(texts, heads.encoder, encoder.get_max_seq_length()),
         "vader": vader_features(texts),
     }
     prepare_s = time.perf_counter() - t1

@@ -193,16 +193,18 @@ def encode(model, texts: list[str], batch_size: int = 128, progress=None) -> np.
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(location: str):  # type: ignore[no-untyped-def]
+def _tokenizer(encoder: str):  # type: ignore[no-untyped-def]
+    """The tokenizer of the encoder named ``encoder`` (resolved here, once per process: on a Ray cluster
+    each node has its own copy of the encoder)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(location)
+    return AutoTokenizer.from_pretrained(encoder_location(encoder))
 
 
-def pretokenize(texts: list[str], location: str, max_length: int) -> dict[str, np.ndarray]:
-    """Token ids of each text as the sentence-transformers encoder at ``location`` tokenises it (special
+def pretokenize(texts: list[str], encoder: str, max_length: int) -> dict[str, np.ndarray]:
+    """Token ids of each text as the sentence-transformers encoder named ``encoder`` tokenises it (special
     tokens, truncation to ``max_length``): ``token_ids`` (flat int32) and ``token_offsets`` (n + 1)."""
-    ids = _tokenizer(location)(
+    ids = _tokenizer(encoder)(
         [t.strip() for t in texts],
         truncation=True,
         max_length=max_length,

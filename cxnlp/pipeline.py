@@ -30,7 +30,6 @@ from .models import (
     encode,
     encode_pretokenized,
     encoder_backend,
-    encoder_location,
     load_encoder,
 )
 from .normalize import normalize_records
@@ -336,11 +335,11 @@ class Analyzer:
         return part
 
     def pretokenizer(self) -> tuple[str, int] | None:
-        """(tokenizer location, max length) for the prepare workers when the encoder is a torch model on
-        an accelerator, whose batches should not wait for the host to tokenise; else None."""
+        """(encoder name, max length) for the prepare workers when the encoder is a torch model on an
+        accelerator, whose batches should not wait for the host to tokenise; else None."""
         if self.device == "cpu" or encoder_backend(self.encoder) != "torch":
             return None
-        return encoder_location(self.encoder_name), int(self.encoder.get_max_seq_length())
+        return self.encoder_name, int(self.encoder.get_max_seq_length())
 
     def embed(
         self,

@@ -71,6 +71,17 @@ def _from_npy(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    sink = io.BytesIO()
+    np.savez(sink, allow_pickle=False, **arrays)
+    return sink.getvalue()
+
+
+def _from_npz(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def _rejects(rejects: list[Reject]) -> str:
     return json.dumps([r.to_dict() for r in rejects], ensure_ascii=False)
 
@@ -89,6 +100,7 @@ def part_row(chunk: int, first: int, part: Part) -> dict[str, Any]:
         "rejects": _rejects(part.rejects),
         "redactions": json.dumps(part.redactions),
         "timings": json.dumps(part.timings),
+        "features": _npz(part.features),  # VADER, token ids: from the CPU stage to the model actors
     }
 
 
@@ -102,15 +114,22 @@ def row_part(row: dict[str, Any]) -> Part:
         _from_rejects(row["rejects"]),
         json.loads(row["redactions"]),
         json.loads(row["timings"]),
+        _from_npz(row["features"]) if row.get("features") else {},
     )
 
 
 # ------------------------------------------------------------------------------------------ stages
 
 
-def prepare_batch(batch: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
+def prepare_batch(
+    batch: pd.DataFrame,
+    config: dict[str, Any],
+    text_features: tuple[str, ...] = (),
+    tokenizer: tuple[str, int] | None = None,
+) -> pd.DataFrame:
     """Ray Data stage 1 (CPU tasks): records -> normalized, redacted, segmented documents, one row per
-    chunk piece. spaCy loads once per worker process (``load_spacy`` is cached)."""
+    chunk piece, with the heads' text features (and token ids for GPU actors). spaCy loads once per
+    worker process (``load_spacy`` is cached)."""
     from .batch import prepare_chunk
 
     rows = []
@@ -121,7 +140,7 @@ def prepare_batch(batch: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
                 records.append(Record(r.source_file, int(r.source_line), json.loads(r.data)))
             else:
                 rejects.append(Reject(r.source_file, int(r.source_line), r.code, r.reason, r.data))
-        part = prepare_chunk(records, rejects, config)
+        part = prepare_chunk(records, rejects, config, text_features, tokenizer)
         rows.append(part_row(int(chunk), int(group["row"].min()), part))
     return pd.DataFrame(rows)
 
@@ -242,7 +261,12 @@ def map_ray(
     ds = ray.data.read_parquet(str(staging / "records"))
     ds = ds.filter(lambda r: r["kind"] != "empty").map_batches(
         prepare_batch,
-        fn_kwargs={"config": config},
+        fn_kwargs={
+            "config": config,
+            "text_features": tuple(analyzer.heads.text_features),
+            # token ids only for GPU actors (whose tokenizer would otherwise sit on their critical path)
+            "tokenizer": analyzer.pretokenizer() if device != "cpu" else None,
+        },
         batch_size=cfg.chunk_size,
         batch_format="pandas",
         num_cpus=1,

@@ -298,7 +298,7 @@ def test_heads_move_to_a_device_as_a_copy():
 def test_pretokenized_encoding_equals_the_encoders_own():
     """Token ids from a prepare worker, padded and encoded here, give the torch encoder's embeddings:
     stripped like sentence-transformers strips, truncated at its max length, special tokens added."""
-    from cxnlp.models import encode, encode_pretokenized, encoder_location, load_encoder, pretokenize
+    from cxnlp.models import encode, encode_pretokenized, load_encoder, pretokenize
 
     model = load_encoder("cx-encoder", "cpu", "torch")
     texts = [
@@ -308,7 +308,7 @@ def test_pretokenized_encoding_equals_the_encoders_own():
         "refund " * 400,  # far past the 256-token limit: truncated the same way
         "Billing charged me twice\tfor one month.",
     ]
-    tokens = pretokenize(texts, encoder_location("cx-encoder"), model.get_max_seq_length())
+    tokens = pretokenize(texts, "cx-encoder", model.get_max_seq_length())
     assert len(tokens["token_offsets"]) == len(texts) + 1
     assert tokens["token_offsets"][-1] == len(tokens["token_ids"])
     ours = encode_pretokenized(model, tokens["token_ids"], tokens["token_offsets"], batch_size=2)
@@ -320,7 +320,6 @@ def test_pretokenized_encoding_equals_the_encoders_own():
 def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews, tmp_path, monkeypatch):
     """With a torch encoder (as on a GPU) the workers send token ids and the run is unchanged."""
     from cxnlp.config import load_config
-    from cxnlp.models import encoder_location
     from cxnlp.pipeline import Analyzer
 
     seen = []
@@ -335,7 +334,7 @@ def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews,
     analyzer = Analyzer(load_config(None, {**torch_cfg, "batch": {"workers": 1}}), device="cpu")
     assert analyzer.pretokenizer() is None  # only on an accelerator ...
     monkeypatch.setattr(  # ... which this test stands in for
-        Analyzer, "pretokenizer", lambda self: (encoder_location(self.encoder_name), 256)
+        Analyzer, "pretokenizer", lambda self: (self.encoder_name, 256)
     )
     monkeypatch.setattr(batch, "prepare_chunk", spy)
     import concurrent.futures
@@ -354,6 +353,26 @@ def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews,
         chunk_size=20,
     )
     assert_same_run(tmp_path / "tokens", tmp_path / "plain")
+
+
+def test_ray_rows_carry_the_workers_features():
+    """The Ray CPU stage's rows keep VADER features and token ids (dtypes too) for the model actors."""
+    from cxnlp.pipeline import Part
+    from cxnlp.ray_engine import part_row, row_part
+
+    features = {
+        "vader": np.array([[0.1, 0.7, 0.2, 0.3]], np.float32),
+        "token_ids": np.array([101, 2023, 102], np.int32),
+        "token_offsets": np.array([0, 3], np.int64),
+    }
+    part = Part(pd.DataFrame({"doc_id": ["a"]}), pd.DataFrame({"text": ["x"]}), np.zeros((0, 0)), [])
+    part.features = features
+    back = row_part(part_row(0, 0, part)).features
+    assert sorted(back) == sorted(features)
+    for k, v in features.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v)
+    part.features = {}
+    assert row_part(part_row(0, 0, part)).features == {}
 
 
 def test_auto_prepare_workers_fill_the_host_on_an_accelerator_only(monkeypatch):
