@@ -119,8 +119,8 @@ def resolve_backend(backend: str, device: str) -> str:
 def load_encoder(name: str | None, device: str, backend: str = "auto", quantize: str = "none"):  # type: ignore[no-untyped-def]
     """The sentence encoder: a ``SentenceTransformer`` (torch) or an :class:`OnnxEncoder`.
 
-    Both answer ``encode(texts, batch_size=..., normalize_embeddings=...)`` and
-    ``get_sentence_embedding_dimension()``; use the module-level :func:`encode`."""
+    Both answer ``encode(texts, batch_size=..., normalize_embeddings=...)`` and give their width to
+    :func:`embedding_dim`; use the module-level :func:`encode`."""
     if quantize not in QUANTIZE:
         raise ValueError(f"unknown quantize {quantize!r}; valid: {', '.join(QUANTIZE)}")
     location = encoder_location(name)
@@ -164,10 +164,17 @@ def runtime_key(backend: str, quantize: str, device: str) -> str:
     return f"onnx-{quantize}-{ONNX_RECIPE}"
 
 
+def embedding_dim(model) -> int:  # type: ignore[no-untyped-def]
+    """The encoder's embedding width (sentence-transformers 6.2 renamed the method; older releases and
+    :class:`OnnxEncoder` have the old name)."""
+    method = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(method())
+
+
 def encode(model, texts: list[str], batch_size: int = 128, progress=None) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Normalised float32 embeddings. Both backends sort by length and restore the order."""
     if not texts:
-        dim = model.get_sentence_embedding_dimension()
+        dim = embedding_dim(model)
         return np.zeros((0, dim), dtype=np.float32)
     out = []
     step = max(batch_size * 8, 1)
@@ -226,7 +233,7 @@ def encode_pretokenized(
     import torch
 
     n = len(token_offsets) - 1
-    dim = model.get_sentence_embedding_dimension()
+    dim = embedding_dim(model)
     if n <= 0:
         return np.zeros((0, dim), dtype=np.float32)
     lengths = np.diff(token_offsets)

@@ -32,6 +32,7 @@ from .models import (
     TaskSpec,
     _weights_hash,
     build_features,
+    embedding_dim,
     encode,
     encoder_location,
     knn_shares,
@@ -75,6 +76,10 @@ class SentimentTrainConfig(HeadTrainConfig):
 
 class EmotionTrainConfig(HeadTrainConfig):
     features: list[str] = ["embedding"]
+    # Weight of each label's positives in the BCE: (negatives / positives, clipped to [1, 50]) ** balance.
+    # 0 = unweighted; 0.5 = square root, which lifts rare labels (grief, pride, relief) without swamping
+    # the common ones. Thresholds are tuned per label afterwards either way.
+    balance: float = Field(0.0, ge=0, le=1)
 
 
 class StageTrainConfig(HeadTrainConfig):
@@ -370,7 +375,9 @@ def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict
     train = corpora.goemotions(data_dir, "train")
     X = build_features(ec.features, embed_cached(train.texts, cfg.encoder, cfg.device), train.texts)
     Y = _multi_hot(train.labels, names)
-    module = fit_head(X, Y, "multilabel", ec, cfg.seed)
+    pos = Y.sum(0)
+    weight = np.clip((len(Y) - pos) / np.maximum(pos, 1), 1.0, 50.0) ** ec.balance
+    module = fit_head(X, Y, "multilabel", ec, cfg.seed, weight.astype(np.float32) if ec.balance else None)
     # Thresholds are tuned on one half of GoEmotions dev and reported on the other half.
     dev = corpora.goemotions(data_dir, "dev")
     P = _predict(
@@ -607,7 +614,7 @@ def train(
         },
         "train_config": config.model_dump(mode="json"),
     }
-    heads = Heads(specs, encoder_model.get_sentence_embedding_dimension(), meta)
+    heads = Heads(specs, embedding_dim(encoder_model), meta)
     for name, module in modules.items():
         heads.modules[name].load_state_dict(module.state_dict())
     if config.stage_eval_file and Path(config.stage_eval_file).is_file():

@@ -214,6 +214,34 @@ def test_heads_train_end_to_end_over_the_tuned_encoder(tiny_data, tuned, tmp_pat
     assert heads.predict("sentiment", emb, ["the parcel arrived crushed and late"]).shape == (1, 3)
 
 
+def test_emotion_balance_weights_rare_labels_up(tiny_data, tuned, tmp_path, monkeypatch):
+    """emotion.balance: positives weighted by (negatives / positives) ** balance, clipped to [1, 50];
+    0 trains unweighted."""
+    from cxnlp import train as tr
+
+    monkeypatch.setattr("cxnlp.train.CACHE_DIR", tmp_path / "cache")
+    seen = []
+    real = tr.fit_head
+
+    def spy(X, Y, kind, cfg, seed, pos_weight=None):  # type: ignore[no-untyped-def]
+        seen.append((Y.copy(), pos_weight))
+        return real(X, Y, kind, cfg, seed, pos_weight)
+
+    monkeypatch.setattr(tr, "fit_head", spy)
+    for balance in (0.0, 0.5):
+        config = tr.TrainConfig.model_validate(
+            {"data_dir": str(tiny_data), "encoder": str(tuned), "emotion": {"epochs": 1, "balance": balance}}
+        )
+        tr.train_emotion(config, tiny_data)
+    (_, unweighted), (Y, weighted) = seen
+    assert unweighted is None
+    pos = Y.sum(0)
+    expected = np.clip((len(Y) - pos) / np.maximum(pos, 1), 1, 50) ** 0.5
+    assert np.allclose(weighted, expected) and weighted.max() > 1
+    with pytest.raises(ValueError, match="balance"):
+        tr.TrainConfig.model_validate({"emotion": {"balance": 1.5}})
+
+
 def test_knn_shares_weight_the_nearest_labelled_examples():
     from cxnlp.models import knn_shares
 
