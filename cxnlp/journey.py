@@ -71,13 +71,14 @@ class StageModel:
         quantize: str = "none",
     ) -> StageModel:
         """The shipped head for the default taxonomy, else a head trained (or cached) for ``taxonomy``
-        on the encoder ``load_encoder(heads.encoder, device, backend, quantize)``."""
+        on the encoder ``load_encoder(heads.encoder, device, backend, quantize)``; either runs where
+        ``heads`` run (``Heads.on``)."""
         tax = load_taxonomy(taxonomy) if isinstance(taxonomy, str) else taxonomy
         shipped = heads.tasks["stage"]
         if shipped.extra.get("taxonomy_hash") == tax.hash:
             return cls(heads, threshold=threshold)
         spec, module = _custom_head(heads, tax, device, backend, quantize)
-        return cls(heads, spec, module, threshold)
+        return cls(heads, spec, module.to(heads.device), threshold)
 
     def predict(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
         import torch
@@ -86,11 +87,6 @@ class StageModel:
         device = next(self.module.parameters()).device
         with torch.inference_mode():
             return torch.sigmoid(self.module(torch.from_numpy(x).to(device))).float().cpu().numpy()
-
-    def to(self, device: str) -> StageModel:
-        """Run the stage head on ``device`` (a custom taxonomy's head too)."""
-        self.module.to(device)
-        return self
 
     def active_stages(self, probs: np.ndarray) -> list[list[str]]:
         return decide(probs, self.thresholds, self.names)

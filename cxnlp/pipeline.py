@@ -157,8 +157,8 @@ class Analyzer:
     def __init__(self, config: Config | None = None, device: str = "auto") -> None:
         self.config = config or load_config()
         self.device = resolve_device(device)
-        self.heads = Heads.load(self.config.models.heads)
-        self.heads = self.heads.on(self.device)  # the heads and the kNN vote run next to the encoder
+        # the heads (the kNN vote and a custom taxonomy's stage head too) run next to the encoder
+        self.heads = Heads.load(self.config.models.heads).on(self.device)
         self.encoder_name = self.config.models.encoder or self.heads.encoder
         models = self.config.models
         self.encoder = load_encoder(self.encoder_name, self.device, models.backend, models.quantize)
@@ -178,8 +178,6 @@ class Analyzer:
 
         load_spacy(self.config.segment.spacy_model)
         self.emotion_model = emotion.EmotionModel(self.heads)
-        if self.device != "cpu":
-            self.stage_model.to(self.device)  # a custom taxonomy's head (the shipped one moved above)
 
     @property
     def stage_ids(self) -> list[str]:

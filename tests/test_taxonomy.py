@@ -162,6 +162,9 @@ def test_taxonomy_custom_stages_train_a_working_head(analyzer, tmp_path, monkeyp
     assert list(tmp_path.glob("stage-heads/*/head.safetensors"))
     again = StageModel.for_taxonomy(analyzer.heads, str(path))
     assert again.stage_ids == model.stage_ids
+    # A custom head runs where its heads run (torch's "meta" device stands in for a GPU).
+    on_meta = StageModel.for_taxonomy(analyzer.heads.on("meta"), str(path))
+    assert {p.device.type for p in on_meta.module.parameters()} == {"meta"}
 
 
 def test_taxonomy_custom_head_is_cached_per_encoder_runtime(analyzer, tmp_path, monkeypatch):
