@@ -47,6 +47,9 @@ LAYERS_FILE = "layers.safetensors"
 SENTIMENTS = ["negative", "neutral", "positive"]
 
 
+DEFAULT_TASK_WEIGHTS = {"sentiment": 1.0, "emotion": 1.0, "stage": 1.0}
+
+
 class EncoderTrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,9 +71,7 @@ class EncoderTrainConfig(BaseModel):
     preserve: float = Field(1.0, ge=0)
     # Loss weight of each task. Emotion's BCE is a mean over 28 labels, so it is small beside the 3-way
     # cross-entropy; a weight above 1 keeps the SST-2 share of the mix from crowding it out.
-    task_weights: dict[str, float] = Field(
-        default_factory=lambda: {"sentiment": 1.0, "emotion": 1.0, "stage": 1.0}
-    )
+    task_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS))
     sst2_sample: int | None = 30000
     sst2_min_words: int = 3
     goemotions_sample: int | None = None
@@ -85,12 +86,12 @@ class EncoderTrainConfig(BaseModel):
     @field_validator("task_weights")
     @classmethod
     def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - {"sentiment", "emotion", "stage"})
+        unknown = sorted(set(v) - set(DEFAULT_TASK_WEIGHTS))
         if unknown:
             raise ValueError(f"task_weights: unknown task(s) {unknown}; use sentiment, emotion, stage")
         if any(w < 0 for w in v.values()):
             raise ValueError("task_weights: weights must be >= 0")
-        return {"sentiment": 1.0, "emotion": 1.0, "stage": 1.0, **v}
+        return {**DEFAULT_TASK_WEIGHTS, **v}
 
 
 def load_encoder_train_config(
@@ -309,6 +310,8 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
             stage_Y[r, list(e.stage)] = 1.0
 
     def pos_weight(Y: np.ndarray, rows: np.ndarray) -> Any:
+        # train.imbalance_weights(Y[rows], 10, 0.5) but in float64 (rows.sum() is a NumPy integer), as the
+        # shipped encoder was trained; the float32 helper differs in the last bit
         pos = Y[rows].sum(0)
         w = np.clip((rows.sum() - pos) / np.maximum(pos, 1), 1.0, 10.0) ** 0.5
         return torch.tensor(w, dtype=torch.float32, device=cfg.device)
@@ -511,10 +514,7 @@ def encoder_card(meta: dict[str, Any]) -> str:
         f"- Multi-task: sentiment (3-way cross-entropy, class-weighted), emotion (28-label BCE), stage (10-label "
         f"BCE), plus {c['preserve']} x (1 - cosine) to the base encoder's embedding of the same sentence. "
         "Task loss weights: "
-        + ", ".join(
-            f"{k} {v:g}"
-            for k, v in c.get("task_weights", {"sentiment": 1.0, "emotion": 1.0, "stage": 1.0}).items()
-        )
+        + ", ".join(f"{k} {v:g}" for k, v in c.get("task_weights", DEFAULT_TASK_WEIGHTS).items())
         + ".",
         (
             "- Token embeddings frozen, their outputs cached; "

@@ -658,14 +658,14 @@ def build_features(
     for f in features:
         if f == "embedding":
             parts.append(embeddings)
-        elif f == "vader":
-            given = (precomputed or {}).get("vader")
+        elif f in TEXT_FEATURES:
+            given = (precomputed or {}).get(f)
             if given is not None and len(given) == len(embeddings):
                 parts.append(given)
                 continue
             if texts is None:
-                raise ValueError("vader features need the texts")
-            parts.append(vader_features(texts))
+                raise ValueError(f"{f} features need the texts")
+            parts.append(TEXT_FEATURES[f](texts))
         else:
             raise ValueError(f"unknown feature {f!r}")
     return np.concatenate(parts, axis=1).astype(np.float32)

@@ -169,6 +169,13 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def imbalance_weights(Y: np.ndarray, cap: float, power: float = 1.0) -> np.ndarray:
+    """Per-label weight of the positives in a multi-label BCE: (negatives / positives), clipped to
+    [1, ``cap``], to the ``power`` (float32)."""
+    pos = Y.sum(0)
+    return (np.clip((len(Y) - pos) / np.maximum(pos, 1), 1.0, cap) ** power).astype(np.float32)
+
+
 def fit_head(
     X: np.ndarray,
     Y: np.ndarray,
@@ -375,9 +382,8 @@ def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict
     train = corpora.goemotions(data_dir, "train")
     X = build_features(ec.features, embed_cached(train.texts, cfg.encoder, cfg.device), train.texts)
     Y = _multi_hot(train.labels, names)
-    pos = Y.sum(0)
-    weight = np.clip((len(Y) - pos) / np.maximum(pos, 1), 1.0, 50.0) ** ec.balance
-    module = fit_head(X, Y, "multilabel", ec, cfg.seed, weight.astype(np.float32) if ec.balance else None)
+    weight = imbalance_weights(Y, 50.0, ec.balance) if ec.balance else None
+    module = fit_head(X, Y, "multilabel", ec, cfg.seed, weight)
     # Thresholds are tuned on one half of GoEmotions dev and reported on the other half.
     dev = corpora.goemotions(data_dir, "dev")
     P = _predict(
@@ -451,8 +457,7 @@ def train_stage_head(
     X = build_features(cfg.features, E, data.texts)
     Y = _multi_hot(data.labels, names)
     n_own = len(taxonomy.labelled)
-    pos = Y.sum(0)
-    pos_weight = np.clip((len(X) - pos) / np.maximum(pos, 1), 1.0, 10.0).astype(np.float32)
+    pos_weight = imbalance_weights(Y, 10.0)
     folds = np.random.default_rng(seed).permutation(n_own) % cfg.folds
     oof = np.zeros((n_own, len(names)), dtype=np.float32)
     use_knn = cfg.features[:1] == ["embedding"] and any(w > 0 for w in cfg.knn_weights)
