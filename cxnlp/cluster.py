@@ -30,14 +30,18 @@ precomputed embeddings (a NumPy array or a memory map).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import mmap
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,6 +76,7 @@ PAIN_POINT_COLUMNS = [
     "centroid",
 ]
 CHUNK = 65_536  # rows per chunk when reading embeddings
+_NO_KEYS: frozenset[str] = frozenset()
 
 
 def auto_min_cluster_size(n: int) -> int:
@@ -99,10 +104,48 @@ def write_embeddings(path: str | Path, chunks: Iterable[np.ndarray], n: int, dim
     for chunk in chunks:
         out[i : i + len(chunk)] = normalize(chunk).astype(np.float16)
         i += len(chunk)
+        out.flush()
+        release(out)
     if i != n:
         raise ValueError(f"write_embeddings: got {i} rows, expected {n}")
     out.flush()
     return out
+
+
+def take_rows(embeddings: np.ndarray, idx: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """``embeddings[idx]`` (``idx`` sorted), read a chunk of rows at a time. When the array is a memory
+    map, the pages read are handed back to the kernel after each chunk (they stay in the page cache), so
+    picking rows from a file of millions of embeddings does not grow the process's resident memory."""
+    mapped = _mapping(embeddings)
+    if mapped is None:
+        return np.asarray(embeddings[idx])
+    out = np.empty((len(idx), *embeddings.shape[1:]), dtype=embeddings.dtype)
+    bounds = np.searchsorted(idx, np.arange(0, len(embeddings) + chunk, chunk))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi > lo:
+            out[lo:hi] = embeddings[idx[lo:hi]]
+            release(embeddings)
+    return out
+
+
+def _mapping(a: Any) -> mmap.mmap | None:
+    """The shared ``mmap`` behind an array (a ``np.memmap`` or a view of one), or None. A copy-on-write
+    map (mode "c") is never returned: dropping its pages would drop the changes made to them."""
+    while isinstance(a, np.ndarray):
+        mm = getattr(a, "_mmap", None) if isinstance(a, np.memmap) else None
+        if isinstance(mm, mmap.mmap):
+            return None if getattr(a, "mode", None) == "c" else mm
+        a = a.base
+    return None
+
+
+def release(embeddings: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array from this process's resident set (clean pages stay in
+    the page cache; the next read maps them again). Nothing happens for an array in memory."""
+    mm = _mapping(embeddings)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED)
 
 
 def open_embeddings(path: str | Path) -> np.ndarray:
@@ -165,6 +208,7 @@ def _nearest_pass(
             (np.ones(int(m.sum()), dtype=np.float32), (lab[m], np.flatnonzero(m))), shape=(k, len(X))
         )
         sums += onehot @ X
+        release(embeddings)
     return labels, sums
 
 
@@ -188,7 +232,7 @@ def cluster_segments(
         return np.full(n, -1, dtype=np.int64)
     if n > config.fit_sample:
         fit_idx = np.sort(np.random.default_rng(seed).choice(n, config.fit_sample, replace=False))
-        S = normalize(embeddings[fit_idx])
+        S = normalize(take_rows(embeddings, fit_idx))
     else:
         fit_idx = np.arange(n)
         S = normalize(embeddings[:])
@@ -376,7 +420,7 @@ def _near_duplicate(a: str, b: str) -> bool:
 
 
 def _quotes(
-    idx: np.ndarray, X: np.ndarray, centre: np.ndarray, texts: list[str], ids: list[str], n: int
+    idx: np.ndarray, X: np.ndarray, centre: np.ndarray, texts: np.ndarray, ids: np.ndarray, n: int
 ) -> tuple[list[str], list[str]]:
     """The ``n`` segments nearest the centre, skipping near-duplicates of those already chosen (cosine
     above 0.9 or the same words, see :func:`_near_duplicate`)."""
@@ -448,11 +492,18 @@ def find_pain_points(
     rows: list[dict] = []
     if not config.enabled or segments.empty:
         return pd.DataFrame(columns=PAIN_POINT_COLUMNS), assignment
-    texts = segments["text"].tolist()
-    ids = segments["segment_id"].tolist()
-    phrases = segments["phrases"].tolist()
     stage_col = segments["stage"].to_numpy()
     negative = (segments["sentiment"] == "negative").to_numpy()
+    in_any = np.isin(stage_col, stage_ids)
+    scope_any = in_any & negative if config.scope == "negative" else in_any
+    # Per-segment values are held only where they are read (a run of a million reviews holds millions of
+    # segments here): texts and ids for the clustered segments (quotes), phrase keys for the segments of
+    # a stage (labels and their background), statements for the clustered ones.
+    rows_scope = np.flatnonzero(scope_any)
+    texts = np.full(len(segments), None, dtype=object)
+    texts[rows_scope] = segments["text"].iloc[rows_scope].tolist()
+    ids = np.full(len(segments), None, dtype=object)
+    ids[rows_scope] = segments["segment_id"].iloc[rows_scope].tolist()
     created = pd.to_datetime(
         segments["doc_id"].map(dict(zip(documents["doc_id"], documents["created_at"]))),
         utc=True,
@@ -466,10 +517,26 @@ def find_pain_points(
             np.int64
         )
         n_weeks = int(weeks.max()) + 1
-    keys = [[phrase_key(p) for p in ps] for ps in phrases]
-    # Keys that say something of a noun ("late box", "code failed at checkout"), per segment.
-    said_in = [{phrase_key(p) for p in statements(ps)} for ps in phrases]
-    index = _statement_index(set().union(*said_in)) if said_in else {}
+    # Phrases (as said) for the clustered segments; phrase keys, interned (a corpus repeats the same
+    # phrases, so each key is held once), for the segments of a stage; keys that say something of a noun
+    # ("late box", "code failed at checkout") per clustered segment, and over the whole run for the word
+    # index. Read a block at a time, so the lists of a whole corpus are never built.
+    phrases = np.full(len(segments), None, dtype=object)
+    keys: list[tuple[str, ...]] = [()] * len(segments)
+    said_in: list[frozenset[str]] = [_NO_KEYS] * len(segments)
+    said_all: set[str] = set()
+    column = segments["phrases"]
+    for start in range(0, len(segments), CHUNK):
+        for i, ps in enumerate(column.iloc[start : start + CHUNK].tolist(), start):
+            stated = frozenset(sys.intern(phrase_key(p)) for p in statements(ps))
+            said_all |= stated
+            if in_any[i]:
+                keys[i] = tuple(sys.intern(phrase_key(p)) for p in ps)
+            if scope_any[i]:
+                phrases[i] = ps
+                if stated:
+                    said_in[i] = stated
+    index = _statement_index(said_all)
     used_labels: set[str] = set()
     used_keys: set[str] = set()
     for stage in stage_ids:
@@ -478,7 +545,7 @@ def find_pain_points(
         idx = np.flatnonzero(scope)
         if not len(idx):
             continue
-        X = normalize(embeddings[idx])
+        X = normalize(take_rows(embeddings, idx))
         labels = cluster_segments(X, config, seed)
         groups = [_Group(stage, int(c) + 1, np.flatnonzero(labels == c)) for c in sorted(set(labels) - {-1})]
         if (labels == -1).any():

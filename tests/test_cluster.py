@@ -14,6 +14,8 @@ from cxnlp.cluster import (
     match_baseline,
     normalize,
     open_embeddings,
+    release,
+    take_rows,
     write_embeddings,
 )
 from cxnlp.config import ClusterConfig
@@ -130,6 +132,57 @@ def test_cluster_precomputed_float16_memmap_gives_the_same_clusters(tmp_path):
     opened = open_embeddings(tmp_path / "emb.npy")
     assert isinstance(opened, np.memmap)
     assert np.array_equal(cluster_segments(opened, CFG), cluster_segments(X, CFG))
+
+
+def test_cluster_take_rows_reads_a_memory_map_in_chunks_and_equals_fancy_indexing(tmp_path):
+    X, _ = _blobs(per=30)
+    np.save(tmp_path / "emb.npy", X.astype(np.float16))
+    mm = open_embeddings(tmp_path / "emb.npy")
+    idx = np.sort(np.random.default_rng(0).choice(len(X), 40, replace=False))
+    for chunk in (7, 64, 1000):  # row blocks inside, across and beyond the array
+        got = take_rows(mm, idx, chunk=chunk)
+        assert type(got) is np.ndarray and np.array_equal(got, np.asarray(mm)[idx])
+    view = np.asarray(mm)  # a plain view of the map, as the pipeline's Corpus holds it
+    assert np.array_equal(take_rows(view, idx, chunk=7), X.astype(np.float16)[idx])
+    assert np.array_equal(take_rows(X, idx), X[idx])  # in memory: plain indexing
+    assert take_rows(mm, idx[:0]).shape == (0, X.shape[1])
+
+
+def test_cluster_release_drops_pages_but_never_changes_data(tmp_path):
+    X, _ = _blobs()
+    np.save(tmp_path / "emb.npy", X)
+    shared = np.load(tmp_path / "emb.npy", mmap_mode="r+")
+    shared[0] = 7.0
+    shared.flush()
+    release(shared)  # written back first: the change survives
+    assert (shared[0] == 7.0).all() and (np.load(tmp_path / "emb.npy")[0] == 7.0).all()
+    private = np.load(tmp_path / "emb.npy", mmap_mode="c")
+    private[1] = 9.0
+    release(private)  # copy-on-write: releasing would lose the change, so it is left alone
+    release(private[2:])
+    assert (private[1] == 9.0).all()
+    release(X)  # an array in memory: nothing to do
+    assert np.array_equal(np.asarray(shared)[2:], X[2:])
+
+
+def test_cluster_pain_points_read_phrases_held_as_arrow_lists():
+    """The batch runner's reduce holds segments.phrases as Arrow lists (``batch.REDUCE_ARROW``): the pain
+    points are the same as from Python lists."""
+    import pyarrow as pa
+
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _frames(truth)
+    segments.loc[segments.index[-2:], "stage"] = "none"  # rows outside every stage hold no keys
+    arrow = segments.assign(
+        phrases=pd.Series(
+            pd.arrays.ArrowExtensionArray(pa.chunked_array([pa.array(segments["phrases"].tolist())])),
+            index=segments.index,
+        )
+    )
+    table, assignment = find_pain_points(segments, X, documents, ["delivery", "billing"], CFG)
+    got, got_assignment = find_pain_points(arrow, X, documents, ["delivery", "billing"], CFG)
+    pd.testing.assert_frame_equal(table, got)
+    assert assignment == got_assignment and assignment[-1] is None
 
 
 def test_cluster_ctfidf_prefers_distinctive_terms():
