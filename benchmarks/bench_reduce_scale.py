@@ -1,6 +1,6 @@
 """Peak memory of `cxnlp analyze` at 100k and 1M reviews on a CPU, without running the models 1M times.
 
-    python benchmarks/bench_reduce_scale.py --base 10000 --copies 10 100
+    python benchmarks/bench_reduce_scale.py --base 10000 --copies 1 10 100
 
 A million reviews through the encoder take about four hours on this 2-core machine, and the map phase
 (the per-document steps) is bounded by the chunk size whatever the input size. What grows with the input
@@ -167,12 +167,17 @@ def main() -> None:
     ap.add_argument("--copies", type=int, nargs="+", default=[10, 100])
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks/data/reduce-scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated inputs and outputs")
+    ap.add_argument(
+        "--base-chunks",
+        type=Path,
+        help="committed chunks of an earlier map phase over the same --base reviews (skips the map)",
+    )
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = make_corpus(args.base, 0)
     base = args.workdir / f"base-{args.base}.jsonl"
     base.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    chunks = base_chunks(base, args.workdir)
+    chunks = args.base_chunks or base_chunks(base, args.workdir)
     results = []
     for k in args.copies:
         t = time.perf_counter()

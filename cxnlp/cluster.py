@@ -276,9 +276,10 @@ def _renumber(labels: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- labels
 
 
-def ctfidf(class_phrases: list[list[str]]) -> list[dict[str, float]]:
-    """Class-based TF-IDF (as in BERTopic): tf within the class x log(1 + mean class size / frequency)."""
-    counts = [Counter(p) for p in class_phrases]
+def ctfidf(class_phrases: list[list[str] | Counter[str]]) -> list[dict[str, float]]:
+    """Class-based TF-IDF (as in BERTopic): tf within the class x log(1 + mean class size / frequency).
+    A class is its phrases, or their counts."""
+    counts = [p if isinstance(p, Counter) else Counter(p) for p in class_phrases]
     total: Counter[str] = Counter()
     for c in counts:
         total.update(c)
@@ -420,20 +421,21 @@ def _near_duplicate(a: str, b: str) -> bool:
 
 
 def _quotes(
-    idx: np.ndarray, X: np.ndarray, centre: np.ndarray, texts: np.ndarray, ids: np.ndarray, n: int
+    X: np.ndarray, centre: np.ndarray, texts: list[str], ids: list[str], n: int
 ) -> tuple[list[str], list[str]]:
-    """The ``n`` segments nearest the centre, skipping near-duplicates of those already chosen (cosine
-    above 0.9 or the same words, see :func:`_near_duplicate`)."""
+    """The ``n`` segments (rows of ``X``, ``texts`` and ``ids``) nearest the centre, skipping
+    near-duplicates of those already chosen (cosine above 0.9 or the same words, see
+    :func:`_near_duplicate`)."""
     sims = X @ centre
-    order = sorted(range(len(idx)), key=lambda i: (-round(float(sims[i]), 6), ids[idx[i]]))
+    order = sorted(range(len(ids)), key=lambda i: (-round(float(sims[i]), 6), ids[i]))
     chosen: list[int] = []
     for i in order:
-        if any(float(X[i] @ X[k]) > 0.9 or _near_duplicate(texts[idx[i]], texts[idx[k]]) for k in chosen):
+        if any(float(X[i] @ X[k]) > 0.9 or _near_duplicate(texts[i], texts[k]) for k in chosen):
             continue
         chosen.append(i)
         if len(chosen) == n:
             break
-    return [ids[idx[i]] for i in chosen], [texts[idx[i]] for i in chosen]
+    return [ids[i] for i in chosen], [texts[i] for i in chosen]
 
 
 def _weekly(weeks: np.ndarray, n_weeks: int) -> tuple[list[int] | None, float | None]:
@@ -492,23 +494,21 @@ def find_pain_points(
     rows: list[dict] = []
     if not config.enabled or segments.empty:
         return pd.DataFrame(columns=PAIN_POINT_COLUMNS), assignment
-    stage_col = segments["stage"].to_numpy()
+    # Per-segment values are held only where they are read, and compactly: a run of a million reviews
+    # holds millions of segments here. The stage as a code into stage_ids (-1: none of them); texts, ids
+    # and phrases are read per cluster from ``segments``.
+    stage_code = pd.Categorical(segments["stage"], categories=stage_ids).codes
     negative = (segments["sentiment"] == "negative").to_numpy()
-    in_any = np.isin(stage_col, stage_ids)
+    in_any = stage_code >= 0
     scope_any = in_any & negative if config.scope == "negative" else in_any
-    # Per-segment values are held only where they are read (a run of a million reviews holds millions of
-    # segments here): texts and ids for the clustered segments (quotes), phrase keys for the segments of
-    # a stage (labels and their background), statements for the clustered ones.
-    rows_scope = np.flatnonzero(scope_any)
-    texts = np.full(len(segments), None, dtype=object)
-    texts[rows_scope] = segments["text"].iloc[rows_scope].tolist()
-    ids = np.full(len(segments), None, dtype=object)
-    ids[rows_scope] = segments["segment_id"].iloc[rows_scope].tolist()
-    created = pd.to_datetime(
-        segments["doc_id"].map(dict(zip(documents["doc_id"], documents["created_at"]))),
-        utc=True,
-        errors="coerce",
+    # Each segment's document date, by position (a doc id seen twice: its last row, as a dict would do).
+    docs = documents[["doc_id", "created_at"]].drop_duplicates("doc_id", keep="last")
+    doc_pos = pd.Index(docs["doc_id"]).get_indexer(segments["doc_id"])
+    created = pd.Series(
+        pd.to_datetime(docs["created_at"], utc=True, errors="coerce").array.take(doc_pos, allow_fill=True),
+        index=segments.index,
     )
+    del docs, doc_pos
     week_start = created.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
     n_weeks, weeks = 0, np.full(len(segments), -1, dtype=np.int64)
     if week_start.notna().any():
@@ -517,30 +517,31 @@ def find_pain_points(
             np.int64
         )
         n_weeks = int(weeks.max()) + 1
-    # Phrases (as said) for the clustered segments; phrase keys, interned (a corpus repeats the same
-    # phrases, so each key is held once), for the segments of a stage; keys that say something of a noun
-    # ("late box", "code failed at checkout") per clustered segment, and over the whole run for the word
-    # index. Read a block at a time, so the lists of a whole corpus are never built.
-    phrases = np.full(len(segments), None, dtype=object)
+    # For the clustered segments: phrase keys (interned: a corpus repeats the same phrases, so each key
+    # is held once) and the keys that say something of a noun ("late box", "code failed at checkout").
+    # For the other segments of a stage, only the stage's count of each key (the background its
+    # clusters' labels are ranked against); for the whole run, the statements' word index. Read a block
+    # at a time, so the lists of a whole corpus are never built.
     keys: list[tuple[str, ...]] = [()] * len(segments)
     said_in: list[frozenset[str]] = [_NO_KEYS] * len(segments)
     said_all: set[str] = set()
+    background: dict[str, Counter[str]] = {stage: Counter() for stage in stage_ids}
     column = segments["phrases"]
     for start in range(0, len(segments), CHUNK):
         for i, ps in enumerate(column.iloc[start : start + CHUNK].tolist(), start):
             stated = frozenset(sys.intern(phrase_key(p)) for p in statements(ps))
             said_all |= stated
-            if in_any[i]:
-                keys[i] = tuple(sys.intern(phrase_key(p)) for p in ps)
             if scope_any[i]:
-                phrases[i] = ps
+                keys[i] = tuple(sys.intern(phrase_key(p)) for p in ps)
                 if stated:
                     said_in[i] = stated
+            elif in_any[i]:
+                background[stage_ids[stage_code[i]]].update({phrase_key(p) for p in ps})
     index = _statement_index(said_all)
     used_labels: set[str] = set()
     used_keys: set[str] = set()
-    for stage in stage_ids:
-        in_stage = stage_col == stage
+    for code, stage in enumerate(stage_ids):
+        in_stage = stage_code == code
         scope = in_stage & negative if config.scope == "negative" else in_stage
         idx = np.flatnonzero(scope)
         if not len(idx):
@@ -550,15 +551,15 @@ def find_pain_points(
         groups = [_Group(stage, int(c) + 1, np.flatnonzero(labels == c)) for c in sorted(set(labels) - {-1})]
         if (labels == -1).any():
             groups.append(_Group(stage, None, np.flatnonzero(labels == -1)))
-        background = np.flatnonzero(in_stage & ~scope)
         # Each segment counts a phrase once; phrases are counted under their key ("arrived late" and
         # "arrives late" together) and shown in their most frequent form in the cluster.
         class_phr = [[k for i in g.index for k in set(keys[idx[i]])] for g in groups]
-        scores = ctfidf(class_phr + [[k for i in background for k in set(keys[i])]])
+        scores = ctfidf([*class_phr, background.pop(stage)])
         for g, sc, cp in zip(groups, scores, class_phr):
             members = idx[g.index]
             pid = f"{stage}-{g.number}" if g.number is not None else f"{stage}-{OTHER_PAIN_POINT}"
-            forms = _forms(p for i in members for p in set(phrases[i]))
+            seg = segments.iloc[members]
+            forms = _forms(p for ps in seg["phrases"].tolist() for p in set(ps))
             df = Counter(cp)
             ranked = _rank(sc, df, len(g.index), forms)
             if g.number is None:
@@ -577,12 +578,13 @@ def find_pain_points(
             used_labels.add(label)
             for i in members:
                 assignment[i] = pid
-            seg = segments.iloc[members]
             emos = Counter(e for e in seg["emotion"] if e != "neutral")
             docs = sorted(set(seg["doc_id"]))
             dates = created.iloc[members].dropna()
             centre = normalize(X[g.index].mean(0, keepdims=True))[0]
-            q_ids, quotes = _quotes(members, X[g.index], centre, texts, ids, config.n_quotes)
+            q_ids, quotes = _quotes(
+                X[g.index], centre, seg["text"].tolist(), seg["segment_id"].tolist(), config.n_quotes
+            )
             weekly, trend = _weekly(weeks[members], n_weeks)
             rows.append(
                 {

@@ -388,7 +388,7 @@ def test_cluster_quotes_skip_the_same_words_in_another_order():
     texts = ["box late again.", "Late box, again!", "The courier never came.", "Ice packs melted."]
     ids = [f"d{i}:0" for i in range(4)]
     centre = normalize(X.mean(0, keepdims=True))[0]
-    q_ids, quotes = _quotes(np.arange(4), X, centre, texts, ids, 3)
+    q_ids, quotes = _quotes(X, centre, texts, ids, 3)
     assert quotes == ["box late again.", "The courier never came.", "Ice packs melted."]
     assert q_ids == ["d0:0", "d2:0", "d3:0"]
 
