@@ -255,9 +255,10 @@ REDUCE_COLUMNS = {
 }
 
 
-#: Reduce columns held as Arrow lists rather than Python lists: only the cluster step reads them, a block
-#: of rows at a time.
-REDUCE_ARROW = ("phrases",)
+#: Reduce columns held as Arrow lists rather than Python lists (a fraction of the memory): the cluster step
+#: reads segments.phrases a block of rows at a time; the aggregate and the report iterate over documents'
+#: flags and stages, which yields the same Python lists.
+REDUCE_ARROW = ("phrases", "flags", "stages")
 
 
 def _text_needed(analyzer: Analyzer) -> Callable[[pd.DataFrame], pd.Series]:

@@ -41,6 +41,13 @@ def assert_same_run(a: Path, b: Path) -> None:
     ma = json.loads((a / "run.json").read_text())
     mb = json.loads((b / "run.json").read_text())
     assert ma["counts"] == mb["counts"]
+    # the corpus-wide results computed from the reduce phase's tables: the stage summary and the report
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(a / "stage_summary.parquet"), pd.read_parquet(b / "stage_summary.parquet")
+    )
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for key in set(sa) - {"generated_at", "analysed_at"}:
+        assert sa[key] == sb[key], f"summary.json: {key}"
 
 
 def test_batch_chunked_run_equals_in_memory_run(analyzer, reviews, tmp_path):
