@@ -71,7 +71,16 @@ _VAGUE_NOUNS = {
     "thing",
     "way",
 }
-_CONTRACTIONS = {"n't": "not", "ca": "can", "wo": "will", "'ve": "have", "'d": "would", "'re": "are"}
+_CONTRACTIONS = {
+    "n't": "not",
+    "ca": "can",
+    "wo": "will",
+    "'ve": "have",
+    "'d": "would",
+    "'re": "are",
+    "'m": "am",
+    "'ll": "will",
+}
 
 
 @dataclass
@@ -320,7 +329,15 @@ def _cut_long(text: str, start: int, end: int, limit: int) -> Iterator[tuple[int
 
 
 def _word(tok) -> str:  # type: ignore[no-untyped-def]
-    return _CONTRACTIONS.get(tok.lower_, tok.lower_)
+    """A token as a phrase shows it: contractions spelt out ("'m" -> "am", "it's" -> "is", "n't" -> "not",
+    with straight or curly apostrophes), so that a label never starts with a clitic."""
+    low = tok.lower_.replace("\u2019", "'")
+    if low == "'s" and tok.pos_ == "AUX":
+        if tok.lemma_ in ("be", "have"):
+            return "is" if tok.lemma_ == "be" else "has"
+        # spaCy lemmatises only the straight apostrophe; "it’s been", "he’s got": has; else is
+        return "has" if tok.dep_ == "aux" and tok.head.tag_ == "VBN" else "is"
+    return _CONTRACTIONS.get(low, tok.lower_)
 
 
 def _nominal(head) -> list:  # type: ignore[no-untyped-def]

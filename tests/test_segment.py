@@ -195,3 +195,23 @@ def test_segment_fast_attribute_ruler_declines_patterns_it_does_not_know():
     assert fast(nlp.make_doc("Cats and cats"))[2].lemma_ == "cat"
     ruler.add([[{"ORTH": "Dogs", "OP": "+"}]], {"LEMMA": "dog"})  # an operator: left to spaCy's matcher
     assert FastAttributeRuler.compile(ruler) is None
+
+
+@pytest.mark.parametrize(
+    "text, wanted",
+    [
+        ("I'm not missing meat at all.", "am not missing meat"),
+        ("I’m not happy with the box.", "am not happy"),
+        ("It's not working since the update.", "is not working"),
+        ("It’s not working since the update.", "is not working"),
+        ("He’s not sent the refund.", "has not sent refund"),
+        ("You’ll not regret it.", "will not regret"),
+        ("We’ve not had a refund.", "have not had refund"),
+    ],
+)
+def test_segment_keyphrases_spell_out_contractions(text, wanted):
+    """A label must not start with a clitic ("'m not missing meat"), with straight or curly apostrophes."""
+    docs = pd.DataFrame({"doc_id": ["d"], "text": [text]})
+    phrases = [p for ps in segment_documents(docs, SegmentConfig())["phrases"] for p in ps]
+    assert wanted in phrases
+    assert not any(p[:1] in "'’" for p in phrases), phrases
