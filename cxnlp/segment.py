@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import pandas as pd
 
@@ -105,25 +106,25 @@ class FastAttributeRuler:
 
     _ATTRS = ("TAG", "LOWER", "DEP", "IS_SPACE")
 
-    def __init__(self, ruler, rules: list, by_value: dict, generic: list) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ruler: Any, rules: list[Any], by_value: dict[Any, Any], generic: list[Any]) -> None:
         self.ruler = ruler
         self.rules = rules  # (rule id, [per token: [(column, test)]], index)
         self.by_value = by_value  # (column, hash) -> rules whose first token needs that value
         self.generic = generic  # rules with no such requirement
 
     @classmethod
-    def compile(cls, ruler):  # type: ignore[no-untyped-def]
+    def compile(cls, ruler: Any) -> FastAttributeRuler | None:
         import re
 
         strings = ruler.vocab.strings
-        rules: list = []
-        by_value: dict = {}
-        generic: list = []
+        rules: list[Any] = []
+        by_value: dict[Any, list[Any]] = {}
+        generic: list[Any] = []
         for rule_id, entry in enumerate(ruler.patterns):
             for pattern in entry["patterns"]:
-                tokens = []
+                tokens: list[list[tuple[int, str, Any]]] = []
                 for spec in pattern:
-                    tests = []
+                    tests: list[tuple[int, str, Any]] = []
                     for key, value in spec.items():
                         if key not in cls._ATTRS:
                             return None
@@ -149,19 +150,21 @@ class FastAttributeRuler:
                     return None
                 # Indexed by the first token's LOWER (else TAG, DEP, IS_SPACE) value, or each value of
                 # its IN list; the test that chose the rule is not repeated.
-                key = next(
+                index_on = next(
                     (t for c in (1, 0, 2, 3) for t in tokens[0] if t[0] == c and t[1] in ("eq", "IN")), None
                 )
-                if key is None:
+                rule: tuple[Any, ...]
+                if index_on is None:
                     rule = (rule_id, tokens, entry["index"])
                     generic.append(rule)
                     rules.append(rule)
                     continue
-                rest = [[t for t in tokens[0] if t is not key], *tokens[1:]]
+                rest = [[t for t in tokens[0] if t is not index_on], *tokens[1:]]
                 rule = (rule_id, rest, entry["index"], len(tokens))
                 rules.append(rule)
-                for value in [key[2]] if key[1] == "eq" else sorted(key[2]):
-                    by_value.setdefault((key[0], value), []).append(rule)
+                col, op, value = index_on
+                for v in [value] if op == "eq" else sorted(value):
+                    by_value.setdefault((col, v), []).append(rule)
         generic = [(r[0], r[1], r[2], len(r[1])) for r in generic]
         return cls(ruler, rules, by_value, generic)
 
