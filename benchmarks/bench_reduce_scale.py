@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import date, datetime, timezone
@@ -42,7 +40,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_analyze import machine  # noqa: E402
-from bench_batch import ENV, WRAPPER  # noqa: E402
+from bench_batch import run_cxnlp  # noqa: E402
 from make_corpus import make_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,12 +73,6 @@ def base_chunks(base: Path, workdir: Path) -> Path:
     return chunks
 
 
-def _hash(data: dict) -> str:
-    # cxnlp.batch.content_hash over a record's fields (the same canonical JSON)
-    blob = json.dumps(data, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
 def _rename(table: pa.Table, column: str, suffix: str) -> pa.Table:
     if column not in table.column_names:
         return table
@@ -99,8 +91,9 @@ def _rename_segments(table: pa.Table, suffix: str) -> pa.Table:
 
 def scaled(rows: list[dict], chunks: Path, copies: int, workdir: Path) -> tuple[Path, Path]:
     """The K-copies input file and its output folder, whose work folder holds every chunk committed."""
-    from cxnlp.batch import PLAN, fingerprint
+    from cxnlp.batch import PLAN, content_hash, fingerprint
     from cxnlp.config import load_config
+    from cxnlp.io import Record
     from cxnlp.pipeline import Analyzer
 
     path = workdir / f"reviews-{len(rows) * copies}.jsonl"
@@ -140,24 +133,23 @@ def scaled(rows: list[dict], chunks: Path, copies: int, workdir: Path) -> tuple[
         shutil.copy(src / "rejects.jsonl", dst / "rejects.jsonl")
         meta = json.loads((src / "part.json").read_text(encoding="utf-8"))
         meta["index"] = i
-        meta["hashes"] = [[d + suffix, _hash(by_id[d + suffix])] for d, _ in meta["hashes"]]
+        meta["hashes"] = [
+            [d + suffix, content_hash(Record(path.name, 0, by_id[d + suffix]))] for d, _ in meta["hashes"]
+        ]
         (dst / "part.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return path, out
 
 
 def reduce_run(path: Path, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "cxnlp.cli", "analyze", str(path), "-o", str(out), "-q"]
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], env=ENV, capture_output=True, text=True)
-    rc, seconds, peak_kb = proc.stdout.split()[-3:]
-    if rc != "0":
-        raise SystemExit(f"cxnlp failed ({rc}): {proc.stderr[-2000:]}")
+    """The real CLI over ``path``, whose chunks are all committed: only the reduce runs."""
+    res = run_cxnlp(path, out, [])
     manifest = json.loads((out / "run.json").read_text())
     return {
-        "seconds": round(float(seconds), 1),
-        "peak_rss_mb": round(int(peak_kb) / 1024, 1),
-        "counts": manifest["counts"],
+        "seconds": round(res["seconds"], 1),
+        "peak_rss_mb": res["peak_rss_mb"],
+        "counts": res["counts"],
         "chunks": manifest.get("chunks"),
-        "timings": {k: round(v, 2) for k, v in manifest["timings"].items()},
+        "timings": {k: round(v, 2) for k, v in res["timings"].items()},
     }
 
 
