@@ -37,7 +37,12 @@ def stage_summary(
     rows = []
     doc_counts = Counter(s for stages in documents["stages"] for s in stages) if len(documents) else Counter()
     for position, stage in enumerate(stage_ids):
-        seg = segments[segments["stage"] == stage] if len(segments) else segments
+        # one stage's rows and the three columns read here (a large run holds millions of segments)
+        seg = (
+            segments.loc[segments["stage"] == stage, ["sentiment", "sentiment_score", "emotion"]]
+            if len(segments)
+            else segments
+        )
         counts = seg["sentiment"].value_counts() if len(seg) else pd.Series(dtype=int)
         pos, neu, neg = (int(counts.get(k, 0)) for k in ("positive", "neutral", "negative"))
         n = len(seg)

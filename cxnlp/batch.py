@@ -282,6 +282,14 @@ class _Chunk:
     segments: int
 
 
+def _hashes(paths: list[Path]) -> Iterator[tuple[str, str]]:
+    """The (doc id, content hash) of every record the chunks analysed, read back one chunk at a time
+    (a million of them are a quarter of a gigabyte as Python strings)."""
+    for path in paths:
+        meta = json.loads((path / "part.json").read_text(encoding="utf-8"))
+        yield from ((d, h) for d, h in meta["hashes"])
+
+
 def _document_extras(chunks: list[_Chunk]) -> dict[str, pa.DataType | pa.Array]:
     """How each input column of the documents table becomes Arrow when the table is written chunk by
     chunk, so that it comes out as :func:`~cxnlp.output.to_arrow` makes it from the whole table.
@@ -458,7 +466,7 @@ class State:
         return out
 
     def commit(
-        self, result: AnalysisResult, run_id: str, run_date: str, hashes: list[tuple[str, str]]
+        self, result: AnalysisResult, run_id: str, run_date: str, hashes: Iterable[tuple[str, str]]
     ) -> None:
         """Add this run's tables as a partition, then record its doc ids, in that order: a crash in
         between leaves the same partition to be rewritten (identically) by the rerun."""
@@ -474,7 +482,7 @@ class State:
             self.db.executemany(
                 "INSERT INTO docs (doc_id, content_hash, run_id) VALUES (?, ?, ?) "
                 "ON CONFLICT(doc_id) DO UPDATE SET content_hash = excluded.content_hash, run_id = excluded.run_id",
-                [(d, h, run_id) for d, h in hashes],
+                ((d, h, run_id) for d, h in hashes),
             )
             self.db.execute(
                 "INSERT INTO runs (seq, run_id, run_date, committed_at, analysed, unchanged, rejected) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -887,13 +895,11 @@ def run_batch(
         parts: list[Part] = []
         chunks: list[_Chunk] = []
         unchanged = n_read = 0
-        hashes: list[tuple[str, str]] = []
         keep_text = _text_needed(analyzer)
         for _index, path in sorted(work.committed().items()):
             info, part = load_chunk(path, keep_text)
             unchanged += info.unchanged
             n_read += info.read
-            hashes += info.hashes
             parts.append(part)
             chunks.append(_Chunk(path, len(part.documents), len(part.segments)))
         read.n_read = n_read  # the records themselves went to the chunks
@@ -929,7 +935,7 @@ def run_batch(
         result.write(outdir)
         result = BatchResult.of(result, outdir)  # the reduced tables go; the full ones are read back
         if st is not None and not failed:
-            st.commit(result, run_id, work.plan["run_date"], hashes)
+            st.commit(result, run_id, work.plan["run_date"], _hashes([c.path for c in chunks]))
         work.remove()
         result.streams = {}  # they read the chunks, which are gone
         return BatchRun(result, outdir, resumed_chunks=len(done))

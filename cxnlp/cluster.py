@@ -37,6 +37,7 @@ import math
 import mmap
 import re
 import sys
+from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ import pandas as pd
 
 from .config import ClusterConfig
 from .errors import Errors, InputError
-from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns
+from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns, positions
 from .segment import phrase_key, statements
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ PAIN_POINT_COLUMNS = [
     "centroid",
 ]
 CHUNK = 65_536  # rows per chunk when reading embeddings
-_NO_KEYS: frozenset[str] = frozenset()
+_CANDIDATES = 64  # quote candidates read at a time
 
 
 def auto_min_cluster_size(n: int) -> int:
@@ -112,7 +113,7 @@ def write_embeddings(path: str | Path, chunks: Iterable[np.ndarray], n: int, dim
     return out
 
 
-def take_rows(embeddings: np.ndarray, idx: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+def take_rows(embeddings: np.ndarray | Rows, idx: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     """``embeddings[idx]`` (``idx`` sorted), read a chunk of rows at a time. When the array is a memory
     map, the pages read are handed back to the kernel after each chunk (they stay in the page cache), so
     picking rows from a file of millions of embeddings does not grow the process's resident memory."""
@@ -139,7 +140,7 @@ def _mapping(a: Any) -> mmap.mmap | None:
     return None
 
 
-def release(embeddings: np.ndarray) -> None:
+def release(embeddings: np.ndarray | Rows) -> None:
     """Drop the pages of a memory-mapped array from this process's resident set (clean pages stay in
     the page cache; the next read maps them again). Nothing happens for an array in memory."""
     mm = _mapping(embeddings)
@@ -151,6 +152,34 @@ def release(embeddings: np.ndarray) -> None:
 def open_embeddings(path: str | Path) -> np.ndarray:
     """A ``.npy`` file of embeddings, memory-mapped read-only (nothing is loaded until used)."""
     return np.load(Path(path), mmap_mode="r")
+
+
+class Rows:
+    """Rows ``idx`` (sorted) of ``embeddings``, read when indexed and returned normalised as float32.
+
+    What the pain-point step hands :func:`cluster_segments` and reads itself for one stage or one
+    cluster: a slice or an index array of it is read from ``embeddings`` then (a memory map's pages are
+    released after each chunk, :func:`take_rows`), so a stage of a million segments is never held whole.
+    """
+
+    def __init__(self, embeddings: np.ndarray, idx: np.ndarray) -> None:
+        self.embeddings = embeddings
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.shape = (len(self.idx), int(embeddings.shape[1]))
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        return normalize(take_rows(self.embeddings, self.idx[key]))
+
+    def sum(self) -> np.ndarray:
+        """The sum of the rows (float64), a chunk at a time."""
+        total = np.zeros(self.shape[1], dtype=np.float64)
+        for lo in range(0, len(self), CHUNK):
+            total += self[lo : lo + CHUNK].sum(0, dtype=np.float64)
+        return total
 
 
 # ------------------------------------------------------------------------------------------ clustering
@@ -179,7 +208,7 @@ def _hdbscan(Z: np.ndarray, mcs: int, ms: int, selection: str, backend: str) -> 
 
 
 def _nearest_pass(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | Rows,
     centres: np.ndarray,
     threshold: float,
     keep: np.ndarray | None = None,
@@ -219,7 +248,7 @@ def _centres_from_sums(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cluster_segments(
-    embeddings: np.ndarray, config: ClusterConfig | None = None, seed: int = 0
+    embeddings: np.ndarray | Rows, config: ClusterConfig | None = None, seed: int = 0
 ) -> np.ndarray:
     """Cluster labels (0..k-1, largest first) or -1 for the ``other`` group, for one set of embeddings.
 
@@ -421,20 +450,27 @@ def _near_duplicate(a: str, b: str) -> bool:
 
 
 def _quotes(
-    X: np.ndarray, centre: np.ndarray, texts: list[str], ids: list[str], n: int
+    X: np.ndarray | Rows, centre: np.ndarray, texts: list[str], ids: list[str], n: int
 ) -> tuple[list[str], list[str]]:
     """The ``n`` segments (rows of ``X``, ``texts`` and ``ids``) nearest the centre, skipping
     near-duplicates of those already chosen (cosine above 0.9 or the same words, see
-    :func:`_near_duplicate`)."""
-    sims = X @ centre
+    :func:`_near_duplicate`). ``X`` is read a chunk of rows at a time, and then only the candidates'."""
+    sims = np.concatenate([X[lo : lo + CHUNK] @ centre for lo in range(0, len(ids), CHUNK)] or [np.zeros(0)])
     order = sorted(range(len(ids)), key=lambda i: (-round(float(sims[i]), 6), ids[i]))
     chosen: list[int] = []
-    for i in order:
-        if any(float(X[i] @ X[k]) > 0.9 or _near_duplicate(texts[i], texts[k]) for k in chosen):
-            continue
-        chosen.append(i)
-        if len(chosen) == n:
-            break
+    vectors: dict[int, np.ndarray] = {}
+    for start in range(0, len(order), _CANDIDATES):
+        block = sorted(order[start : start + _CANDIDATES])
+        vectors = {k: vectors[k] for k in chosen}
+        vectors.update(zip(block, X[np.asarray(block, dtype=np.int64)]))
+        for i in order[start : start + _CANDIDATES]:
+            if any(
+                float(vectors[i] @ vectors[k]) > 0.9 or _near_duplicate(texts[i], texts[k]) for k in chosen
+            ):
+                continue
+            chosen.append(i)
+            if len(chosen) == n:
+                return [ids[i] for i in chosen], [texts[i] for i in chosen]
     return [ids[i] for i in chosen], [texts[i] for i in chosen]
 
 
@@ -452,6 +488,31 @@ def _weekly(weeks: np.ndarray, n_weeks: int) -> tuple[list[int] | None, float | 
     t = np.arange(n_weeks, dtype=np.float64)
     slope = float(np.polyfit(t, counts.astype(np.float64), 1)[0])
     return counts.tolist(), round(slope / counts.mean(), 4)
+
+
+class _KeyLists:
+    """A list of key tuples, one per segment, held as ids into one list of distinct keys (a corpus
+    repeats the same phrases): a few bytes per key instead of a tuple (or a set) per segment."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._names: list[str] = []
+        self._flat = array("i")
+        self._ends = array("q")
+
+    def append(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            i = self._ids.get(k)
+            if i is None:
+                i = self._ids[k] = len(self._names)
+                self._names.append(k)
+            self._flat.append(i)
+        self._ends.append(len(self._flat))
+
+    def __getitem__(self, i: int) -> tuple[str, ...]:
+        lo = self._ends[i - 1] if i else 0
+        names = self._names
+        return tuple(names[k] for k in self._flat[lo : self._ends[i]])
 
 
 @dataclass
@@ -502,13 +563,15 @@ def find_pain_points(
     in_any = stage_code >= 0
     scope_any = in_any & negative if config.scope == "negative" else in_any
     # Each segment's document date, by position (a doc id seen twice: its last row, as a dict would do).
-    docs = documents[["doc_id", "created_at"]].drop_duplicates("doc_id", keep="last")
-    doc_pos = pd.Index(docs["doc_id"]).get_indexer(segments["doc_id"])
+    last = positions(segments["doc_id"], documents["doc_id"].iloc[::-1])
+    doc_pos = np.where(last >= 0, len(documents) - 1 - last, -1)
     created = pd.Series(
-        pd.to_datetime(docs["created_at"], utc=True, errors="coerce").array.take(doc_pos, allow_fill=True),
+        pd.to_datetime(documents["created_at"], utc=True, errors="coerce").array.take(
+            doc_pos, allow_fill=True
+        ),
         index=segments.index,
     )
-    del docs, doc_pos
+    del last, doc_pos
     week_start = created.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
     n_weeks, weeks = 0, np.full(len(segments), -1, dtype=np.int64)
     if week_start.notna().any():
@@ -522,8 +585,7 @@ def find_pain_points(
     # For the other segments of a stage, only the stage's count of each key (the background its
     # clusters' labels are ranked against); for the whole run, the statements' word index. Read a block
     # at a time, so the lists of a whole corpus are never built.
-    keys: list[tuple[str, ...]] = [()] * len(segments)
-    said_in: list[frozenset[str]] = [_NO_KEYS] * len(segments)
+    keys, said_in = _KeyLists(), _KeyLists()
     said_all: set[str] = set()
     background: dict[str, Counter[str]] = {stage: Counter() for stage in stage_ids}
     column = segments["phrases"]
@@ -532,11 +594,13 @@ def find_pain_points(
             stated = frozenset(sys.intern(phrase_key(p)) for p in statements(ps))
             said_all |= stated
             if scope_any[i]:
-                keys[i] = tuple(sys.intern(phrase_key(p)) for p in ps)
-                if stated:
-                    said_in[i] = stated
-            elif in_any[i]:
+                keys.append(phrase_key(p) for p in ps)
+                said_in.append(stated)
+                continue
+            if in_any[i]:
                 background[stage_ids[stage_code[i]]].update({phrase_key(p) for p in ps})
+            keys.append(())
+            said_in.append(())
     index = _statement_index(said_all)
     used_labels: set[str] = set()
     used_keys: set[str] = set()
@@ -546,14 +610,14 @@ def find_pain_points(
         idx = np.flatnonzero(scope)
         if not len(idx):
             continue
-        X = normalize(take_rows(embeddings, idx))
+        X = Rows(embeddings, idx)  # read a chunk at a time: the stage is never held whole
         labels = cluster_segments(X, config, seed)
         groups = [_Group(stage, int(c) + 1, np.flatnonzero(labels == c)) for c in sorted(set(labels) - {-1})]
         if (labels == -1).any():
             groups.append(_Group(stage, None, np.flatnonzero(labels == -1)))
         # Each segment counts a phrase once; phrases are counted under their key ("arrived late" and
         # "arrives late" together) and shown in their most frequent form in the cluster.
-        class_phr = [[k for i in g.index for k in set(keys[idx[i]])] for g in groups]
+        class_phr = [[k for i in g.index for k in set(keys[int(idx[i])])] for g in groups]
         scores = ctfidf([*class_phr, background.pop(stage)])
         for g, sc, cp in zip(groups, scores, class_phr):
             members = idx[g.index]
@@ -565,8 +629,8 @@ def find_pain_points(
             if g.number is None:
                 label = f"other {stage} issues" if config.scope == "negative" else f"other {stage}"
             else:
-                cov = _coverage(ranked[:LABEL_CANDIDATES], [set(keys[i]) for i in members])
-                said = set().union(*(said_in[i] for i in members))
+                cov = _coverage(ranked[:LABEL_CANDIDATES], [set(keys[int(i)]) for i in members])
+                said = {k for i in members for k in said_in[int(i)]}
                 best = _pick_label(
                     ranked[:LABEL_CANDIDATES], cov, len(g.index), forms, said, used_keys, used_labels, index
                 )
@@ -581,9 +645,10 @@ def find_pain_points(
             emos = Counter(e for e in seg["emotion"] if e != "neutral")
             docs = sorted(set(seg["doc_id"]))
             dates = created.iloc[members].dropna()
-            centre = normalize(X[g.index].mean(0, keepdims=True))[0]
+            vectors = Rows(embeddings, members)
+            centre = normalize(vectors.sum()[None])[0]
             q_ids, quotes = _quotes(
-                X[g.index], centre, seg["text"].tolist(), seg["segment_id"].tolist(), config.n_quotes
+                vectors, centre, seg["text"].tolist(), seg["segment_id"].tolist(), config.n_quotes
             )
             weekly, trend = _weekly(weeks[members], n_weeks)
             rows.append(

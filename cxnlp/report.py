@@ -30,12 +30,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
 from .about import SCHEMA_VERSION
-from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns
+from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns, positions
 
 logger = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -641,9 +644,10 @@ def _stages(
     top_n: int,
 ) -> list[Stage]:
     summary = {_text(r.get("stage")): r for r in _frame(result, "stage_summary").to_dict("records")}
-    groups: dict[str, pd.DataFrame] = {}
-    if len(segments) and "stage" in segments.columns:
-        groups = {str(k): g for k, g in segments.groupby("stage", sort=False)}
+    # One stage's segments at a time, and only the columns read here: a run of a million reviews holds
+    # millions of segments.
+    columns = [c for c in _STAGE_COLUMNS if c in segments.columns]
+    codes = _stage_codes(segments, stage_ids) if len(segments) and "stage" in segments.columns else None
     doc_stages = (
         Counter(s for v in _col(documents, "stages") for s in set(_as_list(v)))
         if len(documents)
@@ -652,7 +656,7 @@ def _stages(
     ratings = _stage_ratings(documents)
     stages = []
     for position, stage_id in enumerate(stage_ids):
-        seg = groups.get(stage_id, segments.iloc[0:0])
+        seg = segments.loc[codes == position, columns] if codes is not None else segments.iloc[0:0]
         row = summary.get(stage_id)
         if len(seg) or row is None:  # the segments are the finer source; the summary stands in without them
             sentiment = _col(seg, "sentiment").value_counts()
@@ -703,6 +707,14 @@ def _stages(
             )
         )
     return stages
+
+
+def _stage_codes(segments: pd.DataFrame, stage_ids: list[str]) -> np.ndarray:
+    """Each segment's stage as its position in ``stage_ids`` (-1: none of them), one or two bytes a row."""
+    return np.asarray(pd.Categorical(_col(segments, "stage"), categories=stage_ids).codes)
+
+
+_STAGE_COLUMNS = ("doc_id", "segment_id", "sentiment", "sentiment_score", "emotion", "text")
 
 
 def _top_emotions(emotions: pd.Series, k: int = 3) -> list[tuple[str, int]]:
@@ -769,11 +781,25 @@ def _stage_ratings(documents: pd.DataFrame) -> dict[str, float]:
     rating = pd.to_numeric(documents["rating"], errors="coerce")
     if not rating.notna().any():
         return {}
-    frame = (
-        pd.DataFrame({"stage": [_as_list(v) for v in documents["stages"]], "rating": rating.to_numpy()})
-        .explode("stage")
-        .dropna()
-    )
+    try:  # one row per (document, stage) by Arrow, without a Python list per document
+        lists = pa.array(documents["stages"].array, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        lists = None
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    if lists is not None and pa.types.is_list(lists.type):
+        frame = pd.DataFrame(
+            {
+                "stage": pc.list_flatten(lists).to_pandas(),
+                "rating": rating.to_numpy()[pc.list_parent_indices(lists).to_numpy()],
+            }
+        ).dropna()
+    else:  # JSON text (CSV) or mixed cells
+        frame = (
+            pd.DataFrame({"stage": [_as_list(v) for v in documents["stages"]], "rating": rating.to_numpy()})
+            .explode("stage")
+            .dropna()
+        )
     return {str(k): float(v) for k, v in frame.groupby("stage")["rating"].mean().items()}
 
 
@@ -817,28 +843,32 @@ def _drivers(
     if documents.empty or segments.empty or "doc_id" not in segments.columns:
         return None
     rating = pd.to_numeric(_col(documents, "rating"), errors="coerce").to_numpy()
-    ids = _col(documents, "doc_id").astype(str).to_numpy()
     rated = ~pd.isna(rating)
     if rated.sum() < MIN_RATED_FOR_DRIVERS:
         return None
-    ratings = pd.Series(rating[rated].astype(float), index=ids[rated])
-    ratings = ratings[~ratings.index.duplicated()]
+    # Documents by position among the rated ones (a doc id seen twice: its first rated row), and each
+    # segment's: no Python string is made of the millions of ids a large run has.
+    rated_ids = _col(documents, "doc_id")[rated]
+    values = rating[rated].astype(float)
+    first = positions(rated_ids, rated_ids) == np.arange(len(rated_ids))
+    ratings = pd.Series(values[first])
     total, count = float(ratings.sum()), len(ratings)
-    seg_doc = _col(segments, "doc_id").astype(str)
-    negative = _col(segments, "sentiment") == "negative"
-    issues: list[tuple[str, str, str, Any]] = []
-    by_stage = seg_doc[negative].groupby(_col(segments, "stage")[negative]).unique()
-    issues += [("stage", s, s, by_stage.get(s)) for s in stage_ids if s in by_stage.index]
-    pain = _col(segments, "pain_point_id")
-    by_pain = seg_doc[pain.notna()].groupby(pain[pain.notna()].astype(str)).unique()
-    issues += [
-        ("pain point", p.label, p.stage, by_pain.get(p.id))
-        for p in pain_points
-        if not p.is_other and p.id in by_pain.index
+    doc_pos = positions(segments["doc_id"], rated_ids)
+    negative = (_col(segments, "sentiment") == "negative").to_numpy()
+    codes = np.where(negative, _stage_codes(segments, stage_ids), -1)
+    issues: list[tuple[str, str, str, Any]] = [
+        ("stage", s, s, docs) for s, docs in zip(stage_ids, _documents_of(codes, doc_pos, len(stage_ids)))
     ]
+    clustered = [p for p in pain_points if not p.is_other]
+    pain_ids = list(dict.fromkeys(p.id for p in clustered))
+    pain = pd.Categorical(_col(segments, "pain_point_id"), categories=pain_ids)
+    by_pain = dict(zip(pain_ids, _documents_of(np.asarray(pain.codes), doc_pos, len(pain_ids))))
+    issues += [("pain point", p.label, p.stage, by_pain.get(p.id)) for p in clustered]
     rows = []
     for kind, name, stage, docs in issues:
-        with_issue = ratings.reindex(pd.Index(docs)).dropna()
+        if docs is None:
+            continue
+        with_issue = pd.Series(values[docs])
         n = len(with_issue)
         if n < MIN_DRIVER_DOCUMENTS or count - n < MIN_DRIVER_DOCUMENTS:
             continue
@@ -846,6 +876,18 @@ def _drivers(
         rows.append(Driver(kind, name, stage, n, mean_with, (total - float(with_issue.sum())) / (count - n)))
     rows.sort(key=lambda d: (d.impact * d.documents, d.kind != "stage", d.name))  # ties: stages first
     return Drivers(count, total / count, float(ratings.min()), float(ratings.max()), rows[:DRIVER_ROWS])
+
+
+def _documents_of(codes: np.ndarray, doc_pos: np.ndarray, k: int) -> list[np.ndarray | None]:
+    """For each code 0..k-1 of the rows' ``codes`` (-1: none), the distinct document positions (>= 0) of
+    its rows in order of first appearance; None for a code no row has."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(k + 1))
+    out: list[np.ndarray | None] = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        found = doc_pos[order[lo:hi]]
+        out.append(pd.unique(found[found >= 0]) if hi > lo else None)
+    return out
 
 
 def _alerts(
@@ -865,7 +907,9 @@ def _alerts(
     )
     if segments.empty or "text" not in segments.columns:
         return Alerts(0, None, [], [], rising)
-    candidates = segments[_col(segments, "sentiment") != "positive"]
+    # Only the rows with text that are not positive, and the columns read here, are copied.
+    columns = [c for c in ("text", "stage", "sentiment_score", "doc_id") if c in segments.columns]
+    candidates = segments.loc[(_col(segments, "sentiment") != "positive") & segments["text"].notna(), columns]
     hits = candidates[_col(candidates, "text").astype(str).str.contains(CHURN_PATTERN, na=False)]
     n_docs = int(_col(hits, "doc_id").nunique())
     stage = _col(hits, "stage").fillna("no stage").astype(str)
@@ -1085,9 +1129,8 @@ def _trends(
     """Segment volume and net sentiment per week (or coarser) per stage, as small multiples."""
     if segments.empty or "doc_id" not in segments.columns or not created.notna().any():
         return None
-    by_doc = pd.Series(created.array, index=_col(documents, "doc_id").to_numpy())
-    by_doc = by_doc[~by_doc.index.duplicated()]
-    when = pd.to_datetime(segments["doc_id"].map(by_doc), utc=True, errors="coerce").dt.tz_convert(None)
+    doc_pos = positions(segments["doc_id"], _col(documents, "doc_id"))  # a doc id seen twice: its first row
+    when = pd.Series(created.array.take(doc_pos, allow_fill=True)).dt.tz_convert(None)
     if not when.notna().any():
         return None
     span = (when.max() - when.min()).days
@@ -1096,7 +1139,7 @@ def _trends(
     )
     frame = pd.DataFrame(
         {
-            "stage": _col(segments, "stage").to_numpy(),
+            "stage": _stage_codes(segments, stage_ids),
             "bucket": when.dt.to_period(period).dt.start_time,
             "neg": (_col(segments, "sentiment") == "negative").to_numpy(),
             "pos": (_col(segments, "sentiment") == "positive").to_numpy(),
@@ -1104,8 +1147,8 @@ def _trends(
     ).dropna(subset=["bucket"])
     buckets = list(pd.period_range(frame["bucket"].min(), frame["bucket"].max(), freq=period).start_time)
     panels = [_panel("all segments", frame, buckets, unit)]
-    for stage in stage_ids:
-        part = frame[frame["stage"] == stage]
+    for position, stage in enumerate(stage_ids):
+        part = frame[frame["stage"] == position]
         if len(part):
             panels.append(_panel(stage, part, buckets, unit))
     return Trends(unit, _day(buckets[0]), _day(buckets[-1]), panels)

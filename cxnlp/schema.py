@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .about import SCHEMA_VERSION
 
@@ -272,6 +275,27 @@ def snapshot() -> dict[str, Any]:
         "rejects.jsonl": list(REJECT_FIELDS),
         "summary.json": list(SUMMARY_FIELDS),
     }
+
+
+def _strings(values: pd.Series) -> pa.Array:
+    arr = pa.array(values.array, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return (
+        arr
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+        else pc.cast(arr, pa.string())
+    )
+
+
+def positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
+    """For each of ``values`` (say, the segments' doc ids), the position of its first occurrence in
+    ``keys`` (the documents' doc ids), -1 where it is missing. Compared as strings, by Arrow's hash
+    lookup: no Python string is made of either side, which for millions of ids is hundreds of MB."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    found = pc.index_in(_strings(values), value_set=_strings(keys), skip_nulls=True)
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def column_names(table: str) -> list[str]:

@@ -6,6 +6,9 @@ import pytest
 
 from cxnlp.cluster import (
     Baseline,
+    Rows,
+    _KeyLists,
+    _quotes,
     auto_min_cluster_size,
     cluster_segments,
     ctfidf,
@@ -146,6 +149,36 @@ def test_cluster_take_rows_reads_a_memory_map_in_chunks_and_equals_fancy_indexin
     assert np.array_equal(take_rows(view, idx, chunk=7), X.astype(np.float16)[idx])
     assert np.array_equal(take_rows(X, idx), X[idx])  # in memory: plain indexing
     assert take_rows(mm, idx[:0]).shape == (0, X.shape[1])
+
+
+def test_cluster_rows_read_a_stage_of_a_memory_map_as_the_materialised_stage(tmp_path):
+    """The pain-point step hands cluster_segments a Rows view of one stage instead of the stage's
+    matrix: every read (slices, index arrays, the sum) and the clusters equal the materialised ones."""
+    X, _ = _blobs(per=80, noise=10)
+    np.save(tmp_path / "emb.npy", X.astype(np.float16))
+    mm = open_embeddings(tmp_path / "emb.npy")
+    idx = np.sort(np.random.default_rng(1).choice(len(X), 200, replace=False))
+    dense = normalize(np.asarray(mm)[idx])
+    rows = Rows(mm, idx)
+    assert len(rows) == 200 and rows.shape == dense.shape
+    assert np.array_equal(rows[10:37], dense[10:37]) and np.array_equal(
+        rows[np.array([3, 50, 199])], dense[[3, 50, 199]]
+    )
+    assert np.allclose(rows.sum(), dense.sum(0, dtype=np.float64), atol=1e-9)
+    cfg = ClusterConfig(min_cluster_size=5, fit_sample=100)
+    assert np.array_equal(cluster_segments(rows, cfg), cluster_segments(dense, cfg))
+    centre = normalize(rows.sum()[None])[0]
+    texts, ids = [f"text {i}" for i in range(200)], [f"s{i}" for i in range(200)]
+    assert _quotes(rows, centre, texts, ids, 3) == _quotes(dense, centre, texts, ids, 3)
+
+
+def test_cluster_key_lists_give_back_each_segments_keys_in_order():
+    keys = _KeyLists()
+    given = [("late box", "box", "late box"), (), ("courier",), ("".join(["b", "ox"]),)]
+    for k in given:
+        keys.append(iter(k))
+    assert [keys[i] for i in range(len(given))] == given
+    assert keys[3][0] is keys[0][1]  # each distinct key is held once, however many segments say it
 
 
 def test_cluster_release_drops_pages_but_never_changes_data(tmp_path):

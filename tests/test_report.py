@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from types import SimpleNamespace
 
@@ -678,6 +679,37 @@ def test_report_drivers_compare_ratings_with_and_without_the_issue() -> None:
     assert "−4.00" in html.split('<section id="drivers">')[1].split("</section>")[0]
     assert build_summary(report)["drivers"][0]["impact"] == -4.0
     assert "Drivers" not in render_html(make_result())  # 6 rated documents are too few
+
+
+def test_report_from_arrow_backed_tables_equals_the_report_from_python_objects() -> None:
+    """A batch run's reduce holds its tables Arrow-backed (strings, lists of strings), and the report
+    finds documents by Arrow lookups there: every figure is the same as from Python objects."""
+    import pyarrow as pa
+
+    from cxnlp.batch import REDUCE_ARROW, _frame
+    from cxnlp.report import _stage_ratings, build_report, build_summary
+
+    run = _rated_run()
+    arrow = SimpleNamespace(**vars(run))
+    for name in ("documents", "segments"):
+        setattr(
+            arrow, name, _frame(pa.Table.from_pandas(getattr(run, name), preserve_index=False), REDUCE_ARROW)
+        )
+    assert isinstance(arrow.documents["stages"].dtype, pd.ArrowDtype)
+    before, after = build_report(run), build_report(arrow)
+    expected, got = build_summary(before), build_summary(after)
+    for key in ("generated_at", "analysed_at"):
+        expected.pop(key, None)
+        got.pop(key, None)
+    assert got == expected and got["drivers"] and got["churn_risk"]["documents"] == 2
+    assert before.trends is not None and after.trends is not None
+    panels = [
+        [(p.title, p.total, p.buckets, p.volume, p.net) for p in r.trends.panels] for r in (before, after)
+    ]
+    assert panels[0] == panels[1] and len(panels[0]) > 2
+    as_json = run.documents.assign(stages=run.documents["stages"].map(json.dumps))  # a CSV output's cells
+    assert _stage_ratings(arrow.documents) == _stage_ratings(run.documents) == _stage_ratings(as_json)
+    assert _stage_ratings(run.documents)["delivery"] == 1.0
 
 
 def test_report_alerts_churn_risk_and_rising_pain_points() -> None:

@@ -61,3 +61,17 @@ def test_schema_columns_match_the_pinned_snapshot():
         'addition, regenerate the snapshot: python -c "import json, cxnlp.schema as s; '
         'print(json.dumps(s.snapshot(), indent=2))" > ' + str(path.relative_to(ROOT))
     )
+
+
+def test_schema_positions_finds_each_value_first_row_without_python_strings():
+    import numpy as np
+    import pandas as pd
+
+    from cxnlp.schema import positions
+
+    keys = pd.Series(["a", "b", "a", None], dtype=pd.StringDtype(na_value=np.nan))
+    values = pd.Series(["b", "a", "z", None], dtype=object)
+    assert positions(values, keys).tolist() == [1, 0, -1, -1]  # first row of "a"; missing and null: -1
+    assert positions(pd.Series([2, 1]), pd.Series(["1", "2"])).tolist() == [1, 0]  # compared as strings
+    assert positions(pd.Series([], dtype=object), keys).tolist() == []
+    assert positions(pd.Series(["a"]), pd.Series([], dtype=object)).tolist() == [-1]
