@@ -204,19 +204,17 @@ def save_chunk(chunks: Path, info: ChunkInfo, part: Part) -> Path:
     return final
 
 
-def load_chunk(
-    path: Path, keep_text: Callable[[pd.DataFrame], pd.Series] | None = None
-) -> tuple[ChunkInfo, Part]:
-    """A committed chunk. With ``keep_text``, only the columns the corpus-wide steps and the report read
-    (:data:`REDUCE_COLUMNS`), and segment text only where ``keep_text`` says so (None elsewhere)."""
+def load_chunk(path: Path, trim: Callable[[pd.DataFrame], None] | None = None) -> tuple[ChunkInfo, Part]:
+    """A committed chunk. With ``trim``, only the columns the corpus-wide steps and the report read
+    (:data:`REDUCE_COLUMNS`), and the segments trimmed by ``trim`` (:func:`_trimmer`)."""
     meta = json.loads((path / "part.json").read_text(encoding="utf-8"))
-    reduce = keep_text is not None
+    reduce = trim is not None
     documents = _read_chunk_table(path / "documents.parquet", REDUCE_COLUMNS["documents"] if reduce else None)
     documents = documents.drop(columns=[c for c in ("n_segments",) if c in documents])
     segments = _read_chunk_table(path / "segments.parquet", REDUCE_COLUMNS["segments"] if reduce else None)
     segments = segments.drop(columns=[c for c in ("pain_point_id",) if c in segments])
-    if keep_text is not None and "text" in segments.columns and len(segments):
-        segments["text"] = segments["text"].where(keep_text(segments), None)
+    if trim is not None and len(segments):
+        trim(segments)
     with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
         rejects = [Reject.from_dict(json.loads(line)) for line in fh]
     embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
@@ -237,7 +235,7 @@ def _read_chunk_table(path: Path, columns: list[str] | None = None) -> pd.DataFr
 # ------------------------------------------------------------------------------------------- reduce
 
 #: The columns the corpus-wide steps (cluster, aggregate), the manifest and the report read. The reduce
-#: phase holds only these for the whole corpus (segment text only where it may be quoted); everything else
+#: phase holds only these for the whole corpus (segment text and id only where it may be quoted); everything else
 #: (document text, emotion scores, input columns, ...) stays in the chunks and is streamed into the final
 #: tables, one chunk at a time.
 REDUCE_COLUMNS = {
@@ -261,18 +259,27 @@ REDUCE_COLUMNS = {
 REDUCE_ARROW = ("phrases", "flags", "stages")
 
 
-def _text_needed(analyzer: Analyzer) -> Callable[[pd.DataFrame], pd.Series]:
-    """Which segments of a chunk keep their text in the reduce phase: those the cluster step quotes or
-    labels from, and those the report may quote."""
+def _trimmer(analyzer: Analyzer, stats: cluster.PhraseStats) -> Callable[[pd.DataFrame], None]:
+    """What the reduce phase drops from a chunk's segments (in place), as it reads them:
+
+    * text and id, except where the cluster step quotes or labels from them and where the report may
+      quote them;
+    * phrases, except for the segments the cluster step clusters; what it reads of the others is
+      added to ``stats`` (:func:`cluster.trim_phrases`)."""
     from .report import text_needed
 
     cfg = analyzer.config
 
-    def keep(segments: pd.DataFrame) -> pd.Series:
-        clustered = cluster.text_needed(segments, analyzer.stage_ids, cfg.cluster)
-        return clustered | text_needed(segments, cfg.report.verbatims)
+    def trim(segments: pd.DataFrame) -> None:
+        if "text" in segments.columns:
+            keep = cluster.text_needed(segments, analyzer.stage_ids, cfg.cluster)
+            keep |= text_needed(segments, cfg.report.verbatims)
+            for col in ("text", "segment_id"):
+                if col in segments.columns:
+                    segments[col] = segments[col].where(keep, None)
+        cluster.trim_phrases(segments, analyzer.stage_ids, cfg.cluster, stats)
 
-    return keep
+    return trim
 
 
 @dataclass
@@ -895,9 +902,10 @@ def run_batch(
         parts: list[Part] = []
         chunks: list[_Chunk] = []
         unchanged = n_read = 0
-        keep_text = _text_needed(analyzer)
+        stats = cluster.PhraseStats()
+        trim = _trimmer(analyzer, stats)
         for _index, path in sorted(work.committed().items()):
-            info, part = load_chunk(path, keep_text)
+            info, part = load_chunk(path, trim)
             unchanged += info.unchanged
             n_read += info.read
             parts.append(part)
@@ -909,6 +917,7 @@ def run_batch(
         part = merge_parts(parts) if parts else analyzer.prepare([], [])
         del parts  # the merged part holds the same rows
         part.embeddings = embeddings
+        part.phrase_stats = stats
         limit = analyzer.config.input.reject_limit(read.read)
         failed = limit is not None and len(part.rejects) > limit
         part.timings = {"read": read_seconds[0], "map": map_seconds, **part.timings}

@@ -40,7 +40,7 @@ import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ PAIN_POINT_COLUMNS = [
     "trend",
     "centroid",
 ]
-CHUNK = 65_536  # rows per chunk when reading embeddings
+CHUNK = 16_384  # rows per chunk when reading embeddings (a chunk and its float32 copies: ~100 MB)
 _CANDIDATES = 64  # quote candidates read at a time
 
 
@@ -541,6 +541,39 @@ def text_needed(segments: pd.DataFrame, stage_ids: list[str], config: ClusterCon
     return in_stage & (segments["sentiment"] == "negative") if config.scope == "negative" else in_stage
 
 
+@dataclass
+class PhraseStats:
+    """What :func:`find_pain_points` reads of the phrases of the segments it does not cluster: each
+    stage's count of phrase keys (the background its clusters' labels are ranked against) and the
+    statement keys of the whole run. Counts and sets add up, so a batch run gathers them a chunk at a
+    time (:func:`trim_phrases`) and holds phrases only for the segments clustered."""
+
+    background: dict[str, Counter[str]] = field(default_factory=dict)
+    said: set[str] = field(default_factory=set)
+
+    def add(self, phrases: list[str], stage: str | None) -> None:
+        self.said.update(sys.intern(phrase_key(p)) for p in statements(phrases))
+        if stage is not None:
+            self.background.setdefault(stage, Counter()).update({phrase_key(p) for p in phrases})
+
+
+def trim_phrases(
+    segments: pd.DataFrame, stage_ids: list[str], config: ClusterConfig, stats: PhraseStats
+) -> None:
+    """Add to ``stats`` what :func:`find_pain_points` reads of the phrases of the segments it will not
+    cluster, and drop those phrases (None) from ``segments``: find_pain_points given ``stats`` then
+    finds what it finds with every phrase in place."""
+    if segments.empty or "phrases" not in segments.columns:
+        return
+    keep = text_needed(segments, stage_ids, config).to_numpy()
+    if config.enabled:
+        codes = pd.Categorical(segments["stage"], categories=stage_ids).codes
+        for i, ps in enumerate(segments["phrases"].tolist()):
+            if not keep[i] and ps is not None and ps is not pd.NA and len(ps):
+                stats.add(list(ps), stage_ids[codes[i]] if codes[i] >= 0 else None)
+    segments["phrases"] = segments["phrases"].where(keep, None)
+
+
 def find_pain_points(
     segments: pd.DataFrame,
     embeddings: np.ndarray,
@@ -549,8 +582,11 @@ def find_pain_points(
     config: ClusterConfig,
     seed: int = 0,
     baseline: Baseline | None = None,
+    phrase_stats: PhraseStats | None = None,
 ) -> tuple[pd.DataFrame, list[str | None]]:
-    """Returns the pain_points table and a pain_point_id per segment (None where not clustered)."""
+    """Returns the pain_points table and a pain_point_id per segment (None where not clustered).
+
+    ``phrase_stats``: what :func:`trim_phrases` took from segments whose phrases it dropped."""
     assignment: list[str | None] = [None] * len(segments)
     rows: list[dict] = []
     if not config.enabled or segments.empty:
@@ -591,6 +627,7 @@ def find_pain_points(
     column = segments["phrases"]
     for start in range(0, len(segments), CHUNK):
         for i, ps in enumerate(column.iloc[start : start + CHUNK].tolist(), start):
+            ps = [] if ps is None or ps is pd.NA else ps  # dropped by trim_phrases: in phrase_stats
             stated = frozenset(sys.intern(phrase_key(p)) for p in statements(ps))
             said_all |= stated
             if scope_any[i]:
@@ -601,6 +638,11 @@ def find_pain_points(
                 background[stage_ids[stage_code[i]]].update({phrase_key(p) for p in ps})
             keys.append(())
             said_in.append(())
+    if phrase_stats is not None:
+        said_all |= phrase_stats.said
+        for stage, counts in phrase_stats.background.items():
+            if stage in background:
+                background[stage].update(counts)
     index = _statement_index(said_all)
     used_labels: set[str] = set()
     used_keys: set[str] = set()

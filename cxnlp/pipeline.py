@@ -57,6 +57,7 @@ class Corpus:
         default_factory=lambda: pd.DataFrame(columns=aggregate.STAGE_SUMMARY_COLUMNS)
     )
     features: dict[str, np.ndarray] = field(default_factory=dict)  # see Part.features
+    phrase_stats: cluster.PhraseStats | None = None  # see Part.phrase_stats
 
     def table(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -124,6 +125,9 @@ class Part:
     # per-segment text features computed by a prepare worker (models.TEXT_FEATURES); read by the heads,
     # never written out
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    # what the batch runner's reduce took from the phrases it dropped (cluster.trim_phrases); read by the
+    # cluster step
+    phrase_stats: cluster.PhraseStats | None = None
 
 
 def merge_parts(parts: list[Part]) -> Part:
@@ -268,7 +272,14 @@ class Analyzer:
 
         def cluster_step(c: Corpus) -> None:
             c.pain_points, assignment = cluster.find_pain_points(
-                c.segments, c.embeddings, c.documents, self.stage_ids, cfg.cluster, cfg.seed, baseline
+                c.segments,
+                c.embeddings,
+                c.documents,
+                self.stage_ids,
+                cfg.cluster,
+                cfg.seed,
+                baseline,
+                c.phrase_stats,
             )
             c.segments["pain_point_id"] = assignment
 
@@ -396,6 +407,7 @@ class Analyzer:
         (which stores them as float16 on disk) and a Ray run cluster exactly the same numbers."""
         timings = dict(part.timings)
         corpus = Corpus(part.documents, part.segments, np.asarray(part.embeddings, dtype=np.float16))
+        corpus.phrase_stats = part.phrase_stats
         if len(corpus.documents) and not failed:
             self._run(self.reduce_steps(progress, baseline), corpus, timings)
         else:

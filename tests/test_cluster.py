@@ -218,6 +218,59 @@ def test_cluster_pain_points_read_phrases_held_as_arrow_lists():
     assert assignment == got_assignment and assignment[-1] is None
 
 
+def test_cluster_trimmed_phrases_with_their_stats_give_the_same_pain_points():
+    """The batch reduce drops the phrases of the segments not clustered, a chunk at a time, keeping what
+    the cluster step reads of them (stage backgrounds, statements) in PhraseStats: same pain points."""
+    import pyarrow as pa
+
+    from cxnlp.cluster import PhraseStats, trim_phrases
+
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _frames(truth)
+    segments["phrases"] = [["late delivery", "driver lost box"] if t == 0 else PHRASES[int(t)] for t in truth]
+    n = 40  # positive segments: the delivery stage's background says "driver lost box" all the time
+    extra = pd.DataFrame(
+        {
+            "doc_id": [f"p{i}" for i in range(n)],
+            "segment_id": [f"p{i}:0" for i in range(n)],
+            "text": ["no late delivery this time, the courier was kind"] * n,
+            "stage": ["delivery"] * (n - 3) + [None] * 3,
+            "sentiment": ["positive"] * n,
+            "sentiment_score": [0.9] * n,
+            "emotion": ["joy"] * n,
+            "phrases": [["driver lost box", "box", "courier was kind", "courier"]] * n,
+        }
+    )
+    segments = pd.concat([segments, extra], ignore_index=True)
+    documents = pd.concat(
+        [documents, pd.DataFrame({"doc_id": extra["doc_id"], "created_at": documents["created_at"].iloc[0]})],
+        ignore_index=True,
+    )
+    X = np.concatenate([X, np.random.default_rng(3).normal(size=(n, X.shape[1])).astype(np.float32)])
+    stages = ["delivery", "billing"]
+    table, assignment = find_pain_points(segments, X, documents, stages, CFG)
+
+    stats = PhraseStats()
+    halves = []
+    for half in (segments.iloc[:30], segments.iloc[30:]):  # two chunks, as the reduce reads them
+        half = half.assign(
+            phrases=pd.Series(
+                pd.arrays.ArrowExtensionArray(pa.array(half["phrases"].tolist())), index=half.index
+            )
+        )
+        trim_phrases(half, stages, CFG, stats)
+        halves.append(half)
+    trimmed = pd.concat(halves)
+    assert trimmed["phrases"].isna().sum() == n  # the positive ones; the clustered ones keep theirs
+    assert stats.background["delivery"]["courier"] == n - 3 and "courier kind" in stats.said  # phrase keys
+    got, got_assignment = find_pain_points(trimmed, X, documents, stages, CFG, phrase_stats=stats)
+    pd.testing.assert_frame_equal(table, got)
+    assert assignment == got_assignment
+    assert table["label"].iloc[0] == "late delivery"  # "driver lost box" is what the stage always says
+    without, _ = find_pain_points(trimmed, X, documents, stages, CFG)  # the stats are what makes it so
+    assert without["label"].iloc[0] == "driver lost box"
+
+
 def test_cluster_ctfidf_prefers_distinctive_terms():
     scores = ctfidf([["late delivery", "box", "late delivery"], ["box", "melted ice"], ["box"]])
     assert scores[0]["late delivery"] > scores[0]["box"]
