@@ -47,7 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import cluster
+from . import cluster, memory
 from .about import __version__
 from .config import config_to_dict
 from .errors import Errors, PipelineError
@@ -898,50 +898,54 @@ def run_batch(
             raise ValueError(engine)
         map_seconds = time.perf_counter() - t
 
-        # reduce: every chunk, in input order, holding only the columns the corpus-wide steps read
-        parts: list[Part] = []
-        chunks: list[_Chunk] = []
-        unchanged = n_read = 0
-        stats = cluster.PhraseStats()
-        trim = _trimmer(analyzer, stats)
-        for _index, path in sorted(work.committed().items()):
-            info, part = load_chunk(path, trim)
-            unchanged += info.unchanged
-            n_read += info.read
-            parts.append(part)
-            chunks.append(_Chunk(path, len(part.documents), len(part.segments)))
-        read.n_read = n_read  # the records themselves went to the chunks
-        embeddings = _join_embeddings(work.path / "embeddings.npy", [p.embeddings for p in parts])
-        for p in parts:
-            p.embeddings = p.embeddings[:0]
-        part = merge_parts(parts) if parts else analyzer.prepare([], [])
-        del parts  # the merged part holds the same rows
-        part.embeddings = embeddings
-        part.phrase_stats = stats
-        limit = analyzer.config.input.reject_limit(read.read)
-        failed = limit is not None and len(part.rejects) > limit
-        part.timings = {"read": read_seconds[0], "map": map_seconds, **part.timings}
-        extra_manifest: dict[str, Any] = {
-            "run_id": run_id,
-            "engine": engine,
-            "chunks": {"size": chunk_size, "count": len(chunks), "resumed": len(done)},
-        }
-        if st is not None:
-            extra_manifest["state"] = {"path": str(st.path), "run_date": work.plan["run_date"]}
-        result = analyzer.finish(
-            part,
-            read,
-            started,
-            base,
-            progress,
-            failed,
-            extra_counts={"unchanged": unchanged} if st is not None else None,
-            extra_manifest=extra_manifest,
-        )
-        del part
-        if not failed and len(result.documents):
-            result.streams = _streams(chunks, result)
-        result.write(outdir)
+        # reduce: every chunk, in input order, holding only the columns the corpus-wide steps read; Arrow
+        # on the system allocator, whose freed memory trim_heap hands back (see cxnlp.memory)
+        with memory.system_arrow_pool():
+            parts: list[Part] = []
+            chunks: list[_Chunk] = []
+            unchanged = n_read = 0
+            stats = cluster.PhraseStats()
+            trim = _trimmer(analyzer, stats)
+            for _index, path in sorted(work.committed().items()):
+                info, part = load_chunk(path, trim)
+                unchanged += info.unchanged
+                n_read += info.read
+                parts.append(part)
+                chunks.append(_Chunk(path, len(part.documents), len(part.segments)))
+            read.n_read = n_read  # the records themselves went to the chunks
+            embeddings = _join_embeddings(work.path / "embeddings.npy", [p.embeddings for p in parts])
+            for p in parts:
+                p.embeddings = p.embeddings[:0]
+            part = merge_parts(parts) if parts else analyzer.prepare([], [])
+            del parts  # the merged part holds the same rows
+            part.embeddings = embeddings
+            part.phrase_stats = stats
+            memory.trim_heap()
+            limit = analyzer.config.input.reject_limit(read.read)
+            failed = limit is not None and len(part.rejects) > limit
+            part.timings = {"read": read_seconds[0], "map": map_seconds, **part.timings}
+            extra_manifest: dict[str, Any] = {
+                "run_id": run_id,
+                "engine": engine,
+                "chunks": {"size": chunk_size, "count": len(chunks), "resumed": len(done)},
+            }
+            if st is not None:
+                extra_manifest["state"] = {"path": str(st.path), "run_date": work.plan["run_date"]}
+            result = analyzer.finish(
+                part,
+                read,
+                started,
+                base,
+                progress,
+                failed,
+                extra_counts={"unchanged": unchanged} if st is not None else None,
+                extra_manifest=extra_manifest,
+            )
+            del part
+            memory.trim_heap()
+            if not failed and len(result.documents):
+                result.streams = _streams(chunks, result)
+            result.write(outdir)
         result = BatchResult.of(result, outdir)  # the reduced tables go; the full ones are read back
         if st is not None and not failed:
             st.commit(result, run_id, work.plan["run_date"], _hashes([c.path for c in chunks]))

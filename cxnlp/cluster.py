@@ -49,6 +49,7 @@ import pandas as pd
 
 from .config import ClusterConfig
 from .errors import Errors, InputError
+from .memory import trim_heap
 from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns, positions
 from .segment import phrase_key, statements
 
@@ -727,6 +728,8 @@ def find_pain_points(
             len(groups) - int((labels == -1).any()),
             int((labels == -1).sum()),
         )
+        del X, labels, groups, class_phr, scores
+        trim_heap()  # each stage's temporaries, handed back before the next stage's
     table = pd.DataFrame(rows, columns=PAIN_POINT_COLUMNS)
     if baseline is not None:
         table, renames = match_baseline(table, baseline, len(segments), config)

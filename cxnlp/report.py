@@ -761,18 +761,30 @@ def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
 
     On part of a corpus (a batch run's chunk) this is a superset of what the report shows from the whole
     corpus: a segment among the ``4 * k`` most extreme of the whole is among those of its own part, ties
-    broken by position in both. So the batch runner keeps only these texts in memory."""
-    keep = pd.Series(False, index=segments.index)
+    broken by position in both. So the batch runner keeps only these texts in memory. The candidates are
+    :func:`_verbatim_pool`'s (by label and by score sign), found here by a stable sort of the scores."""
+    keep = np.zeros(len(segments), dtype=bool)
     if segments.empty or "text" not in segments.columns:
-        return keep
+        return pd.Series(keep, index=segments.index)
     text = _col(segments, "text").astype(str)
-    keep |= (_col(segments, "sentiment") != "positive") & text.str.contains(CHURN_PATTERN, na=False)
+    churn = (_col(segments, "sentiment") != "positive") & text.str.contains(CHURN_PATTERN, na=False)
+    keep |= churn.to_numpy(dtype=bool, na_value=False)
     if verbatims > 0 and "stage" in segments.columns:
-        for _stage, seg in segments.groupby("stage", sort=False):
+        scores = pd.to_numeric(_col(segments, "sentiment_score"), errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan
+        )
+        labels = _col(segments, "sentiment")
+        codes, _ = pd.factorize(segments["stage"])  # a missing stage: -1, in no group (as groupby does)
+        for code in range(int(codes.max(initial=-1)) + 1):
+            in_stage = (codes == code) & ~np.isnan(scores)
             for kind in ("negative", "positive"):
-                for by_label in (True, False):  # the whole corpus decides which; keep both
-                    keep[_verbatim_pool(seg, kind, verbatims, by_label).index] = True
-    return keep
+                sign = scores < 0 if kind == "negative" else scores > 0
+                labelled = (labels == kind).to_numpy(dtype=bool, na_value=False)
+                for mask in (in_stage & labelled, in_stage & sign):
+                    rows = np.flatnonzero(mask)
+                    order = np.argsort(scores[rows] if kind == "negative" else -scores[rows], kind="stable")
+                    keep[rows[order[: 4 * verbatims]]] = True
+    return pd.Series(keep, index=segments.index)
 
 
 def _stage_ratings(documents: pd.DataFrame) -> dict[str, float]:
