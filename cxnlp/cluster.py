@@ -77,7 +77,7 @@ PAIN_POINT_COLUMNS = [
     "trend",
     "centroid",
 ]
-CHUNK = 16_384  # rows per chunk when reading embeddings (a chunk and its float32 copies: ~100 MB)
+CHUNK = 65_536  # rows per chunk when reading embeddings
 _CANDIDATES = 64  # quote candidates read at a time
 
 
@@ -123,10 +123,10 @@ def take_rows(embeddings: np.ndarray | Rows, idx: np.ndarray, chunk: int = CHUNK
         return np.asarray(embeddings[idx])
     out = np.empty((len(idx), *embeddings.shape[1:]), dtype=embeddings.dtype)
     bounds = np.searchsorted(idx, np.arange(0, len(embeddings) + chunk, chunk))
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi > lo:
-            out[lo:hi] = embeddings[idx[lo:hi]]
-            release(embeddings)
+    for block in np.flatnonzero(bounds[1:] > bounds[:-1]):  # the blocks of rows that idx reads from
+        lo, hi = bounds[block], bounds[block + 1]
+        out[lo:hi] = embeddings[idx[lo:hi]]
+        release(embeddings, (int(block) * chunk, min((int(block) + 1) * chunk, len(embeddings))))
     return out
 
 
@@ -141,13 +141,24 @@ def _mapping(a: Any) -> mmap.mmap | None:
     return None
 
 
-def release(embeddings: np.ndarray | Rows) -> None:
-    """Drop the pages of a memory-mapped array from this process's resident set (clean pages stay in
-    the page cache; the next read maps them again). Nothing happens for an array in memory."""
+def release(embeddings: np.ndarray | Rows, rows: tuple[int, int] | None = None) -> None:
+    """Drop the pages of a memory-mapped array (or of its ``rows`` range, start and end) from this
+    process's resident set: clean pages stay in the page cache, and the next read maps them again.
+    Nothing happens for an array in memory. Only the range is walked, so releasing a block after each
+    read costs the block, not the whole file (a million segments' file is 2.3 GB)."""
     mm = _mapping(embeddings)
-    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-        with contextlib.suppress(OSError, ValueError):
+    if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        if rows is None or not isinstance(embeddings, np.ndarray):
             mm.madvise(mmap.MADV_DONTNEED)
+            return
+        base = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
+        first = embeddings.__array_interface__["data"][0] - base + rows[0] * embeddings.strides[0]
+        start = first - first % mmap.PAGESIZE
+        end = min(first + (rows[1] - rows[0]) * embeddings.strides[0], len(mm))
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def open_embeddings(path: str | Path) -> np.ndarray:

@@ -181,6 +181,24 @@ def test_cluster_key_lists_give_back_each_segments_keys_in_order():
     assert keys[3][0] is keys[0][1]  # each distinct key is held once, however many segments say it
 
 
+def test_cluster_release_of_a_row_range_drops_only_that_range(tmp_path):
+    def rss_mb() -> float:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS"))
+
+    rows = np.random.default_rng(0).normal(size=(40_000, 512)).astype(np.float16)  # 40 MB
+    np.save(tmp_path / "emb.npy", rows)
+    mm = open_embeddings(tmp_path / "emb.npy")
+    before = rss_mb()
+    assert float(np.asarray(mm).sum(dtype=np.float64)) == float(rows.sum(dtype=np.float64))
+    touched = rss_mb()
+    release(mm, (0, 20_000))  # the first half's pages
+    half = rss_mb()
+    release(np.asarray(mm), (20_000, 40_000))  # a view of the map: the other half
+    assert touched - before > 30 and 14 < touched - half < 26 and half - rss_mb() > 14
+    assert np.array_equal(mm[19_999:20_001], rows[19_999:20_001])  # read back from the page cache
+
+
 def test_cluster_release_drops_pages_but_never_changes_data(tmp_path):
     X, _ = _blobs()
     np.save(tmp_path / "emb.npy", X)
