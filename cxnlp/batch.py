@@ -776,10 +776,10 @@ def _join_embeddings(path: Path, arrays: list[np.ndarray]) -> np.ndarray:
     i = 0
     for a in arrays:
         out[i : i + len(a)] = a
-        i += len(a)
         out.flush()  # written back, so the pages can leave this process's resident memory
-        cluster.release(out)
+        cluster.release(out, (i, i + len(a)))
         cluster.release(a)
+        i += len(a)
     del out
     return np.load(path, mmap_mode="r")
 

@@ -50,7 +50,7 @@ import pandas as pd
 from .config import ClusterConfig
 from .errors import Errors, InputError
 from .memory import trim_heap
-from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns, positions
+from .schema import CX_EMOTIONS, OTHER_PAIN_POINT, list_columns, positions, stage_codes
 from .segment import phrase_key, statements
 
 logger = logging.getLogger(__name__)
@@ -105,9 +105,9 @@ def write_embeddings(path: str | Path, chunks: Iterable[np.ndarray], n: int, dim
     i = 0
     for chunk in chunks:
         out[i : i + len(chunk)] = normalize(chunk).astype(np.float16)
-        i += len(chunk)
         out.flush()
-        release(out)
+        release(out, (i, i + len(chunk)))
+        i += len(chunk)
     if i != n:
         raise ValueError(f"write_embeddings: got {i} rows, expected {n}")
     out.flush()
@@ -249,7 +249,7 @@ def _nearest_pass(
             (np.ones(int(m.sum()), dtype=np.float32), (lab[m], np.flatnonzero(m))), shape=(k, len(X))
         )
         sums += onehot @ X
-        release(embeddings)
+        release(embeddings, (i, i + len(X)))
     return labels, sums
 
 
@@ -564,9 +564,20 @@ class PhraseStats:
     said: set[str] = field(default_factory=set)
 
     def add(self, phrases: list[str], stage: str | None) -> None:
+        """One segment not clustered: its statements, and its phrase keys under its stage (if any)."""
         self.said.update(sys.intern(phrase_key(p)) for p in statements(phrases))
         if stage is not None:
             self.background.setdefault(stage, Counter()).update({phrase_key(p) for p in phrases})
+
+    def merge(self, other: PhraseStats) -> None:
+        self.said |= other.said
+        for stage, counts in other.background.items():
+            self.background.setdefault(stage, Counter()).update(counts)
+
+
+def _phrase_list(cell: Any) -> list[str]:
+    """A segment's phrases cell as a list: None (or pd.NA, from Arrow) where trim_phrases dropped them."""
+    return [] if cell is None or cell is pd.NA else list(cell)
 
 
 def trim_phrases(
@@ -579,10 +590,10 @@ def trim_phrases(
         return
     keep = text_needed(segments, stage_ids, config).to_numpy()
     if config.enabled:
-        codes = pd.Categorical(segments["stage"], categories=stage_ids).codes
-        for i, ps in enumerate(segments["phrases"].tolist()):
-            if not keep[i] and ps is not None and ps is not pd.NA and len(ps):
-                stats.add(list(ps), stage_ids[codes[i]] if codes[i] >= 0 else None)
+        codes = stage_codes(segments["stage"], stage_ids)
+        for i, cell in enumerate(segments["phrases"].tolist()):
+            if not keep[i]:
+                stats.add(_phrase_list(cell), stage_ids[codes[i]] if codes[i] >= 0 else None)
     segments["phrases"] = segments["phrases"].where(keep, None)
 
 
@@ -606,7 +617,7 @@ def find_pain_points(
     # Per-segment values are held only where they are read, and compactly: a run of a million reviews
     # holds millions of segments here. The stage as a code into stage_ids (-1: none of them); texts, ids
     # and phrases are read per cluster from ``segments``.
-    stage_code = pd.Categorical(segments["stage"], categories=stage_ids).codes
+    stage_code = stage_codes(segments["stage"], stage_ids)
     negative = (segments["sentiment"] == "negative").to_numpy()
     in_any = stage_code >= 0
     scope_any = in_any & negative if config.scope == "negative" else in_any
@@ -628,33 +639,30 @@ def find_pain_points(
             np.int64
         )
         n_weeks = int(weeks.max()) + 1
-    # For the clustered segments: phrase keys (interned: a corpus repeats the same phrases, so each key
-    # is held once) and the keys that say something of a noun ("late box", "code failed at checkout").
-    # For the other segments of a stage, only the stage's count of each key (the background its
-    # clusters' labels are ranked against); for the whole run, the statements' word index. Read a block
-    # at a time, so the lists of a whole corpus are never built.
+    # For the clustered segments: phrase keys (as ids into one list of keys: a corpus repeats the same
+    # phrases) and the keys that say something of a noun ("late box", "code failed at checkout"). Of
+    # the others, only what PhraseStats keeps: each stage's count of each key (the background its
+    # clusters' labels are ranked against) and, for the whole run, the statements' keys. Read a block at
+    # a time, so the lists of a whole corpus are never built; what trim_phrases already took from
+    # segments whose phrases it dropped comes in ``phrase_stats``.
     keys, said_in = _KeyLists(), _KeyLists()
-    said_all: set[str] = set()
-    background: dict[str, Counter[str]] = {stage: Counter() for stage in stage_ids}
+    stats = PhraseStats()
     column = segments["phrases"]
     for start in range(0, len(segments), CHUNK):
-        for i, ps in enumerate(column.iloc[start : start + CHUNK].tolist(), start):
-            ps = [] if ps is None or ps is pd.NA else ps  # dropped by trim_phrases: in phrase_stats
-            stated = frozenset(sys.intern(phrase_key(p)) for p in statements(ps))
-            said_all |= stated
+        for i, cell in enumerate(column.iloc[start : start + CHUNK].tolist(), start):
+            ps = _phrase_list(cell)
             if scope_any[i]:
+                stated = frozenset(sys.intern(phrase_key(p)) for p in statements(ps))
+                stats.said |= stated
                 keys.append(phrase_key(p) for p in ps)
                 said_in.append(stated)
-                continue
-            if in_any[i]:
-                background[stage_ids[stage_code[i]]].update({phrase_key(p) for p in ps})
-            keys.append(())
-            said_in.append(())
+            else:
+                stats.add(ps, stage_ids[stage_code[i]] if in_any[i] else None)
+                keys.append(())
+                said_in.append(())
     if phrase_stats is not None:
-        said_all |= phrase_stats.said
-        for stage, counts in phrase_stats.background.items():
-            if stage in background:
-                background[stage].update(counts)
+        stats.merge(phrase_stats)
+    said_all, background = stats.said, stats.background
     index = _statement_index(said_all)
     used_labels: set[str] = set()
     used_keys: set[str] = set()
@@ -672,7 +680,7 @@ def find_pain_points(
         # Each segment counts a phrase once; phrases are counted under their key ("arrived late" and
         # "arrives late" together) and shown in their most frequent form in the cluster.
         class_phr = [[k for i in g.index for k in set(keys[int(idx[i])])] for g in groups]
-        scores = ctfidf([*class_phr, background.pop(stage)])
+        scores = ctfidf([*class_phr, background.pop(stage, Counter())])
         for g, sc, cp in zip(groups, scores, class_phr):
             members = idx[g.index]
             pid = f"{stage}-{g.number}" if g.number is not None else f"{stage}-{OTHER_PAIN_POINT}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -21,8 +20,6 @@ from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
-
-logger = logging.getLogger(__name__)
 
 POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 

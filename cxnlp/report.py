@@ -38,7 +38,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from .about import SCHEMA_VERSION
-from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns, positions
+from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns, positions, stage_codes
 
 logger = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -710,8 +710,7 @@ def _stages(
 
 
 def _stage_codes(segments: pd.DataFrame, stage_ids: list[str]) -> np.ndarray:
-    """Each segment's stage as its position in ``stage_ids`` (-1: none of them), one or two bytes a row."""
-    return np.asarray(pd.Categorical(_col(segments, "stage"), categories=stage_ids).codes)
+    return stage_codes(_col(segments, "stage"), stage_ids)
 
 
 _STAGE_COLUMNS = ("doc_id", "segment_id", "sentiment", "sentiment_score", "emotion", "text")
@@ -726,16 +725,34 @@ def _top_emotions(emotions: pd.Series, k: int = 3) -> list[tuple[str, int]]:
     return [(str(e), int(n)) for e, n in ranked[:k]]
 
 
+def _scores(seg: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(_col(seg, "sentiment_score"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _of_sentiment(scores: np.ndarray, labels: pd.Series, kind: str, by_label: bool) -> np.ndarray:
+    """Which rows are of one sentiment: by label, or by the sign of the score."""
+    if by_label:
+        return (labels == kind).to_numpy(dtype=bool, na_value=False)
+    return scores < 0 if kind == "negative" else scores > 0
+
+
+def _most_extreme(scores: np.ndarray, mask: np.ndarray, kind: str, n: int) -> np.ndarray:
+    """Positions of the ``n`` rows of ``mask`` with the lowest scores (``kind`` "negative") or the
+    highest, the most extreme first, ties in table order; rows without a score never count."""
+    rows = np.flatnonzero(mask & ~np.isnan(scores))
+    order = np.argsort(scores[rows] if kind == "negative" else -scores[rows], kind="stable")
+    return rows[order[:n]]
+
+
 def _verbatim_pool(seg: pd.DataFrame, kind: str, k: int, by_label: bool | None = None) -> pd.DataFrame:
     """The ``4 * k`` most extreme segments of one sentiment (by label; by score sign when no segment has
     a label, or as ``by_label`` says), ties in table order: the candidates :func:`_verbatims` quotes."""
-    scores = pd.to_numeric(_col(seg, "sentiment_score"), errors="coerce")
+    scores = _scores(seg)
     labels = _col(seg, "sentiment")
     if by_label is None:
         by_label = bool(labels.notna().any())
-    mask = (labels == kind) if by_label else (scores < 0 if kind == "negative" else scores > 0)
-    pool = seg.assign(_score=scores)[mask & scores.notna()]
-    return pool.nsmallest(4 * k, "_score") if kind == "negative" else pool.nlargest(4 * k, "_score")
+    rows = _most_extreme(scores, _of_sentiment(scores, labels, kind, by_label), kind, 4 * k)
+    return seg.iloc[rows].assign(_score=scores[rows])
 
 
 def _verbatims(seg: pd.DataFrame, kind: str, k: int) -> list[Quote]:
@@ -762,7 +779,7 @@ def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
     On part of a corpus (a batch run's chunk) this is a superset of what the report shows from the whole
     corpus: a segment among the ``4 * k`` most extreme of the whole is among those of its own part, ties
     broken by position in both. So the batch runner keeps only these texts in memory. The candidates are
-    :func:`_verbatim_pool`'s (by label and by score sign), found here by a stable sort of the scores."""
+    :func:`_verbatim_pool`'s, by label and by score sign, chosen by the same :func:`_most_extreme`."""
     keep = np.zeros(len(segments), dtype=bool)
     if segments.empty or "text" not in segments.columns:
         return pd.Series(keep, index=segments.index)
@@ -770,20 +787,18 @@ def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
     churn = (_col(segments, "sentiment") != "positive") & text.str.contains(CHURN_PATTERN, na=False)
     keep |= churn.to_numpy(dtype=bool, na_value=False)
     if verbatims > 0 and "stage" in segments.columns:
-        scores = pd.to_numeric(_col(segments, "sentiment_score"), errors="coerce").to_numpy(
-            dtype=float, na_value=np.nan
-        )
+        scores = _scores(segments)
         labels = _col(segments, "sentiment")
+        masks = [  # the whole corpus decides whether by label or by sign; keep both
+            (kind, _of_sentiment(scores, labels, kind, by_label))
+            for kind in ("negative", "positive")
+            for by_label in (True, False)
+        ]
         codes, _ = pd.factorize(segments["stage"])  # a missing stage: -1, in no group (as groupby does)
         for code in range(int(codes.max(initial=-1)) + 1):
-            in_stage = (codes == code) & ~np.isnan(scores)
-            for kind in ("negative", "positive"):
-                sign = scores < 0 if kind == "negative" else scores > 0
-                labelled = (labels == kind).to_numpy(dtype=bool, na_value=False)
-                for mask in (in_stage & labelled, in_stage & sign):
-                    rows = np.flatnonzero(mask)
-                    order = np.argsort(scores[rows] if kind == "negative" else -scores[rows], kind="stable")
-                    keep[rows[order[: 4 * verbatims]]] = True
+            in_stage = codes == code
+            for kind, mask in masks:
+                keep[_most_extreme(scores, in_stage & mask, kind, 4 * verbatims)] = True
     return pd.Series(keep, index=segments.index)
 
 

@@ -298,6 +298,12 @@ def positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
     return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def stage_codes(stages: pd.Series, stage_ids: list[str]) -> np.ndarray:
+    """Each row's stage as its position in ``stage_ids`` (-1: missing or none of them), one or two bytes
+    a row instead of a string."""
+    return np.asarray(pd.Categorical(stages, categories=stage_ids).codes)
+
+
 def column_names(table: str) -> list[str]:
     return [c.name for c in TABLES[table]]
 
