@@ -597,6 +597,31 @@ def trim_phrases(
     segments["phrases"] = segments["phrases"].where(keep, None)
 
 
+def _clustered_dates(
+    segments: pd.DataFrame, documents: pd.DataFrame, rows: np.ndarray
+) -> tuple[pd.Series, np.ndarray, int]:
+    """For the segments at ``rows``: their document's date (a doc id seen twice: its last row, as a dict
+    would do) and week (Monday-based, UTC), weeks counted from the first week of any segment's document;
+    and the number of weeks from that one to the last. Only the document positions of all segments are
+    made, and dropped before returning."""
+    last = positions(segments["doc_id"], documents["doc_id"].iloc[::-1])
+    doc_pos = np.where(last >= 0, len(documents) - 1 - last, -1)
+    del last
+    when = pd.to_datetime(documents["created_at"], utc=True, errors="coerce")
+    used = np.zeros(len(documents), dtype=bool)
+    used[doc_pos[doc_pos >= 0]] = True
+    span = when[used].dropna()
+    created = pd.Series(when.array.take(doc_pos[rows], allow_fill=True))
+    del doc_pos, used
+    weeks = np.full(len(rows), -1, dtype=np.int64)
+    if not len(span):
+        return created, weeks, 0
+    first, end = (ts.tz_localize(None).to_period("W-SUN").start_time for ts in (span.min(), span.max()))
+    week_start = created.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
+    weeks = np.where(week_start.notna(), ((week_start - first).dt.days // 7).fillna(-1), -1).astype(np.int64)
+    return created, weeks, (end - first).days // 7 + 1
+
+
 def find_pain_points(
     segments: pd.DataFrame,
     embeddings: np.ndarray,
@@ -615,30 +640,16 @@ def find_pain_points(
     if not config.enabled or segments.empty:
         return pd.DataFrame(columns=PAIN_POINT_COLUMNS), assignment
     # Per-segment values are held only where they are read, and compactly: a run of a million reviews
-    # holds millions of segments here. The stage as a code into stage_ids (-1: none of them); texts, ids
-    # and phrases are read per cluster from ``segments``.
+    # holds millions of segments here. The stage as a code into stage_ids (-1: none of them); dates,
+    # weeks and phrase keys only for the segments clustered (``rows_all``, in table order: a stage's
+    # rows are found among them by ``np.searchsorted``); texts, ids and phrases are read per cluster
+    # from ``segments``.
     stage_code = stage_codes(segments["stage"], stage_ids)
     negative = (segments["sentiment"] == "negative").to_numpy()
     in_any = stage_code >= 0
     scope_any = in_any & negative if config.scope == "negative" else in_any
-    # Each segment's document date, by position (a doc id seen twice: its last row, as a dict would do).
-    last = positions(segments["doc_id"], documents["doc_id"].iloc[::-1])
-    doc_pos = np.where(last >= 0, len(documents) - 1 - last, -1)
-    created = pd.Series(
-        pd.to_datetime(documents["created_at"], utc=True, errors="coerce").array.take(
-            doc_pos, allow_fill=True
-        ),
-        index=segments.index,
-    )
-    del last, doc_pos
-    week_start = created.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
-    n_weeks, weeks = 0, np.full(len(segments), -1, dtype=np.int64)
-    if week_start.notna().any():
-        first = week_start.min()
-        weeks = np.where(week_start.notna(), ((week_start - first).dt.days // 7).fillna(-1), -1).astype(
-            np.int64
-        )
-        n_weeks = int(weeks.max()) + 1
+    rows_all = np.flatnonzero(scope_any)
+    created, weeks, n_weeks = _clustered_dates(segments, documents, rows_all)
     # For the clustered segments: phrase keys (as ids into one list of keys: a corpus repeats the same
     # phrases) and the keys that say something of a noun ("late box", "code failed at checkout"). Of
     # the others, only what PhraseStats keeps: each stage's count of each key (the background its
@@ -658,8 +669,6 @@ def find_pain_points(
                 said_in.append(stated)
             else:
                 stats.add(ps, stage_ids[stage_code[i]] if in_any[i] else None)
-                keys.append(())
-                said_in.append(())
     if phrase_stats is not None:
         stats.merge(phrase_stats)
     said_all, background = stats.said, stats.background
@@ -672,6 +681,7 @@ def find_pain_points(
         idx = np.flatnonzero(scope)
         if not len(idx):
             continue
+        at = np.searchsorted(rows_all, idx)  # the stage's rows among the clustered ones
         X = Rows(embeddings, idx)  # read a chunk at a time: the stage is never held whole
         labels = cluster_segments(X, config, seed)
         groups = [_Group(stage, int(c) + 1, np.flatnonzero(labels == c)) for c in sorted(set(labels) - {-1})]
@@ -679,7 +689,7 @@ def find_pain_points(
             groups.append(_Group(stage, None, np.flatnonzero(labels == -1)))
         # Each segment counts a phrase once; phrases are counted under their key ("arrived late" and
         # "arrives late" together) and shown in their most frequent form in the cluster.
-        class_phr = [[k for i in g.index for k in set(keys[int(idx[i])])] for g in groups]
+        class_phr = [[k for j in at[g.index] for k in set(keys[int(j)])] for g in groups]
         scores = ctfidf([*class_phr, background.pop(stage, Counter())])
         for g, sc, cp in zip(groups, scores, class_phr):
             members = idx[g.index]
@@ -691,8 +701,8 @@ def find_pain_points(
             if g.number is None:
                 label = f"other {stage} issues" if config.scope == "negative" else f"other {stage}"
             else:
-                cov = _coverage(ranked[:LABEL_CANDIDATES], [set(keys[int(i)]) for i in members])
-                said = {k for i in members for k in said_in[int(i)]}
+                cov = _coverage(ranked[:LABEL_CANDIDATES], [set(keys[int(j)]) for j in at[g.index]])
+                said = {k for j in at[g.index] for k in said_in[int(j)]}
                 best = _pick_label(
                     ranked[:LABEL_CANDIDATES], cov, len(g.index), forms, said, used_keys, used_labels, index
                 )
@@ -706,13 +716,13 @@ def find_pain_points(
                 assignment[i] = pid
             emos = Counter(e for e in seg["emotion"] if e != "neutral")
             docs = sorted(set(seg["doc_id"]))
-            dates = created.iloc[members].dropna()
+            dates = created.iloc[at[g.index]].dropna()
             vectors = Rows(embeddings, members)
             centre = normalize(vectors.sum()[None])[0]
             q_ids, quotes = _quotes(
                 vectors, centre, seg["text"].tolist(), seg["segment_id"].tolist(), config.n_quotes
             )
-            weekly, trend = _weekly(weeks[members], n_weeks)
+            weekly, trend = _weekly(weeks[at[g.index]], n_weeks)
             rows.append(
                 {
                     "pain_point_id": pid,

@@ -130,6 +130,17 @@ class Part:
     phrase_stats: cluster.PhraseStats | None = None
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat``, keeping a column categorical where every frame has it so: their categories are
+    unified first (pandas turns categoricals whose categories differ into objects)."""
+    for col in frames[0].columns:
+        dtypes = [f[col].dtype for f in frames if col in f.columns]
+        if len(dtypes) == len(frames) and all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
+            categories = sorted(set().union(*(d.categories for d in dtypes)))
+            frames = [f.assign(**{col: f[col].cat.set_categories(categories)}) for f in frames]
+    return pd.concat(frames, ignore_index=True)
+
+
 def merge_parts(parts: list[Part]) -> Part:
     """One Part from several, in order (documents, segments, embeddings and rejects concatenated)."""
     if len(parts) == 1:
@@ -144,10 +155,10 @@ def merge_parts(parts: list[Part]) -> Part:
             redactions[k] = redactions.get(k, 0) + n
         for k, sec in p.timings.items():
             timings[k] = timings.get(k, 0.0) + sec
-    documents = pd.concat(docs, ignore_index=True) if docs else parts[0].documents.iloc[:0]
+    documents = _concat(docs) if docs else parts[0].documents.iloc[:0]
     return Part(
         documents,
-        pd.concat(segs, ignore_index=True) if segs else parts[0].segments.iloc[:0],
+        _concat(segs) if segs else parts[0].segments.iloc[:0],
         np.concatenate(embs) if embs else parts[0].embeddings[:0],
         [r for p in parts for r in p.rejects],
         redactions,

@@ -644,8 +644,8 @@ def _stages(
     top_n: int,
 ) -> list[Stage]:
     summary = {_text(r.get("stage")): r for r in _frame(result, "stage_summary").to_dict("records")}
-    # One stage's segments at a time, and only the columns read here: a run of a million reviews holds
-    # millions of segments.
+    # One stage's segments at a time, and only the columns counted here (texts and ids are read for the
+    # verbatim candidates only): a run of a million reviews holds millions of segments.
     columns = [c for c in _STAGE_COLUMNS if c in segments.columns]
     codes = _stage_codes(segments, stage_ids) if len(segments) and "stage" in segments.columns else None
     doc_stages = (
@@ -656,7 +656,8 @@ def _stages(
     ratings = _stage_ratings(documents)
     stages = []
     for position, stage_id in enumerate(stage_ids):
-        seg = segments.loc[codes == position, columns] if codes is not None else segments.iloc[0:0]
+        rows = np.flatnonzero(codes == position) if codes is not None else np.zeros(0, dtype=np.int64)
+        seg = segments[columns].iloc[rows]
         row = summary.get(stage_id)
         if len(seg) or row is None:  # the segments are the finer source; the summary stands in without them
             sentiment = _col(seg, "sentiment").value_counts()
@@ -665,8 +666,8 @@ def _stages(
             documents_n = (
                 doc_stages.get(stage_id, 0)
                 if len(documents)
-                else seg["doc_id"].nunique()
-                if "doc_id" in seg
+                else segments["doc_id"].iloc[rows].nunique()
+                if "doc_id" in segments.columns
                 else 0
             )
             if row is not None:
@@ -699,8 +700,8 @@ def _stages(
                 emotions=emotions,
                 pain_points=clustered[:top_n] + [p for p in own if p.is_other],
                 more_pain_points=max(0, len(clustered) - top_n),
-                most_negative=_verbatims(seg, "negative", verbatims),
-                most_positive=_verbatims(seg, "positive", verbatims),
+                most_negative=_verbatims(segments, rows, seg, "negative", verbatims),
+                most_positive=_verbatims(segments, rows, seg, "positive", verbatims),
                 mean_rating=ratings.get(stage_id),
                 colour=net_colour(net),
                 bar=split_bar(neg, neu, pos, stage_id),
@@ -713,7 +714,7 @@ def _stage_codes(segments: pd.DataFrame, stage_ids: list[str]) -> np.ndarray:
     return stage_codes(_col(segments, "stage"), stage_ids)
 
 
-_STAGE_COLUMNS = ("doc_id", "segment_id", "sentiment", "sentiment_score", "emotion", "text")
+_STAGE_COLUMNS = ("sentiment", "sentiment_score", "emotion")
 
 
 def _top_emotions(emotions: pd.Series, k: int = 3) -> list[tuple[str, int]]:
@@ -744,25 +745,28 @@ def _most_extreme(scores: np.ndarray, mask: np.ndarray, kind: str, n: int) -> np
     return rows[order[:n]]
 
 
-def _verbatim_pool(seg: pd.DataFrame, kind: str, k: int, by_label: bool | None = None) -> pd.DataFrame:
-    """The ``4 * k`` most extreme segments of one sentiment (by label; by score sign when no segment has
-    a label, or as ``by_label`` says), ties in table order: the candidates :func:`_verbatims` quotes."""
+def _verbatim_pool(seg: pd.DataFrame, kind: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions in ``seg`` of the ``4 * k`` most extreme segments of one sentiment (by label; by
+    score sign when no segment has a label), ties in table order, and their scores: the candidates
+    :func:`_verbatims` quotes."""
     scores = _scores(seg)
     labels = _col(seg, "sentiment")
-    if by_label is None:
-        by_label = bool(labels.notna().any())
+    by_label = bool(labels.notna().any())
     rows = _most_extreme(scores, _of_sentiment(scores, labels, kind, by_label), kind, 4 * k)
-    return seg.iloc[rows].assign(_score=scores[rows])
+    return rows, scores[rows]
 
 
-def _verbatims(seg: pd.DataFrame, kind: str, k: int) -> list[Quote]:
-    """Up to ``k`` distinct segment texts of one sentiment, the most extreme first."""
-    if k <= 0 or seg.empty or "text" not in seg.columns:
+def _verbatims(segments: pd.DataFrame, rows: np.ndarray, seg: pd.DataFrame, kind: str, k: int) -> list[Quote]:
+    """Up to ``k`` distinct segment texts of one sentiment, the most extreme first, from a stage's
+    segments: ``seg`` holds their scores and labels, ``rows`` their positions in ``segments``, whose texts
+    and ids are read for the candidates only."""
+    if k <= 0 or not len(rows) or "text" not in segments.columns:
         return []
-    pool = _verbatim_pool(seg, kind, k)
+    pool, scores = _verbatim_pool(seg, kind, k)
+    picked = segments.iloc[rows[pool]]
     out: list[Quote] = []
     seen: set[str] = set()
-    for text, score, sid in zip(pool["text"], pool["_score"], _col(pool, "segment_id")):
+    for text, score, sid in zip(picked["text"], scores, _col(picked, "segment_id")):
         clipped = _clip(text)
         if clipped and clipped.casefold() not in seen:
             seen.add(clipped.casefold())
@@ -783,9 +787,7 @@ def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
     keep = np.zeros(len(segments), dtype=bool)
     if segments.empty or "text" not in segments.columns:
         return pd.Series(keep, index=segments.index)
-    text = _col(segments, "text").astype(str)
-    churn = (_col(segments, "sentiment") != "positive") & text.str.contains(CHURN_PATTERN, na=False)
-    keep |= churn.to_numpy(dtype=bool, na_value=False)
+    keep[_churn_rows(segments)] = True
     if verbatims > 0 and "stage" in segments.columns:
         scores = _scores(segments)
         labels = _col(segments, "sentiment")
@@ -800,6 +802,23 @@ def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
             for kind, mask in masks:
                 keep[_most_extreme(scores, in_stage & mask, kind, 4 * verbatims)] = True
     return pd.Series(keep, index=segments.index)
+
+
+def _churn_rows(segments: pd.DataFrame, block: int = 65_536) -> np.ndarray:
+    """Positions of the segments that are not positive and speak of leaving (:data:`CHURN_PATTERN`),
+    in table order. Texts become Python strings a block of candidates at a time, not all at once."""
+    if segments.empty or "text" not in segments.columns:
+        return np.zeros(0, dtype=np.int64)
+    text = segments["text"]
+    candidates = np.flatnonzero(
+        ((_col(segments, "sentiment") != "positive") & text.notna()).to_numpy(dtype=bool, na_value=False)
+    )
+    found = [np.zeros(0, dtype=np.int64)]
+    for lo in range(0, len(candidates), block):
+        rows = candidates[lo : lo + block]
+        match = [CHURN_PATTERN.search(t) is not None for t in text.iloc[rows].astype(str).tolist()]
+        found.append(rows[np.asarray(match, dtype=bool)])
+    return np.concatenate(found)
 
 
 def _stage_ratings(documents: pd.DataFrame) -> dict[str, float]:
@@ -934,12 +953,11 @@ def _alerts(
     )
     if segments.empty or "text" not in segments.columns:
         return Alerts(0, None, [], [], rising)
-    # Only the rows with text that are not positive, and the columns read here, are copied.
+    # Only the matching rows, and the columns read here, are copied.
     columns = [c for c in ("text", "stage", "sentiment_score", "doc_id") if c in segments.columns]
-    candidates = segments.loc[(_col(segments, "sentiment") != "positive") & segments["text"].notna(), columns]
-    hits = candidates[_col(candidates, "text").astype(str).str.contains(CHURN_PATTERN, na=False)]
+    hits = segments[columns].iloc[_churn_rows(segments)]
     n_docs = int(_col(hits, "doc_id").nunique())
-    stage = _col(hits, "stage").fillna("no stage").astype(str)
+    stage = _col(hits, "stage").astype(object).fillna("no stage").astype(str)  # categorical in a batch run
     per_stage = (
         hits.assign(_stage=stage.to_numpy()).groupby("_stage")["doc_id"].nunique()
         if len(hits)
@@ -1153,42 +1171,60 @@ _BUCKETS = (("week", "W-SUN", 7.0), ("month", "M", 30.4), ("quarter", "Q", 91.3)
 def _trends(
     documents: pd.DataFrame, segments: pd.DataFrame, stage_ids: list[str], created: pd.Series
 ) -> Trends | None:
-    """Segment volume and net sentiment per week (or coarser) per stage, as small multiples."""
+    """Segment volume and net sentiment per week (or coarser) per stage, as small multiples.
+
+    Each document's bucket is computed once and each segment takes its document's (a doc id seen twice:
+    its first row); the counts are ``np.bincount`` over bucket numbers, so a run of millions of
+    segments makes a few integer arrays here, not a frame of timestamps."""
     if segments.empty or "doc_id" not in segments.columns or not created.notna().any():
         return None
-    doc_pos = positions(segments["doc_id"], _col(documents, "doc_id"))  # a doc id seen twice: its first row
-    when = pd.Series(created.array.take(doc_pos, allow_fill=True)).dt.tz_convert(None)
-    if not when.notna().any():
+    doc_pos = positions(segments["doc_id"], _col(documents, "doc_id"))
+    when = created.dt.tz_convert(None)
+    used = np.zeros(len(when), dtype=bool)
+    used[doc_pos[doc_pos >= 0]] = True
+    seen = when[used].dropna()
+    if not len(seen):
         return None
-    span = (when.max() - when.min()).days
+    span = (seen.max() - seen.min()).days
     unit, period = next(
         ((u, p) for u, p, days in _BUCKETS if span / days + 2 <= MAX_BUCKETS), _BUCKETS[-1][:2]
     )
-    frame = pd.DataFrame(
-        {
-            "stage": _stage_codes(segments, stage_ids),
-            "bucket": when.dt.to_period(period).dt.start_time,
-            "neg": (_col(segments, "sentiment") == "negative").to_numpy(),
-            "pos": (_col(segments, "sentiment") == "positive").to_numpy(),
-        }
-    ).dropna(subset=["bucket"])
-    buckets = list(pd.period_range(frame["bucket"].min(), frame["bucket"].max(), freq=period).start_time)
-    panels = [_panel("all segments", frame, buckets, unit)]
-    for position, stage in enumerate(stage_ids):
-        part = frame[frame["stage"] == position]
-        if len(part):
-            panels.append(_panel(stage, part, buckets, unit))
+    first, last = seen.min().to_period(period), seen.max().to_period(period)
+    doc_bucket = np.where(when.isna(), -1, when.dt.to_period(period).array.asi8 - first.ordinal)
+    bucket = np.where(doc_pos >= 0, doc_bucket[np.maximum(doc_pos, 0)], -1)
+    del doc_pos, doc_bucket
+    n_buckets = last.ordinal - first.ordinal + 1
+    buckets = list(pd.period_range(first, last, freq=period).start_time)
+    stage = _stage_codes(segments, stage_ids)
+    sentiment = _col(segments, "sentiment")
+    neg = (sentiment == "negative").to_numpy(dtype=bool, na_value=False)
+    pos = (sentiment == "positive").to_numpy(dtype=bool, na_value=False)
+    valid = bucket >= 0
+    panels = [_panel("all segments", bucket, valid, neg, pos, n_buckets, buckets, unit)]
+    for position, name in enumerate(stage_ids):
+        rows = valid & (stage == position)
+        if rows.any():
+            panels.append(_panel(name, bucket, rows, neg, pos, n_buckets, buckets, unit))
     return Trends(unit, _day(buckets[0]), _day(buckets[-1]), panels)
 
 
-def _panel(title: str, frame: pd.DataFrame, buckets: list[pd.Timestamp], unit: str) -> TrendPanel:
-    agg = (
-        frame.groupby("bucket")
-        .agg(n=("neg", "size"), neg=("neg", "sum"), pos=("pos", "sum"))
-        .reindex(buckets, fill_value=0)
-    )
-    n = agg["n"].astype(int).tolist()
-    net = [100.0 * (p - q) / c if c else None for p, q, c in zip(agg["pos"], agg["neg"], n)]
+def _panel(
+    title: str,
+    bucket: np.ndarray,
+    rows: np.ndarray,
+    neg: np.ndarray,
+    pos: np.ndarray,
+    n_buckets: int,
+    buckets: list[pd.Timestamp],
+    unit: str,
+) -> TrendPanel:
+    """One panel: the segments of ``rows`` counted per bucket (``bucket``: each segment's number)."""
+
+    def count(mask: np.ndarray) -> list[int]:
+        return np.bincount(bucket[mask], minlength=n_buckets).astype(int).tolist()
+
+    n, negative, positive = count(rows), count(rows & neg), count(rows & pos)
+    net = [100.0 * (p - q) / c if c else None for p, q, c in zip(positive, negative, n)]
     return TrendPanel(title, int(sum(n)), trend_chart(buckets, n, net, title, unit), buckets, n, net)
 
 

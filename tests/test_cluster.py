@@ -341,6 +341,34 @@ def test_cluster_weekly_counts_and_trend_follow_the_dates():
     assert undated["weekly_counts"].isna().all() and undated["trend"].isna().all()
 
 
+def test_cluster_weeks_span_every_segments_document_not_only_the_clustered():
+    """The weekly counts run from the first to the last week of any segment's document: a positive
+    segment a week earlier (not clustered) and a document without segments two weeks later."""
+    X, truth = _blobs(per=[6, 12, 18], noise=0)
+    dates = ["2026-10-05"] * 18 + ["2026-10-06"] * 3 + ["2026-10-13"] * 6 + ["2026-10-20"] * 9
+    segments, documents = _frames(truth, dates)
+    early = segments.iloc[:1].assign(doc_id="early", segment_id="early:0", sentiment="positive")
+    segments = pd.concat([segments, early], ignore_index=True)
+    documents = pd.concat(
+        [
+            documents,
+            pd.DataFrame(
+                {
+                    "doc_id": ["early", "silent"],
+                    "created_at": pd.to_datetime(["2026-09-29", "2026-11-03"], utc=True),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    X = np.vstack([X, X[:1]])
+    table, assignment = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    assert assignment[-1] is None  # the positive segment is not clustered
+    by_label = table.set_index("label")
+    assert by_label.at["missing ingredients", "weekly_counts"] == [0, 3, 6, 9]  # from 28 Sep; not to 3 Nov
+    assert by_label.at["missing ingredients", "first_seen"] == pd.Timestamp("2026-10-06", tz="UTC")
+
+
 def test_cluster_baseline_keeps_ids_and_marks_new_growing_shrinking_gone():
     X1, t1 = _blobs(seed=0, per=[30, 30, 30], noise=0)
     seg1, doc1 = _frames(t1)

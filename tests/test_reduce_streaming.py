@@ -30,6 +30,8 @@ def test_reduce_holds_only_the_columns_the_corpus_wide_steps_read(analyzer, revi
     assert set(docs.columns) <= set(REDUCE_COLUMNS["documents"]) | {"n_segments"}
     assert set(segs.columns) <= set(REDUCE_COLUMNS["segments"]) | {"pain_point_id"}
     assert "text" not in docs.columns and "emotion_scores" not in segs.columns
+    for frame, col in [(segs, "stage"), (segs, "sentiment"), (segs, "emotion"), (docs, "channel")]:
+        assert isinstance(frame[col].dtype, pd.CategoricalDtype), col  # a byte a row, across all chunks
     kept = segs["text"].notna()
     assert 0 < kept.sum() < len(segs), "only the texts that clustering and the report may quote are kept"
     # ...and the texts the pain points and the report quote are among them
@@ -37,6 +39,33 @@ def test_reduce_holds_only_the_columns_the_corpus_wide_steps_read(analyzer, revi
     assert quoted <= set(segs.loc[kept, "text"])
     written = pd.read_parquet(tmp_path / "out" / "segments.parquet")
     assert written["text"].notna().all() and len(written) == len(segs)
+
+
+def test_merge_parts_unifies_categories_and_keeps_every_value():
+    import numpy as np
+
+    from cxnlp.pipeline import Part, merge_parts
+
+    def part(stages: list[str | None], channel: pd.Series) -> Part:
+        segs = pd.DataFrame({"stage": pd.Series(stages, dtype="category"), "n": range(len(stages))})
+        docs = pd.DataFrame({"channel": channel})
+        return Part(docs, segs, np.zeros((len(stages), 2), np.float16), [], {}, {})
+
+    a = part(["delivery", None, "billing"], pd.Series(["app"], dtype="category"))
+    b = part(["usage", "delivery"], pd.Series(["web", "email"]))  # one chunk's channel is not categorical
+    merged = merge_parts([a, b])
+    stage = merged.segments["stage"]
+    assert isinstance(stage.dtype, pd.CategoricalDtype)
+    assert stage.cat.add_categories("-").fillna("-").tolist() == [
+        "delivery",
+        "-",
+        "billing",
+        "usage",
+        "delivery",
+    ]
+    assert stage.isna().tolist() == [False, True, False, False, False]
+    assert merged.documents["channel"].astype(str).tolist() == ["app", "web", "email"]
+    assert merged.segments["n"].tolist() == [0, 1, 2, 0, 1]
 
 
 def test_reduce_batch_result_reads_the_full_tables_back(analyzer, reviews, tmp_path):

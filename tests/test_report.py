@@ -681,27 +681,59 @@ def test_report_drivers_compare_ratings_with_and_without_the_issue() -> None:
     assert "Drivers" not in render_html(make_result())  # 6 rated documents are too few
 
 
+def test_report_churn_rows_are_matched_a_block_at_a_time_with_the_same_result() -> None:
+    from cxnlp.report import CHURN_PATTERN, _churn_rows
+
+    texts = [
+        "I am cancelling my subscription.",
+        "Cancelled, switched to another bank.",
+        None,
+        "never cancel, love it",
+        "going elsewhere next time",
+        "Fine.",
+        "We will not be ordering again",
+    ] * 5
+    sentiment = ["negative", "neutral", "negative", "positive", None, "negative", "negative"] * 5
+    segments = pd.DataFrame({"text": texts, "sentiment": sentiment})
+    expected = [
+        i
+        for i, (t, s) in enumerate(zip(texts, sentiment))
+        if t is not None and s != "positive" and CHURN_PATTERN.search(t)
+    ]
+    assert _churn_rows(segments).tolist() == expected and len(expected) == 20
+    assert _churn_rows(segments, block=3).tolist() == expected
+    as_category = segments.assign(sentiment=segments["sentiment"].astype("category"))
+    assert _churn_rows(as_category, block=2).tolist() == expected
+
+
 def test_report_from_arrow_backed_tables_equals_the_report_from_python_objects() -> None:
     """A batch run's reduce holds its tables Arrow-backed (strings, lists of strings), and the report
     finds documents by Arrow lookups there: every figure is the same as from Python objects."""
     import pyarrow as pa
 
-    from cxnlp.batch import REDUCE_ARROW, _frame
+    from cxnlp.batch import REDUCE_ARROW, REDUCE_CATEGORICAL, _frame
     from cxnlp.report import _stage_ratings, build_report, build_summary
 
     run = _rated_run()
+    churn = run.segments.index[run.segments["text"].str.contains("cancelling", na=False)]
+    run.segments.loc[churn[0], "stage"] = None  # a churn segment without a stage: "no stage" in the alerts
     arrow = SimpleNamespace(**vars(run))
     for name in ("documents", "segments"):
-        setattr(
-            arrow, name, _frame(pa.Table.from_pandas(getattr(run, name), preserve_index=False), REDUCE_ARROW)
-        )
+        frame = _frame(pa.Table.from_pandas(getattr(run, name), preserve_index=False), REDUCE_ARROW)
+        for col in REDUCE_CATEGORICAL:  # as the reduce reads them
+            if col in frame.columns:
+                frame[col] = frame[col].astype("category")
+        setattr(arrow, name, frame)
     assert isinstance(arrow.documents["stages"].dtype, pd.ArrowDtype)
+    assert isinstance(arrow.segments["stage"].dtype, pd.CategoricalDtype)
+    assert arrow.segments["stage"].isna().any()  # the churn panel's "no stage" from a categorical
     before, after = build_report(run), build_report(arrow)
     expected, got = build_summary(before), build_summary(after)
     for key in ("generated_at", "analysed_at"):
         expected.pop(key, None)
         got.pop(key, None)
     assert got == expected and got["drivers"] and got["churn_risk"]["documents"] == 2
+    assert after.alerts.churn_by_stage == [("billing", 1), ("no stage", 1)]
     assert before.trends is not None and after.trends is not None
     panels = [
         [(p.title, p.total, p.buckets, p.volume, p.net) for p in r.trends.panels] for r in (before, after)
