@@ -356,8 +356,10 @@ def _document_extras(chunks: list[_Chunk]) -> dict[str, pa.DataType | pa.Array]:
 def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStream]:
     """The documents and segments tables of a batch run, read back chunk by chunk from the committed
     chunks and completed with what the corpus-wide steps added (``n_segments``, ``pain_point_id``)."""
-    n_segments = result.documents["n_segments"].tolist()
-    pain_point_ids = result.segments["pain_point_id"].tolist()
+    # Python objects are made for one chunk's rows at a time (a million reviews' pain point ids as a list
+    # are a list of three million and the strings in it)
+    n_segments = result.documents["n_segments"]
+    pain_point_ids = result.segments["pain_point_id"]
     extras = _document_extras(chunks)
 
     def documents() -> Iterator[pa.Table]:
@@ -367,7 +369,7 @@ def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStr
                 continue
             frame = _frame(pq.read_table(chunk.path / "documents.parquet"))
             end = first + chunk.documents
-            frame["n_segments"] = n_segments[first:end]
+            frame["n_segments"] = n_segments.iloc[first:end].to_numpy()
             own = {
                 k: v if isinstance(v, pa.DataType) else v.slice(first, chunk.documents)
                 for k, v in extras.items()
@@ -381,7 +383,9 @@ def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStr
             if not chunk.segments:
                 continue
             frame = _frame(pq.read_table(chunk.path / "segments.parquet"))
-            frame["pain_point_id"] = pain_point_ids[first : first + chunk.segments]
+            frame["pain_point_id"] = pain_point_ids.iloc[first : first + chunk.segments].to_numpy(
+                dtype=object, na_value=None
+            )
             first += chunk.segments
             written = True
             yield to_arrow("segments", frame)
@@ -910,6 +914,7 @@ def run_batch(
         # reduce: every chunk, in input order, holding only the columns the corpus-wide steps read; Arrow
         # on the system allocator, whose freed memory trim_heap hands back (see cxnlp.memory)
         with memory.system_arrow_pool():
+            memory.bound_heap()
             parts: list[Part] = []
             chunks: list[_Chunk] = []
             unchanged = n_read = 0

@@ -907,8 +907,8 @@ def _drivers(
     ]
     clustered = [p for p in pain_points if not p.is_other]
     pain_ids = list(dict.fromkeys(p.id for p in clustered))
-    pain = pd.Categorical(_col(segments, "pain_point_id"), categories=pain_ids)
-    by_pain = dict(zip(pain_ids, _documents_of(np.asarray(pain.codes), doc_pos, len(pain_ids))))
+    pain = positions(_col(segments, "pain_point_id"), pd.Series(pain_ids, dtype=object))
+    by_pain = dict(zip(pain_ids, _documents_of(pain, doc_pos, len(pain_ids))))
     issues += [("pain point", p.label, p.stage, by_pain.get(p.id)) for p in clustered]
     rows = []
     for kind, name, stage, docs in issues:

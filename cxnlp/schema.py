@@ -277,9 +277,10 @@ def snapshot() -> dict[str, Any]:
     }
 
 
-def _strings(values: pd.Series) -> pa.Array:
+def _strings(values: pd.Series, whole: bool = True) -> pa.Array | pa.ChunkedArray:
+    """``values`` as Arrow strings; chunks joined into one array only with ``whole`` (a copy)."""
     arr = pa.array(values.array, from_pandas=True)
-    if isinstance(arr, pa.ChunkedArray):
+    if whole and isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     return (
         arr
@@ -294,7 +295,7 @@ def positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
     lookup: no Python string is made of either side, which for millions of ids is hundreds of MB."""
     if not len(values):
         return np.zeros(0, dtype=np.int64)
-    found = pc.index_in(_strings(values), value_set=_strings(keys), skip_nulls=True)
+    found = pc.index_in(_strings(values, whole=False), value_set=_strings(keys), skip_nulls=True)
     return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 

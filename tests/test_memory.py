@@ -44,3 +44,46 @@ def test_memory_trim_heap_hands_freed_heap_memory_back():
     trim_heap()
     assert held - _rss_mb() > 60  # about 125 MB were free
     assert sum(float(b[0]) for b in blocks) == 2000.0
+
+
+_HEAP_PROBE = """
+import sys
+import numpy as np
+from cxnlp.memory import bound_heap
+bounded = sys.argv[1] == "1" and bound_heap()
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) / 1024 for l in fh if l.startswith("VmRSS"))
+big = np.ones(2_000_000); del big  # 16 MB, freed: glibc raises its mmap threshold to 16 MB
+blocks = [np.ones(500_000) for _ in range(80)]  # 80 x 4 MB, under that threshold: from the heap
+before = rss(); del blocks[::2]  # 160 MB freed between live blocks
+print(bounded, before - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _libc() is None, reason="glibc only")
+@pytest.mark.parametrize("bounded", [True, False])
+def test_memory_bound_heap_returns_large_freed_blocks_at_once(bounded, monkeypatch):
+    import subprocess
+
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, "1" if bounded else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out[0] == str(bounded)
+    freed = float(out[1])
+    if bounded:  # each 4 MB block had its own mapping, unmapped when freed
+        assert freed > 120
+    else:  # glibc's default: the 160 MB stay in the heap (this is what bound_heap is for)
+        assert freed < 40
+
+
+def test_memory_bound_heap_leaves_a_tuned_malloc_alone(monkeypatch):
+    from cxnlp.memory import bound_heap
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert bound_heap() is False
