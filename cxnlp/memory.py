@@ -53,15 +53,21 @@ def _libc() -> Any:
 
 
 # mallopt parameters (glibc's malloc.h)
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
-#: Blocks this large or larger get their own mapping, returned to the kernel when freed: glibc's
-#: starting value, kept fixed (``mallopt`` turns off its dynamic raising).
-MMAP_THRESHOLD = 128 * 1024
+#: Blocks this large or larger get their own mapping, returned to the kernel when freed. glibc starts at
+#: 128 KB and raises it to the largest block freed (up to 32 MB); fixed here. Not lower: at 128 KB every
+#: array of a cluster's members was mapped and faulted in afresh, and the cluster step of 100k reviews
+#: took 24 s instead of 18 (``benchmarks/README.md``).
+MMAP_THRESHOLD = 4 * 1024 * 1024
+#: Free memory at the heap's top kept for reuse rather than handed back at each ``free`` (fixing the mmap
+#: threshold would otherwise fix this at 128 KB too); :func:`trim_heap` hands it back between phases.
+TRIM_THRESHOLD = 64 * 1024 * 1024
 #: malloc arenas: Arrow's and NumPy's worker threads would otherwise each get one, up to 8 per core,
 #: and every arena keeps its own freed memory.
 ARENA_MAX = 2
-_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 
 
 def bound_heap() -> bool:
@@ -69,16 +75,19 @@ def bound_heap() -> bool:
     mapping and uses at most :data:`ARENA_MAX` arenas. By default glibc raises the mmap threshold to the
     size of the largest block freed (up to 32 MB), so after the first large temporary, arrays of up to
     that size come from the heap, where memory freed between live blocks is never returned; on the
-    reduce phase of 1M reviews that kept about 180 MB more resident (``benchmarks/README.md``).
+    reduce phase of 1M reviews that kept well over 100 MB more resident (``benchmarks/README.md``).
 
     Nothing is changed where the user tuned malloc through its environment variables. Returns whether
     the settings were made (glibc only)."""
     libc = _libc()
     if libc is None or any(os.environ.get(k) for k in _MALLOC_ENV):
         return False
-    return bool(
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(_M_ARENA_MAX, ARENA_MAX) == 1
+    settings = (
+        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        (_M_ARENA_MAX, ARENA_MAX),
     )
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
 def trim_heap() -> None:

@@ -54,8 +54,8 @@ bounded = sys.argv[1] == "1" and bound_heap()
 def rss():
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) / 1024 for l in fh if l.startswith("VmRSS"))
-big = np.ones(2_000_000); del big  # 16 MB, freed: glibc raises its mmap threshold to 16 MB
-blocks = [np.ones(500_000) for _ in range(80)]  # 80 x 4 MB, under that threshold: from the heap
+big = np.ones(4_000_000); del big  # 32 MB, freed: glibc raises its mmap threshold to 32 MB
+blocks = [np.ones(1_000_000) for _ in range(40)]  # 40 x 8 MB, under that threshold: from the heap
 before = rss(); del blocks[::2]  # 160 MB freed between live blocks
 print(bounded, before - rss())
 """
@@ -66,7 +66,7 @@ print(bounded, before - rss())
 def test_memory_bound_heap_returns_large_freed_blocks_at_once(bounded, monkeypatch):
     import subprocess
 
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"):
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     out = subprocess.run(
         [sys.executable, "-c", _HEAP_PROBE, "1" if bounded else "0"],
@@ -76,7 +76,7 @@ def test_memory_bound_heap_returns_large_freed_blocks_at_once(bounded, monkeypat
     ).stdout.split()
     assert out[0] == str(bounded)
     freed = float(out[1])
-    if bounded:  # each 4 MB block had its own mapping, unmapped when freed
+    if bounded:  # each 8 MB block had its own mapping, unmapped when freed
         assert freed > 120
     else:  # glibc's default: the 160 MB stay in the heap (this is what bound_heap is for)
         assert freed < 40
