@@ -754,28 +754,67 @@ def map_local(
     tokenizer = analyzer.pretokenizer()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-        pending: deque[tuple[ChunkInfo, Any]] = deque()
+        # A chunk is prepared in slices, one per worker, so that every worker is busy on the chunk the
+        # models need next: the first chunk is ready in a slice's time, and the run does not end on a
+        # last wave of whole chunks with most workers idle. A few chunks are queued ahead.
+        pending: deque[tuple[ChunkInfo, list[Any]]] = deque()
         source = iter(chunks)
         exhausted = False
         while True:
-            while not exhausted and len(pending) < n_workers + 1:
+            while not exhausted and sum(len(f) for _, f in pending) < 2 * n_workers + 1:
                 try:
                     info, records, rejects = next(source)
                 except StopIteration:
                     exhausted = True
                     break
-                pending.append(
-                    (info, pool.submit(prepare_chunk, records, rejects, config, text_features, tokenizer))
-                )
+                futures = [
+                    pool.submit(
+                        prepare_chunk, piece, rejects if i == 0 else [], config, text_features, tokenizer
+                    )
+                    for i, piece in enumerate(slices(records, n_workers))
+                ]
+                pending.append((info, futures))
             if not pending:
                 break
-            info, future = pending.popleft()
+            info, futures = pending.popleft()
             t = time.perf_counter()
-            part = future.result()
+            part = merge_prepared([f.result() for f in futures])
             if not _over_budget(info, part):
                 analyzer.annotate(part, progress, steps=["embed", "journey", "sentiment", "emotion"])
             save_chunk(folder, info, part)
             _log_chunk(info, part, time.perf_counter() - t)
+
+
+# The smallest slice of a chunk a prepare worker gets: spaCy's nlp.pipe batches (segment.batch_size)
+# stay full, and the pickling per task stays small against the work.
+MIN_SLICE = 256
+
+
+def slices(records: list[Record], n_workers: int) -> list[list[Record]]:
+    """``records`` in up to ``n_workers`` consecutive slices of at least :data:`MIN_SLICE` records (one
+    slice for a small chunk, and an empty chunk still gives one, for its rejects)."""
+    k = max(1, min(n_workers, len(records) // MIN_SLICE))
+    size = -(-len(records) // k) if records else 0
+    return [records[i : i + size] for i in range(0, len(records), size)] if records else [records]
+
+
+def merge_prepared(parts: list[Part]) -> Part:
+    """One chunk's Part from its slices' (:func:`prepare_chunk`), in order: :func:`pipeline.merge_parts`
+    plus the workers' per-segment features, the token ids' offsets shifted past the earlier slices'."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = merge_parts(parts)
+    with_segments = [p for p in parts if len(p.segments)]
+    for name in with_segments[0].features if with_segments else ():
+        arrays = [p.features[name] for p in with_segments]
+        if name == "token_offsets":
+            shifts = np.cumsum([0] + [int(a[-1]) for a in arrays[:-1]])
+            merged.features[name] = np.concatenate(
+                [arrays[0][:1]] + [a[1:] + s for a, s in zip(arrays, shifts)]
+            )
+        else:
+            merged.features[name] = np.concatenate(arrays)
+    return merged
 
 
 def _join_embeddings(path: Path, arrays: list[np.ndarray]) -> np.ndarray:

@@ -362,6 +362,74 @@ def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews,
     assert_same_run(tmp_path / "tokens", tmp_path / "plain")
 
 
+def test_prepare_workers_share_each_chunk_in_slices_with_the_same_run(reviews, tmp_path, monkeypatch):
+    """Several workers prepare each chunk in slices (rejects, documents, segments, VADER features and
+    token ids merged in order, the token offsets shifted): the run equals the one without workers, down
+    to the rejects file's order."""
+    import concurrent.futures
+
+    from cxnlp.config import load_config
+    from cxnlp.pipeline import Analyzer
+
+    lines = reviews.read_text(encoding="utf-8").splitlines()
+    lines.insert(12, "{not json")  # rejected when read: goes with the chunk's first slice
+    lines.insert(33, json.dumps({"review_id": "x1", "text": "?!?! ..."}))  # rejected in a later slice
+    lines.insert(50, json.dumps({"review_id": "x2", "text": "...."}))
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sizes = []
+    real = batch.prepare_chunk
+
+    def spy(records, *args, **kw):  # type: ignore[no-untyped-def]
+        sizes.append(len(records))
+        return real(records, *args, **kw)
+
+    torch_cfg = {"models": {"backend": "torch"}}
+    analyzer = Analyzer(load_config(None, {**torch_cfg, "batch": {"workers": 3}}), device="cpu")
+    monkeypatch.setattr(Analyzer, "pretokenizer", lambda self: (self.encoder_name, 256))
+    monkeypatch.setattr(batch, "prepare_chunk", spy)
+    monkeypatch.setattr(batch, "MIN_SLICE", 4)
+    monkeypatch.setattr(
+        concurrent.futures,
+        "ProcessPoolExecutor",
+        lambda max_workers, mp_context: concurrent.futures.ThreadPoolExecutor(max_workers),
+    )
+    run = run_batch(analyzer, [str(src)], tmp_path / "sliced", chunk_size=30)
+    assert run.result.manifest["counts"]["rejected"] == 3
+    assert max(sizes) <= 10 and len(sizes) >= 6  # chunks of 30 records in slices of 10
+    plain = Analyzer(load_config(None, torch_cfg), device="cpu")
+    run_batch(plain, [str(src)], tmp_path / "plain", chunk_size=30)
+    assert_same_run(tmp_path / "sliced", tmp_path / "plain")
+    rejects = [(tmp_path / d / "rejects.jsonl").read_text(encoding="utf-8") for d in ("sliced", "plain")]
+    assert rejects[0] == rejects[1] and rejects[0].count("\n") == 3
+
+
+def test_slices_and_their_merge():
+    from cxnlp.pipeline import Part
+
+    assert [len(s) for s in batch.slices(list(range(1000)), 3)] == [334, 334, 332]
+    assert [len(s) for s in batch.slices(list(range(300)), 14)] == [300]  # under two MIN_SLICE
+    assert batch.slices([], 4) == [[]]
+    parts = []
+    for texts in (["a b", "c"], [], ["d e f"]):
+        seg = pd.DataFrame({"text": texts}) if texts else pd.DataFrame()
+        lengths = [len(t.split()) for t in texts]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ids = np.arange(offsets[-1], dtype=np.int32) + 100 * len(parts)
+        features = (
+            {"token_ids": ids, "token_offsets": offsets, "vader": np.ones((len(texts), 2))} if texts else {}
+        )
+        parts.append(
+            Part(pd.DataFrame({"doc_id": [str(len(parts))]}), seg, np.zeros((0, 0)), [], {}, {}, features)
+        )
+    merged = batch.merge_prepared(parts)
+    assert merged.segments["text"].tolist() == ["a b", "c", "d e f"]
+    assert merged.features["token_offsets"].tolist() == [0, 2, 3, 6]
+    assert merged.features["token_ids"].tolist() == [0, 1, 2, 200, 201, 202]
+    assert merged.features["vader"].shape == (3, 2)
+    assert merged.documents["doc_id"].tolist() == ["0", "1", "2"]
+
+
 def test_ray_rows_carry_the_workers_features():
     """The Ray CPU stage's rows keep VADER features and token ids (dtypes too) for the model actors."""
     from cxnlp.pipeline import Part
