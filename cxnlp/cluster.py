@@ -24,6 +24,12 @@ to the earlier ones by the cosine similarity of their centres (stored in the ``c
 their ids and labels, and get a ``status``: new, growing, shrinking, stable, or gone (a row with size 0
 for each earlier pain point that has no match).
 
+With ``cluster.workers`` > 0, the stages are clustered (steps 1-4) in that many worker processes at
+once while this process labels them in journey order as they finish: labels depend on the stages before
+(each is unique in the run), clustering does not. The workers map the embeddings file themselves (an
+array in memory is first written to a temporary file, its rows in scope only); the result is the same
+as with ``workers: 0``.
+
 Everything is deterministic for a given input and seed. ``cluster_segments`` works on its own with
 precomputed embeddings (a NumPy array or a memory map).
 """
@@ -35,11 +41,14 @@ import json
 import logging
 import math
 import mmap
+import os
 import re
 import sys
+import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,6 +306,97 @@ def cluster_segments(
         centres, _ = _centres_from_sums(sums)
         labels, sums = _nearest_pass(embeddings, centres, config.assign_threshold)
     return _renumber(labels)
+
+
+# ------------------------------------------------------------------------------ stages in worker processes
+
+# Where a worker finds the embeddings: the file, its dtype, the byte offset of row 0 and the shape.
+_Source = tuple[str, str, int, tuple[int, int]]
+
+
+def _source(embeddings: np.ndarray) -> _Source | None:
+    """Where the rows of a memory-mapped array (or of a view of one) are in its file, or None: an array
+    in memory, a copy-on-write map (its changes are not in the file) or rows not contiguous."""
+    mm = _mapping(embeddings)
+    if mm is None or not embeddings.flags.c_contiguous:
+        return None
+    owner: Any = embeddings  # the np.memmap that knows the file
+    while isinstance(owner, np.ndarray) and not isinstance(owner, np.memmap):
+        owner = owner.base
+    if not isinstance(owner, np.memmap) or owner.filename is None:
+        return None
+    base = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
+    start = owner.offset - owner.offset % mmap.ALLOCATIONGRANULARITY  # where np.memmap's map begins
+    offset = start + embeddings.__array_interface__["data"][0] - base
+    n, dim = embeddings.shape
+    return str(owner.filename), embeddings.dtype.str, offset, (int(n), int(dim))
+
+
+def _limit_blas(threads: int) -> None:
+    """Worker initializer: each worker's BLAS gets its share of the cores, not all of them."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+
+
+def _cluster_rows(source: _Source, idx: np.ndarray, config: ClusterConfig, seed: int) -> np.ndarray:
+    """In a worker: :func:`cluster_segments` of rows ``idx`` of the embeddings file."""
+    path, dtype, offset, shape = source
+    embeddings = np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
+    return cluster_segments(Rows(embeddings, idx), config, seed)
+
+
+def _cluster_stages(
+    embeddings: np.ndarray,
+    rows_all: np.ndarray,
+    codes: np.ndarray,
+    n_stages: int,
+    config: ClusterConfig,
+    seed: int,
+    stack: contextlib.ExitStack,
+) -> dict[int, Future[np.ndarray]]:
+    """Start :func:`cluster_segments` of each stage with rows (``rows_all``, the rows in scope, of stage
+    ``codes``) in ``cluster.workers`` processes; returns a future of its labels per stage code. The pool
+    (and the temporary file an array in memory is written to) is closed by ``stack``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    sizes = np.bincount(codes, minlength=n_stages)
+    n_stages_with_rows = int((sizes > 0).sum())
+    if n_stages_with_rows < 2:  # nothing to overlap: the stage is clustered here when it is labelled
+        return {}
+    source = _source(embeddings)
+    positions_of = rows_all
+    if source is None:  # the rows in scope, a chunk at a time, to a file that the workers map
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cxnlp-cluster-")))
+        shape = (len(rows_all), embeddings.shape[1])
+        out = np.lib.format.open_memmap(folder / "rows.npy", mode="w+", dtype=embeddings.dtype, shape=shape)
+        for lo in range(0, len(rows_all), CHUNK):
+            hi = min(lo + CHUNK, len(rows_all))
+            out[lo:hi] = take_rows(embeddings, rows_all[lo:hi])
+            out.flush()
+            release(out, (lo, hi))
+        source, positions_of = _source(out), np.arange(len(rows_all))
+        del out
+        assert source is not None
+    n_workers = min(config.workers, n_stages_with_rows)
+    pool = ProcessPoolExecutor(
+        n_workers,
+        # spawn: the parent may hold torch's threads, which a fork would copy mid-lock
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_limit_blas,
+        initargs=(max(1, (os.cpu_count() or 1) // n_workers),),
+    )
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    order = np.argsort(codes, kind="stable")  # rows_all by stage, each stage's rows still in table order
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return {
+        code: pool.submit(
+            _cluster_rows, source, positions_of[order[bounds[code] : bounds[code + 1]]], config, seed
+        )
+        for code in range(n_stages)
+        if sizes[code]
+    }
 
 
 def _renumber(labels: np.ndarray) -> np.ndarray:
@@ -675,90 +775,106 @@ def find_pain_points(
     index = _statement_index(said_all)
     used_labels: set[str] = set()
     used_keys: set[str] = set()
-    for code, stage in enumerate(stage_ids):
-        in_stage = stage_code == code
-        scope = in_stage & negative if config.scope == "negative" else in_stage
-        idx = np.flatnonzero(scope)
-        if not len(idx):
-            continue
-        at = np.searchsorted(rows_all, idx)  # the stage's rows among the clustered ones
-        X = Rows(embeddings, idx)  # read a chunk at a time: the stage is never held whole
-        labels = cluster_segments(X, config, seed)
-        groups = [_Group(stage, int(c) + 1, np.flatnonzero(labels == c)) for c in sorted(set(labels) - {-1})]
-        if (labels == -1).any():
-            groups.append(_Group(stage, None, np.flatnonzero(labels == -1)))
-        # Each segment counts a phrase once; phrases are counted under their key ("arrived late" and
-        # "arrives late" together) and shown in their most frequent form in the cluster.
-        class_phr = [[k for j in at[g.index] for k in set(keys[int(j)])] for g in groups]
-        scores = ctfidf([*class_phr, background.pop(stage, Counter())])
-        for g, sc, cp in zip(groups, scores, class_phr):
-            members = idx[g.index]
-            pid = f"{stage}-{g.number}" if g.number is not None else f"{stage}-{OTHER_PAIN_POINT}"
-            seg = segments.iloc[members]
-            forms = _forms(p for ps in seg["phrases"].tolist() for p in set(ps))
-            df = Counter(cp)
-            ranked = _rank(sc, df, len(g.index), forms)
-            if g.number is None:
-                label = f"other {stage} issues" if config.scope == "negative" else f"other {stage}"
-            else:
-                cov = _coverage(ranked[:LABEL_CANDIDATES], [set(keys[int(j)]) for j in at[g.index]])
-                said = {k for j in at[g.index] for k in said_in[int(j)]}
-                best = _pick_label(
-                    ranked[:LABEL_CANDIDATES], cov, len(g.index), forms, said, used_keys, used_labels, index
-                )
-                label = forms[best] if best is not None else f"{stage} issue {g.number}"
-                if label in used_labels:
-                    label = f"{label} ({stage})"
-                if best is not None:
-                    used_keys.add(best)
-            used_labels.add(label)
-            for i in members:
-                assignment[i] = pid
-            emos = Counter(e for e in seg["emotion"] if e != "neutral")
-            docs = sorted(set(seg["doc_id"]))
-            dates = created.iloc[at[g.index]].dropna()
-            vectors = Rows(embeddings, members)
-            centre = normalize(vectors.sum()[None])[0]
-            q_ids, quotes = _quotes(
-                vectors, centre, seg["text"].tolist(), seg["segment_id"].tolist(), config.n_quotes
-            )
-            weekly, trend = _weekly(weeks[at[g.index]], n_weeks)
-            rows.append(
-                {
-                    "pain_point_id": pid,
-                    "stage": stage,
-                    "label": label,
-                    "keyphrases": [forms[t] for t in ranked[:5]],
-                    "size": len(members),
-                    "share_of_stage_negative": len(members) / max(len(idx), 1),
-                    "n_documents": len(docs),
-                    "mean_sentiment_score": float(seg["sentiment_score"].mean()),
-                    "top_emotions": [
-                        e
-                        for e, _ in sorted(emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0])))[
-                            :3
-                        ]
-                    ],
-                    "first_seen": dates.min() if len(dates) else None,
-                    "last_seen": dates.max() if len(dates) else None,
-                    "example_segment_ids": q_ids,
-                    "example_quotes": quotes,
-                    "status": None,
-                    "baseline_size": None,
-                    "weekly_counts": weekly,
-                    "trend": trend,
-                    "centroid": [float(v) for v in centre],
-                }
-            )
-        logger.info(
-            "%s: %d segments -> %d pain points, %d in other",
-            stage,
-            len(idx),
-            len(groups) - int((labels == -1).any()),
-            int((labels == -1).sum()),
+    with contextlib.ExitStack() as stack:
+        # With workers, every stage is clustered ahead in worker processes; labelled here in journey order.
+        ahead = (
+            _cluster_stages(embeddings, rows_all, stage_code[rows_all], len(stage_ids), config, seed, stack)
+            if config.workers
+            else {}
         )
-        del X, labels, groups, class_phr, scores
-        trim_heap()  # each stage's temporaries, handed back before the next stage's
+        for code, stage in enumerate(stage_ids):
+            in_stage = stage_code == code
+            scope = in_stage & negative if config.scope == "negative" else in_stage
+            idx = np.flatnonzero(scope)
+            if not len(idx):
+                continue
+            at = np.searchsorted(rows_all, idx)  # the stage's rows among the clustered ones
+            X = Rows(embeddings, idx)  # read a chunk at a time: the stage is never held whole
+            labels = ahead.pop(code).result() if code in ahead else cluster_segments(X, config, seed)
+            groups = [
+                _Group(stage, int(c) + 1, np.flatnonzero(labels == c)) for c in sorted(set(labels) - {-1})
+            ]
+            if (labels == -1).any():
+                groups.append(_Group(stage, None, np.flatnonzero(labels == -1)))
+            # Each segment counts a phrase once; phrases are counted under their key ("arrived late" and
+            # "arrives late" together) and shown in their most frequent form in the cluster.
+            class_phr = [[k for j in at[g.index] for k in set(keys[int(j)])] for g in groups]
+            scores = ctfidf([*class_phr, background.pop(stage, Counter())])
+            for g, sc, cp in zip(groups, scores, class_phr):
+                members = idx[g.index]
+                pid = f"{stage}-{g.number}" if g.number is not None else f"{stage}-{OTHER_PAIN_POINT}"
+                seg = segments.iloc[members]
+                forms = _forms(p for ps in seg["phrases"].tolist() for p in set(ps))
+                df = Counter(cp)
+                ranked = _rank(sc, df, len(g.index), forms)
+                if g.number is None:
+                    label = f"other {stage} issues" if config.scope == "negative" else f"other {stage}"
+                else:
+                    cov = _coverage(ranked[:LABEL_CANDIDATES], [set(keys[int(j)]) for j in at[g.index]])
+                    said = {k for j in at[g.index] for k in said_in[int(j)]}
+                    best = _pick_label(
+                        ranked[:LABEL_CANDIDATES],
+                        cov,
+                        len(g.index),
+                        forms,
+                        said,
+                        used_keys,
+                        used_labels,
+                        index,
+                    )
+                    label = forms[best] if best is not None else f"{stage} issue {g.number}"
+                    if label in used_labels:
+                        label = f"{label} ({stage})"
+                    if best is not None:
+                        used_keys.add(best)
+                used_labels.add(label)
+                for i in members:
+                    assignment[i] = pid
+                emos = Counter(e for e in seg["emotion"] if e != "neutral")
+                docs = sorted(set(seg["doc_id"]))
+                dates = created.iloc[at[g.index]].dropna()
+                vectors = Rows(embeddings, members)
+                centre = normalize(vectors.sum()[None])[0]
+                q_ids, quotes = _quotes(
+                    vectors, centre, seg["text"].tolist(), seg["segment_id"].tolist(), config.n_quotes
+                )
+                weekly, trend = _weekly(weeks[at[g.index]], n_weeks)
+                rows.append(
+                    {
+                        "pain_point_id": pid,
+                        "stage": stage,
+                        "label": label,
+                        "keyphrases": [forms[t] for t in ranked[:5]],
+                        "size": len(members),
+                        "share_of_stage_negative": len(members) / max(len(idx), 1),
+                        "n_documents": len(docs),
+                        "mean_sentiment_score": float(seg["sentiment_score"].mean()),
+                        "top_emotions": [
+                            e
+                            for e, _ in sorted(
+                                emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0]))
+                            )[:3]
+                        ],
+                        "first_seen": dates.min() if len(dates) else None,
+                        "last_seen": dates.max() if len(dates) else None,
+                        "example_segment_ids": q_ids,
+                        "example_quotes": quotes,
+                        "status": None,
+                        "baseline_size": None,
+                        "weekly_counts": weekly,
+                        "trend": trend,
+                        "centroid": [float(v) for v in centre],
+                    }
+                )
+            logger.info(
+                "%s: %d segments -> %d pain points, %d in other",
+                stage,
+                len(idx),
+                len(groups) - int((labels == -1).any()),
+                int((labels == -1).sum()),
+            )
+            del X, labels, groups, class_phr, scores
+            trim_heap()  # each stage's temporaries, handed back before the next stage's
     table = pd.DataFrame(rows, columns=PAIN_POINT_COLUMNS)
     if baseline is not None:
         table, renames = match_baseline(table, baseline, len(segments), config)

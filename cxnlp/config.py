@@ -89,6 +89,7 @@ class ClusterConfig(_Section):
     n_quotes: int = Field(3, ge=1, le=10)
     match_threshold: float = Field(0.8, ge=0, le=1)
     change_ratio: float = Field(0.25, ge=0)
+    workers: int = Field(0, ge=0)
 
 
 class ReportConfig(_Section):

@@ -545,3 +545,60 @@ def test_cluster_labels_prefer_a_statement_over_a_bare_noun_compound():
     assert labels["delivery-1"] == "code failed at checkout"
     assert labels["delivery-2"] == "ice packs had melted"
     assert labels["delivery-3"] == "box arrived late twice"
+
+
+def _two_stages() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """A delivery stage of three clusters and a billing stage of two others (other sizes, directions and
+    phrases), their rows interleaved with positive and stageless segments that are not clustered."""
+    X, truth = _blobs(per=12, noise=0)
+    delivery, documents = _frames(truth)
+    rng = np.random.default_rng(5)
+    sizes = [16, 9]
+    B = np.concatenate([np.eye(32)[10 + k] * 3 + rng.normal(0, 0.15, (n, 32)) for k, n in enumerate(sizes)])
+    billing, billing_docs = _frames(np.repeat([0, 1], sizes), prefix="b")
+    billing = billing.assign(
+        stage="billing",
+        phrases=[["charged twice"] if k < sizes[0] else ["refund not arrived"] for k in range(25)],
+    )
+    rest, rest_docs = _frames(np.zeros(6, int), prefix="r")
+    rest = rest.assign(stage=["billing", "delivery", None, None, "billing", None], sentiment="positive")
+    rest.loc[rest.index[2:4], "sentiment"] = "negative"  # negative but in no stage
+    segments = pd.concat([delivery, billing, rest], ignore_index=True)
+    order = np.random.default_rng(6).permutation(len(segments))
+    E = np.concatenate([X, B, rng.normal(size=(6, 32))]).astype(np.float32)[order]
+    documents = pd.concat([documents, billing_docs, rest_docs], ignore_index=True)
+    return segments.iloc[order].reset_index(drop=True), documents, E
+
+
+def test_cluster_stages_in_workers_give_the_same_pain_points(tmp_path):
+    """cluster.workers clusters the stages in worker processes: the same table (labels, centroids and
+    all) and assignment as one stage after the other, from a memory map (a view of some of its rows
+    too) and from an array in memory (written to a temporary file for the workers)."""
+    segments, documents, E = _two_stages()
+    stages = ["delivery", "billing"]
+    table, assignment = find_pain_points(segments, E, documents, stages, CFG)
+    assert table.groupby("stage", sort=False).size().to_dict() == {"delivery": 3, "billing": 2}
+    assert set(table["label"]) >= {"late delivery", "charged twice", "refund not arrived"}
+    workers = CFG.model_copy(update={"workers": 2})
+    got, got_assignment = find_pain_points(segments, E, documents, stages, workers)
+    pd.testing.assert_frame_equal(table, got)
+    assert got_assignment == assignment
+
+    half = E.astype(np.float16)
+    np.save(tmp_path / "emb.npy", np.concatenate([np.ones((3, 32), np.float16), half]))  # 3 rows before
+    mapped = open_embeddings(tmp_path / "emb.npy")[3:]
+    expected, expected_assignment = find_pain_points(segments, half, documents, stages, CFG)
+    got, got_assignment = find_pain_points(segments, mapped, documents, stages, workers)
+    pd.testing.assert_frame_equal(expected, got)
+    assert got_assignment == expected_assignment
+
+
+def test_cluster_workers_is_a_count_of_processes():
+    from cxnlp.config import load_config
+    from cxnlp.errors import ConfigError
+
+    assert (
+        ClusterConfig().workers == 0 and load_config(overrides=["cluster.workers=14"]).cluster.workers == 14
+    )
+    with pytest.raises(ConfigError, match="cluster.workers"):
+        load_config(overrides=["cluster.workers=-1"])
