@@ -324,6 +324,41 @@ def test_pretokenized_encoding_equals_the_encoders_own():
     assert encode_pretokenized(model, np.zeros(0, np.int32), np.zeros(1, np.int64)).shape == (0, 384)
 
 
+def test_pretokenize_reads_tokenizer_json_with_transformers_ids(tmp_path):
+    """The workers tokenise with the ``tokenizers`` library (no transformers import): the same ids as
+    transformers' AutoTokenizer, truncation included; a tokenizer_config.json that overrides the
+    normaliser sends it back to transformers."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from cxnlp import models
+
+    texts = ["  Café crème was COLD  ", "", "refund " * 400, "😠 late\tagain", "Naïve façade ÉCOLE"]
+    location = Path(models.encoder_location("cx-encoder"))
+
+    def ids(tokens: dict) -> list[list[int]]:
+        o = tokens["token_offsets"]
+        return [tokens["token_ids"][o[i] : o[i + 1]].tolist() for i in range(len(o) - 1)]
+
+    def reference(folder: Path, max_length: int) -> list[list[int]]:
+        auto = AutoTokenizer.from_pretrained(str(folder))
+        return auto([t.strip() for t in texts], truncation=True, max_length=max_length)["input_ids"]
+
+    assert not models._tokenizer_overrides(location)
+    for max_length in (256, 8):
+        assert ids(models.pretokenize(texts, "cx-encoder", max_length)) == reference(location, max_length)
+    cased = tmp_path / "cased"
+    shutil.copytree(location, cased)
+    config = json.loads((cased / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (cased / "tokenizer_config.json").write_text(
+        json.dumps({**config, "do_lower_case": False}), encoding="utf-8"
+    )
+    assert models._tokenizer_overrides(cased)
+    got = ids(models.pretokenize(texts, str(cased), 256))
+    assert got == reference(cased, 256) and got != reference(location, 256)
+
+
 def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews, tmp_path, monkeypatch):
     """With a torch encoder (as on a GPU) the workers send token ids and the run is unchanged."""
     from cxnlp.config import load_config
