@@ -41,7 +41,6 @@ import json
 import logging
 import math
 import mmap
-import os
 import re
 import sys
 import tempfile
@@ -276,7 +275,18 @@ def cluster_segments(
     ``embeddings``: any (n, d) array, float16 or float32, in memory or memory-mapped; rows need not be
     normalised. Only ``cluster.fit_sample`` rows are held in memory at once, plus one chunk.
     """
+    from threadpoolctl import threadpool_limits
+
     config = config or ClusterConfig()
+    # One BLAS thread: the eigendecomposition, the projection and the similarity products differ in their
+    # last bits with the number of threads, and HDBSCAN and the nearest-centre threshold turn such bits into
+    # other clusters where distances tie (repeated texts). So a run's pain points are the same on 2 cores
+    # and on 16, and with ``cluster.workers``. The products are small (d = 384).
+    with threadpool_limits(1):
+        return _cluster_segments(embeddings, config, seed)
+
+
+def _cluster_segments(embeddings: np.ndarray | Rows, config: ClusterConfig, seed: int) -> np.ndarray:
     n = len(embeddings)
     if n < config.min_segments:
         return np.full(n, -1, dtype=np.int64)
@@ -332,13 +342,6 @@ def _source(embeddings: np.ndarray) -> _Source | None:
     return str(owner.filename), embeddings.dtype.str, offset, (int(n), int(dim))
 
 
-def _limit_blas(threads: int) -> None:
-    """Worker initializer: each worker's BLAS gets its share of the cores, not all of them."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(threads)
-
-
 def _cluster_rows(source: _Source, idx: np.ndarray, config: ClusterConfig, seed: int) -> np.ndarray:
     """In a worker: :func:`cluster_segments` of rows ``idx`` of the embeddings file."""
     path, dtype, offset, shape = source
@@ -384,8 +387,6 @@ def _cluster_stages(
         n_workers,
         # spawn: the parent may hold torch's threads, which a fork would copy mid-lock
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_limit_blas,
-        initargs=(max(1, (os.cpu_count() or 1) // n_workers),),
     )
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)
     order = np.argsort(codes, kind="stable")  # rows_all by stage, each stage's rows still in table order

@@ -570,6 +570,28 @@ def _two_stages() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     return segments.iloc[order].reset_index(drop=True), documents, E
 
 
+def test_clustering_runs_on_one_blas_thread(monkeypatch):
+    """LAPACK's eigendecomposition and BLAS products differ in their last bits with the thread count, and
+    HDBSCAN turns those bits into other clusters where distances tie: cluster_segments pins one thread, so
+    pain points do not depend on the machine's cores (nor on cluster.workers)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from cxnlp import cluster
+
+    seen: list[set[int]] = []
+    real = cluster._pca
+
+    def spy(S, dims):  # type: ignore[no-untyped-def]
+        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+        return real(S, dims)
+
+    monkeypatch.setattr(cluster, "_pca", spy)
+    X = np.random.default_rng(0).normal(size=(300, 32)).astype(np.float32)
+    with threadpool_limits(2):
+        cluster.cluster_segments(X, ClusterConfig(reduce_dims=8), seed=0)
+    assert seen == [{1}]
+
+
 def test_cluster_stages_in_workers_give_the_same_pain_points(tmp_path):
     """cluster.workers clusters the stages in worker processes: the same table (labels, centroids and
     all) and assignment as one stage after the other, from a memory map (a view of some of its rows
