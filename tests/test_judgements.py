@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -122,3 +123,60 @@ def test_emotion_and_sentiment_agree_in_valence(mixed_result):
     seg = mixed_result.segments
     assert not ((seg["sentiment"] == "negative") & seg["emotion"].isin(POSITIVE_EMOTIONS)).any()
     assert not ((seg["sentiment"] == "positive") & seg["emotion"].isin(NEGATIVE_EMOTIONS)).any()
+
+
+def _top_by_row(model, cx, sentiments):  # type: ignore[no-untyped-def]
+    """The per-segment rule, one row at a time: the specification the vectorised ``top`` follows."""
+    from cxnlp.emotion import NEGATIVE_EMOTIONS, POSITIVE_EMOTIONS
+
+    neutral = model.cx_labels.index("neutral")
+    positive = [k for k, e in enumerate(model.cx_labels) if e in POSITIVE_EMOTIONS]
+    negative = [k for k, e in enumerate(model.cx_labels) if e in NEGATIVE_EMOTIONS]
+    labels, scores = [], np.zeros(len(cx), dtype=np.float32)
+    for i, row in enumerate(cx):
+        masked = row.copy()
+        masked[neutral] = -1
+        if sentiments is not None and sentiments[i] == "negative":
+            masked[positive] = -1
+        elif sentiments is not None and sentiments[i] == "positive":
+            masked[negative] = -1
+        j = int(masked.argmax())
+        best = max(float(masked[j]), 0.0)
+        labels.append(model.cx_labels[j] if best >= 1.0 else "neutral")
+        scores[i] = best if best >= 1.0 else max(row[neutral], 1.0 - best)
+    return labels, scores
+
+
+def test_emotion_decisions_on_whole_arrays_match_the_per_row_rule():
+    """Segment and document emotions are decided on whole arrays (the GPU host's critical path): the
+    same labels and scores as the rule applied row by row, with ties everywhere (quantised scores)."""
+    from cxnlp.emotion import CX_EMOTIONS, EmotionModel, annotate_documents, annotate_segments
+    from cxnlp.models import Heads
+
+    model = EmotionModel(Heads.load("cx-heads"))
+    rng = np.random.default_rng(0)
+    n = 2000
+    probs = (rng.integers(0, 4, size=(n, len(model.labels))) / 3).astype(np.float32)
+    cx = model.to_cx(probs)
+    sentiments = rng.choice(["negative", "positive", "neutral"], n).tolist()
+    for given in (sentiments, None):
+        labels, scores = model.top(cx, given)
+        want_labels, want_scores = _top_by_row(model, cx, given)
+        assert labels == want_labels and np.array_equal(scores, want_scores)
+    empty_labels, empty_scores = model.top(cx[:0])
+    assert empty_labels == [] and empty_scores.shape == (0,)
+    segments = pd.DataFrame({"doc_id": [f"d{i % 300}" for i in range(n)], "sentiment": sentiments})
+    annotate_segments(segments, model, probs)
+    documents = pd.DataFrame({"doc_id": [f"d{i}" for i in range(320)]})  # 20 without segments
+    annotate_documents(documents, segments)
+    appearance = list(dict.fromkeys(segments.loc[segments["emotion"] != "neutral", "emotion"]))
+    for doc_id, got in zip(documents["doc_id"], documents["emotion"]):
+        mine = segments[(segments["doc_id"] == doc_id) & (segments["emotion"] != "neutral")]
+        if mine.empty:
+            assert got == "neutral"
+            continue
+        means = segments[segments["doc_id"] == doc_id][[f"_e_{e}" for e in CX_EMOTIONS]].mean()
+        counts = mine["emotion"].value_counts()
+        order = [e for e in appearance if e in counts.index]  # the counts table's column order
+        want = max(order, key=lambda e: (counts[e], means[f"_e_{e}"]))
+        assert got == want, doc_id
