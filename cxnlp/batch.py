@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 from . import cluster, memory
 from .about import __version__
-from .config import config_to_dict
+from .config import Config, config_to_dict
 from .errors import Errors, PipelineError
 from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, iter_inputs
 from .output import MARKER, TableStream, extra_array, extra_columns, to_arrow, write_rejects
@@ -99,8 +99,33 @@ def content_hash(record: Record) -> str:
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+# Settings that committed chunks do not depend on: those of the reduce phase (clustering and its seed,
+# the report, the output format; the reduce reads them when it runs) and the prepare workers' count. A
+# run resumed with other values of these keeps its chunks (a crashed million-review run retried with
+# fewer cluster workers does not map again); any other change starts the map phase afresh.
+NOT_IN_CHUNKS: dict[str, set[str] | None] = {
+    "seed": None,
+    "cluster": None,
+    "report": None,
+    "output": None,
+    "batch": {"workers"},
+}
+
+
+def chunk_config(config: Config) -> dict[str, Any]:
+    """The part of ``config`` that the committed chunks depend on (see :data:`NOT_IN_CHUNKS`)."""
+    data = config_to_dict(config)
+    for key, inner in NOT_IN_CHUNKS.items():
+        if inner is None:
+            data.pop(key, None)
+        else:
+            data[key] = {k: v for k, v in data.get(key, {}).items() if k not in inner}
+    return data
+
+
 def fingerprint(inputs: list[Any], analyzer: Analyzer, chunk_size: int) -> str | None:
-    """What a work folder belongs to: the inputs' bytes, the config, the models and the chunk size.
+    """What a work folder belongs to: the inputs' bytes, the config the chunks depend on
+    (:func:`chunk_config`), the models and the chunk size.
 
     None when the input cannot be read twice (stdin): such a run is not resumable."""
     h = hashlib.sha256()
@@ -117,7 +142,7 @@ def fingerprint(inputs: list[Any], analyzer: Analyzer, chunk_size: int) -> str |
             h.update(f"{path}\0{size}\0{digest}\n".encode())
     info = {
         "cxnlp": __version__,
-        "config": config_to_dict(analyzer.config),
+        "config": chunk_config(analyzer.config),
         "heads": analyzer.heads.version,
         "encoder": analyzer.encoder_name,
         "taxonomy": analyzer.stage_model.taxonomy_hash,

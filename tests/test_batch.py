@@ -131,6 +131,47 @@ def test_batch_work_folder_of_other_input_is_not_reused(analyzer, reviews, tmp_p
     assert run.result.counts["analysed"] == 1
 
 
+def test_batch_resumes_with_other_reduce_settings_but_not_other_map_settings(
+    analyzer, reviews, tmp_path, monkeypatch
+):
+    """Committed chunks do not depend on clustering, the report, the output format, the seed or the
+    prepare workers: a crashed run retried with other values of these keeps its chunks (and ends as a
+    clean run with those values would). Redaction changes what the chunks hold: they are discarded."""
+    import copy
+
+    from cxnlp.config import load_config
+
+    def variant(overrides: dict):  # type: ignore[no-untyped-def]
+        other = copy.copy(analyzer)
+        other.config = load_config(None, overrides)
+        return other
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(batch, "save_chunk", _fail_after(3))
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(analyzer, [str(reviews)], out, chunk_size=10)
+    monkeypatch.undo()
+    reduce_only = {
+        "seed": 7,
+        "cluster": {"min_cluster_size": 3, "workers": 0},
+        "report": {"verbatims": 1, "html": False},
+        "batch": {"workers": 0},
+    }
+    run = run_batch(variant(reduce_only), [str(reviews)], out, chunk_size=10)
+    assert run.resumed_chunks == 3
+    run_batch(variant(reduce_only), [str(reviews)], tmp_path / "clean", chunk_size=10)
+    assert_same_run(out, tmp_path / "clean")
+    assert not (out / "report.html").exists()
+
+    out2 = tmp_path / "out2"
+    monkeypatch.setattr(batch, "save_chunk", _fail_after(3))
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(analyzer, [str(reviews)], out2, chunk_size=10)
+    monkeypatch.undo()
+    run = run_batch(variant({"redact": {"person_names": False}}), [str(reviews)], out2, chunk_size=10)
+    assert run.resumed_chunks == 0
+
+
 def _write(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
