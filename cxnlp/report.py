@@ -390,6 +390,11 @@ def _day(value: Any) -> str:
     return "" if pd.isna(stamp) else stamp.strftime("%Y-%m-%d")
 
 
+def _now() -> datetime:
+    """When a report is generated (its header says so, to the minute)."""
+    return datetime.now(timezone.utc)
+
+
 def _when(value: Any) -> str:
     stamp = pd.to_datetime(value, utc=True, errors="coerce") if value else pd.NaT
     return _text(value) if pd.isna(stamp) else stamp.strftime("%Y-%m-%d %H:%M UTC")
@@ -531,7 +536,7 @@ def build_report(result: Any, compare: bool = True) -> Report:
     languages = _col(documents, "language").dropna().astype(str).value_counts()
     timings = {str(k): v for k, v in (manifest.get("timings") or {}).items() if _num(v) is not None}
     slowest = max((float(v) for v in timings.values()), default=0.0) or 1.0
-    now = datetime.now(timezone.utc)
+    now = _now()
     report = Report(
         title=TITLE,
         version=_text(manifest.get("cxnlp_version")) or "unknown",

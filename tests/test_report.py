@@ -207,6 +207,17 @@ def make_result(timestamps: bool = True, ratings: bool = True, pain_points: bool
     )
 
 
+@pytest.fixture(autouse=True)
+def _fixed_clock(monkeypatch):  # type: ignore[no-untyped-def]
+    """A report's header says when it was generated, to the minute: two renders that a test compares
+    must not straddle a minute (they did, now and then, in a slow full run)."""
+    from datetime import datetime, timezone
+
+    from cxnlp import report
+
+    monkeypatch.setattr(report, "_now", lambda: datetime(2026, 11, 26, 12, 0, 30, tzinfo=timezone.utc))
+
+
 @pytest.fixture(scope="module")
 def result() -> SimpleNamespace:
     return make_result()
