@@ -803,7 +803,7 @@ def map_local(
                 break
             info, futures = pending.popleft()
             t = time.perf_counter()
-            part = merge_prepared([f.result() for f in futures])
+            part = merge_parts([f.result() for f in futures])
             if not _over_budget(info, part):
                 analyzer.annotate(part, progress, steps=["embed", "journey", "sentiment", "emotion"])
             save_chunk(folder, info, part)
@@ -821,25 +821,6 @@ def slices(records: list[Record], n_workers: int) -> list[list[Record]]:
     k = max(1, min(n_workers, len(records) // MIN_SLICE))
     size = -(-len(records) // k) if records else 0
     return [records[i : i + size] for i in range(0, len(records), size)] if records else [records]
-
-
-def merge_prepared(parts: list[Part]) -> Part:
-    """One chunk's Part from its slices' (:func:`prepare_chunk`), in order: :func:`pipeline.merge_parts`
-    plus the workers' per-segment features, the token ids' offsets shifted past the earlier slices'."""
-    if len(parts) == 1:
-        return parts[0]
-    merged = merge_parts(parts)
-    with_segments = [p for p in parts if len(p.segments)]
-    for name in with_segments[0].features if with_segments else ():
-        arrays = [p.features[name] for p in with_segments]
-        if name == "token_offsets":
-            shifts = np.cumsum([0] + [int(a[-1]) for a in arrays[:-1]])
-            merged.features[name] = np.concatenate(
-                [arrays[0][:1]] + [a[1:] + s for a, s in zip(arrays, shifts)]
-            )
-        else:
-            merged.features[name] = np.concatenate(arrays)
-    return merged
 
 
 def _join_embeddings(path: Path, arrays: list[np.ndarray]) -> np.ndarray:

@@ -141,8 +141,24 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _merge_features(parts: list[Part]) -> dict[str, np.ndarray]:
+    """The parts' per-segment features (``Part.features``) in order, the token ids' offsets
+    (``models.pretokenize``) shifted past the earlier parts' ids."""
+    with_segments = [p for p in parts if len(p.segments)]
+    merged: dict[str, np.ndarray] = {}
+    for name in with_segments[0].features if with_segments else ():
+        arrays = [p.features[name] for p in with_segments]
+        if name == "token_offsets":
+            shifts = np.cumsum([0] + [int(a[-1]) for a in arrays[:-1]])
+            merged[name] = np.concatenate([arrays[0][:1]] + [a[1:] + s for a, s in zip(arrays, shifts)])
+        else:
+            merged[name] = np.concatenate(arrays)
+    return merged
+
+
 def merge_parts(parts: list[Part]) -> Part:
-    """One Part from several, in order (documents, segments, embeddings and rejects concatenated)."""
+    """One Part from several, in order (documents, segments, embeddings, rejects and features
+    concatenated)."""
     if len(parts) == 1:
         return parts[0]
     docs = [p.documents for p in parts if len(p.documents)]
@@ -163,6 +179,7 @@ def merge_parts(parts: list[Part]) -> Part:
         [r for p in parts for r in p.rejects],
         redactions,
         timings,
+        _merge_features(parts),
     )
 
 

@@ -481,7 +481,7 @@ def test_prepare_workers_share_each_chunk_in_slices_with_the_same_run(reviews, t
 
 
 def test_slices_and_their_merge():
-    from cxnlp.pipeline import Part
+    from cxnlp.pipeline import Part, merge_parts
 
     assert [len(s) for s in batch.slices(list(range(1000)), 3)] == [334, 334, 332]
     assert [len(s) for s in batch.slices(list(range(300)), 14)] == [300]  # under two MIN_SLICE
@@ -498,7 +498,7 @@ def test_slices_and_their_merge():
         parts.append(
             Part(pd.DataFrame({"doc_id": [str(len(parts))]}), seg, np.zeros((0, 0)), [], {}, {}, features)
         )
-    merged = batch.merge_prepared(parts)
+    merged = merge_parts(parts)
     assert merged.segments["text"].tolist() == ["a b", "c", "d e f"]
     assert merged.features["token_offsets"].tolist() == [0, 2, 3, 6]
     assert merged.features["token_ids"].tolist() == [0, 1, 2, 200, 201, 202]
