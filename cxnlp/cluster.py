@@ -389,12 +389,8 @@ def _cluster_stages(
         mp_context=multiprocessing.get_context("spawn"),
     )
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-    order = np.argsort(codes, kind="stable")  # rows_all by stage, each stage's rows still in table order
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
     return {
-        code: pool.submit(
-            _cluster_rows, source, positions_of[order[bounds[code] : bounds[code + 1]]], config, seed
-        )
+        code: pool.submit(_cluster_rows, source, positions_of[codes == code], config, seed)
         for code in range(n_stages)
         if sizes[code]
     }
@@ -743,8 +739,8 @@ def find_pain_points(
     # Per-segment values are held only where they are read, and compactly: a run of a million reviews
     # holds millions of segments here. The stage as a code into stage_ids (-1: none of them); dates,
     # weeks and phrase keys only for the segments clustered (``rows_all``, in table order: a stage's
-    # rows are found among them by ``np.searchsorted``); texts, ids and phrases are read per cluster
-    # from ``segments``.
+    # rows are those among them with its code); texts, ids and phrases are read per cluster from
+    # ``segments``.
     stage_code = stage_codes(segments["stage"], stage_ids)
     negative = (segments["sentiment"] == "negative").to_numpy()
     in_any = stage_code >= 0
@@ -776,20 +772,19 @@ def find_pain_points(
     index = _statement_index(said_all)
     used_labels: set[str] = set()
     used_keys: set[str] = set()
+    codes = stage_code[rows_all]  # a stage's rows in scope are those of rows_all with its code
     with contextlib.ExitStack() as stack:
         # With workers, every stage is clustered ahead in worker processes; labelled here in journey order.
         ahead = (
-            _cluster_stages(embeddings, rows_all, stage_code[rows_all], len(stage_ids), config, seed, stack)
+            _cluster_stages(embeddings, rows_all, codes, len(stage_ids), config, seed, stack)
             if config.workers
             else {}
         )
         for code, stage in enumerate(stage_ids):
-            in_stage = stage_code == code
-            scope = in_stage & negative if config.scope == "negative" else in_stage
-            idx = np.flatnonzero(scope)
-            if not len(idx):
+            at = np.flatnonzero(codes == code)  # the stage's rows among the clustered ones
+            if not len(at):
                 continue
-            at = np.searchsorted(rows_all, idx)  # the stage's rows among the clustered ones
+            idx = rows_all[at]
             X = Rows(embeddings, idx)  # read a chunk at a time: the stage is never held whole
             labels = ahead.pop(code).result() if code in ahead else cluster_segments(X, config, seed)
             groups = [
