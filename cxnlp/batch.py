@@ -53,7 +53,7 @@ from .config import Config, config_to_dict
 from .errors import Errors, PipelineError
 from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, iter_inputs
 from .output import MARKER, TableStream, extra_array, extra_columns, to_arrow, write_rejects
-from .pipeline import AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
+from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
 from .schema import column_names
 
 logger = logging.getLogger(__name__)
@@ -805,7 +805,7 @@ def map_local(
             t = time.perf_counter()
             part = merge_parts([f.result() for f in futures])
             if not _over_budget(info, part):
-                analyzer.annotate(part, progress, steps=["embed", "journey", "sentiment", "emotion"])
+                analyzer.annotate(part, progress, steps=MODEL_STEPS)
             save_chunk(folder, info, part)
             _log_chunk(info, part, time.perf_counter() - t)
 

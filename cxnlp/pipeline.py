@@ -24,6 +24,7 @@ from .about import SCHEMA_VERSION, __version__
 from .config import Config, _merge, config_to_dict, load_config, parse_overrides
 from .device import resolve_device
 from .errors import Errors, ModelError, PipelineError
+from .finetune import cluster_map_for
 from .io import ReadResult, Record, Reject, read_inputs
 from .models import (
     Heads,
@@ -194,6 +195,9 @@ class Analyzer:
         self.encoder_name = self.config.models.encoder or self.heads.encoder
         models = self.config.models
         self.encoder = load_encoder(self.encoder_name, self.device, models.backend, models.quantize)
+        # The heads read the tuned embedding; pain points are clustered on it mapped back towards the base
+        # encoder's geometry (models/cx-encoder/cluster_map.safetensors), when the encoder has a map.
+        self.cluster_map = cluster_map_for(self.encoder_name)
         self.batch_size = auto_batch_size(self.device, self.config.models.batch_size)
         self.stage_model = journey.StageModel.for_taxonomy(
             self.heads,
@@ -298,6 +302,9 @@ class Analyzer:
             emotion.annotate_segments(c.segments, self.emotion_model, probs)
             emotion.annotate_documents(c.documents, c.segments)
 
+        def cluster_space_step(c: Corpus) -> None:
+            c.embeddings = self.cluster_space(c.embeddings)
+
         def cluster_step(c: Corpus) -> None:
             c.pain_points, assignment = cluster.find_pain_points(
                 c.segments,
@@ -345,6 +352,7 @@ class Analyzer:
             Step("journey", journey_step, journey.REQUIRES, journey.ASSIGNS),
             Step("sentiment", sentiment_step, sentiment.REQUIRES, sentiment.ASSIGNS),
             Step("emotion", emotion_step, emotion.REQUIRES, emotion.ASSIGNS),
+            Step("cluster_space", cluster_space_step),
             Step("cluster", cluster_step, cluster.REQUIRES, cluster.ASSIGNS),
             Step("aggregate", aggregate_step, aggregate.REQUIRES, {"documents": ["n_segments"]}),
         ]
@@ -370,6 +378,13 @@ class Analyzer:
         part.embeddings = corpus.embeddings if len(corpus.segments) else part.embeddings[:0]
         part.features = {}  # consumed by the heads
         return part
+
+    def cluster_space(self, embeddings: np.ndarray) -> np.ndarray:
+        """The segments' embeddings as clustering reads them: ``normalise(embeddings @ cluster_map)`` when
+        the encoder has a cluster map, else unchanged. Applied once the heads have read them."""
+        if self.cluster_map is None or not len(embeddings):
+            return embeddings
+        return cluster.normalize(np.asarray(embeddings, dtype=np.float32) @ self.cluster_map)
 
     def pretokenizer(self) -> tuple[str, int] | None:
         """(encoder name, max length) for the prepare workers when the encoder is a torch model on an
@@ -530,6 +545,9 @@ def reject_limit_error(result: AnalysisResult, rejects_path: str | Path) -> Pipe
 
 
 REDUCE_STEPS = ("cluster", "aggregate")
+# The per-segment model steps a batch or Ray worker runs on a prepared chunk (segmenting happened in the
+# prepare workers): the encoder, the three heads, then the move to the clustering space.
+MODEL_STEPS = ("embed", "journey", "sentiment", "emotion", "cluster_space")
 
 
 def prepare(records: list[Record], rejects: list[Reject], config: Config) -> Part:

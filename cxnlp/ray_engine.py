@@ -155,11 +155,13 @@ class Annotate:
         self.analyzer = Analyzer(load_config(None, config), device)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from .pipeline import MODEL_STEPS
+
         rows = []
         for row in batch.to_dict("records"):
             part = row_part(row)
             if len(part.documents):
-                self.analyzer.annotate(part, steps=["embed", "journey", "sentiment", "emotion"])
+                self.analyzer.annotate(part, steps=MODEL_STEPS)
             else:
                 self.analyzer.annotate(part)
             rows.append(part_row(int(row["chunk"]), int(row["first"]), part))

@@ -150,6 +150,51 @@ def test_finetuned_encoder_loads_on_both_runtimes_and_stays_near_the_base(tuned,
     assert (built / "tokenizer.json").is_file() and (built / "1_Pooling" / "config.json").is_file()
 
 
+def test_cluster_map_undoes_a_linear_bend_of_the_geometry():
+    """fit_cluster_map recovers a linear map from tuned to base embeddings: on rows it was not fitted on,
+    the mapped embeddings point where the base ones do, and the raw ones do not."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(600, 32))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    bend = np.eye(32) + 0.6 * rng.normal(size=(32, 32)) / np.sqrt(32)
+    tuned = base @ np.linalg.inv(bend)
+    tuned /= np.linalg.norm(tuned, axis=1, keepdims=True)
+    W = ft.fit_cluster_map(tuned[:400], base[:400], ridge=1e-3)
+    assert W.dtype == np.float32 and W.shape == (32, 32)
+    mapped = tuned[400:] @ W
+    mapped /= np.linalg.norm(mapped, axis=1, keepdims=True)
+    assert (mapped * base[400:]).sum(1).min() > 0.99 and (mapped * base[400:]).sum(1).mean() > 0.998
+    assert (tuned[400:] * base[400:]).sum(1).mean() < 0.95
+
+
+def test_finetune_writes_a_cluster_map_and_refit_reproduces_it(tuned, tmp_path, monkeypatch):
+    """The fine-tune fits the map on its own base embeddings (the cached teacher); refitting it from the
+    folder through the runtime encoders gives the same map, and the map moves the tuned embeddings of
+    the fitted texts towards the base encoder's."""
+    import shutil
+
+    monkeypatch.setenv("CXNLP_CACHE", str(tmp_path / "cache"))
+    W, info = ft.read_cluster_map(tuned)
+    meta = json.loads((tuned / ft.ENCODER_FILE).read_text())
+    assert W.shape == (384, 384) and info["texts"] == str(meta["n_texts"]) and info["ridge"] == "0.1"
+    assert "## Cluster map" in (tuned / "README.md").read_text()
+    copy = tmp_path / "copy"
+    shutil.copytree(tuned, copy)
+    (copy / ft.CLUSTER_MAP_FILE).unlink()
+    assert ft.read_cluster_map(copy) is None and ft.cluster_map_for(str(copy)) is None
+    ft.refit_cluster_map(copy)
+    W2, info2 = ft.read_cluster_map(copy)
+    assert np.abs(W2 - W).max() < 2e-3 and "refitted" in info2["fit_on"]
+    assert np.array_equal(ft.cluster_map_for(str(copy)), W2)
+    cfg = ft.EncoderTrainConfig.model_validate(meta["train_config"])
+    texts = sorted({e.text for e in ft.training_examples(cfg)[0]})
+    base = encode(load_encoder(None, "cpu", "torch"), texts)
+    raw = encode(load_encoder(str(tuned), "cpu", "torch"), texts)
+    mapped = raw @ W
+    mapped /= np.linalg.norm(mapped, axis=1, keepdims=True)
+    assert (mapped * base).sum(1).mean() > (raw * base).sum(1).mean()
+
+
 def test_materialize_rejects_tensors_the_base_does_not_have(tuned, tmp_path):
     from safetensors.numpy import save_file
 
