@@ -5,7 +5,9 @@
 
 * Data: the 10,003 banking77 training queries (77 intents), ``../shared/data/banking77/train.csv``.
   They are embedded once with the packaged encoder (all-MiniLM-L6-v2); the embeddings are cached in
-  ``~/.cache/cxnlp/bench/`` and every method reads the same array.
+  ``~/.cache/cxnlp/bench/`` and every method reads the same array. With ``--encoder`` a fine-tuned
+  encoder that has a cluster map, the embeddings are mapped as the pipeline maps them before clustering
+  (``--raw``: not).
 * cxnlp: ``cxnlp.cluster.cluster_segments(embeddings, ClusterConfig(), seed)``, the defaults.
 * BERTopic: ``BERTopic(umap_model=UMAP(<BERTopic's default UMAP parameters>, random_state=seed))``
   and ``fit_transform(docs, embeddings)``: its defaults (UMAP 5-d, HDBSCAN min_cluster_size=10, c-TF-IDF
@@ -195,6 +197,11 @@ def main() -> None:
     ap.add_argument(
         "--encoder", default=None, help="Encoder name or folder (default: the packaged all-MiniLM-L6-v2)."
     )
+    ap.add_argument(
+        "--raw",
+        action="store_true",
+        help="Cluster the encoder's own embeddings even when it has a cluster map (cxnlp clusters mapped ones).",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -203,6 +210,12 @@ def main() -> None:
 
     docs, truth = load_banking77(args.data)
     emb, cache_path, embed_seconds = embed_cached(docs, encoder=args.encoder)
+    from cxnlp.cluster import normalize
+    from cxnlp.finetune import cluster_map_for
+
+    cluster_map = None if args.raw else cluster_map_for(args.encoder)
+    if cluster_map is not None:  # what the pipeline's cluster_space step hands clustering
+        emb = normalize(emb @ cluster_map)
     rows: list[dict] = []
 
     def record(method: str, seed: int | None, labels: np.ndarray, seconds: float, **extra: object) -> None:
@@ -255,6 +268,7 @@ def main() -> None:
         "data": {"name": "banking77 train", "n": len(docs), "intents": len(set(truth.tolist()))},
         "embeddings": {
             "encoder": args.encoder or "packaged all-MiniLM-L6-v2",
+            "cluster_map": cluster_map is not None,
             "cache": str(cache_path),
             "embed_seconds": embed_seconds,
         },

@@ -1,7 +1,7 @@
 """The batch runner: chunked, streaming, resumable and incremental runs.
 
 ``cxnlp analyze`` reads its input in chunks of ``batch.chunk_size`` records. Each chunk goes through the
-per-document steps (normalize, redact, segment, embed, journey, sentiment, emotion) and is committed to
+per-document steps (normalize, redact, segment, embed, journey, sentiment, emotion, cluster_space) and is committed to
 a work folder next to OUTDIR as soon as it is done; then the corpus-wide steps (cluster, aggregate) run
 over all chunks, reading only the columns they need (:data:`REDUCE_COLUMNS`), the final tables are
 streamed from the chunks one at a time, and OUTDIR is swapped in atomically::
@@ -145,6 +145,7 @@ def fingerprint(inputs: list[Any], analyzer: Analyzer, chunk_size: int) -> str |
         "config": chunk_config(analyzer.config),
         "heads": analyzer.heads.version,
         "encoder": analyzer.encoder_name,
+        "cluster_map": analyzer.cluster_map_hash,  # the chunks' embeddings are mapped by it
         "taxonomy": analyzer.stage_model.taxonomy_hash,
         "chunk_size": chunk_size,
     }

@@ -1,4 +1,4 @@
-"""The runner: read -> normalize -> redact -> segment -> embed -> journey -> sentiment -> emotion -> cluster -> aggregate.
+"""The runner: read -> normalize -> redact -> segment -> embed -> journey -> sentiment -> emotion -> cluster_space -> cluster -> aggregate.
 
 Each step is a function over a :class:`Corpus` that declares the columns it requires and assigns;
 the runner checks both, times every step and records it in the run manifest. The encoder runs once
@@ -8,6 +8,7 @@ cost one forward pass per segment.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -237,6 +238,8 @@ class Analyzer:
                 "runtime": encoder_backend(self.encoder),
                 "batch_size": self.batch_size,
                 "sentence_transformers": sentence_transformers.__version__,
+                # clustering reads the embeddings through this map (None: the encoder's own)
+                "cluster_map": self.cluster_map_hash,
             },
             "stage_head": {
                 "taxonomy_hash": self.stage_model.taxonomy_hash,
@@ -254,7 +257,8 @@ class Analyzer:
         return self.map_steps(progress) + self.reduce_steps(progress, baseline)
 
     def map_steps(self, progress: Progress | None) -> list[Step]:
-        """Steps that look at one document at a time (chunkable): segment, embed, journey, sentiment, emotion."""
+        """Steps that look at one document at a time (chunkable): segment, embed, journey, sentiment, emotion,
+        cluster_space."""
         return [s for s in self._steps(progress, None) if s.name not in REDUCE_STEPS]
 
     def reduce_steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
@@ -364,7 +368,7 @@ class Analyzer:
     def annotate(
         self, part: Part, progress: Progress | None = None, steps: Iterable[str] | None = None
     ) -> Part:
-        """Run the per-document steps (segment, embed, journey, sentiment, emotion; or those named in
+        """Run the per-document steps (segment, embed, journey, sentiment, emotion, cluster_space; or those named in
         ``steps``) on a prepared chunk, in place. They look at no other chunk, so chunks can run
         anywhere (a worker process, a Ray actor) and in any order."""
         corpus = Corpus(part.documents, part.segments, part.embeddings, features=part.features)
@@ -378,6 +382,12 @@ class Analyzer:
         part.embeddings = corpus.embeddings if len(corpus.segments) else part.embeddings[:0]
         part.features = {}  # consumed by the heads
         return part
+
+    @property
+    def cluster_map_hash(self) -> str | None:
+        if self.cluster_map is None:
+            return None
+        return hashlib.sha256(self.cluster_map.tobytes()).hexdigest()[:16]
 
     def cluster_space(self, embeddings: np.ndarray) -> np.ndarray:
         """The segments' embeddings as clustering reads them: ``normalise(embeddings @ cluster_map)`` when

@@ -17,6 +17,7 @@ import pytest
 
 from cxnlp import batch
 from cxnlp.batch import read_state_table, run_batch
+from cxnlp.pipeline import MODEL_STEPS
 
 LABEL_COLUMNS = {
     "documents": ["doc_id", "stages", "primary_stage", "sentiment", "emotion", "n_segments", "language"],
@@ -325,8 +326,13 @@ def test_prepare_workers_compute_the_heads_text_features(tmp_path):
     from_texts = heads.predict("sentiment", emb, seg_texts)
     given = heads.predict("sentiment", emb, None, part.features)
     assert np.array_equal(from_texts, given)
-    analyzer.annotate(part, steps=["embed", "journey", "sentiment", "emotion"])
+    analyzer.annotate(part, steps=MODEL_STEPS)
     assert part.features == {} and len(part.segments) == len(seg_texts)
+    # the heads read the tuned embedding; the chunk keeps it mapped into the clustering space
+    assert analyzer.cluster_map is not None
+    mapped = emb @ analyzer.cluster_map
+    assert np.allclose(part.embeddings, mapped / np.linalg.norm(mapped, axis=1, keepdims=True), atol=1e-5)
+    assert not np.allclose(part.embeddings, emb, atol=1e-2)
 
 
 def test_heads_move_to_a_device_as_a_copy():
