@@ -638,6 +638,27 @@ class Baseline:
     pain_points: pd.DataFrame
     n_segments: int
     path: str = ""
+    #: The earlier run's ``run.json`` "models" block ({} when unknown): which space its centroids are in.
+    models: dict = field(default_factory=dict)
+    #: Whether its centroids can be compared with this run's (:func:`same_space`); when not, pain points
+    #: are matched on keyphrases and labels, as for a baseline without centroids.
+    centres: bool = True
+
+
+def embedding_space(models: dict) -> tuple | None:
+    """What a run's pain-point centroids depend on, from its ``run.json`` "models" block: the heads (whose
+    version names the encoder they were trained with), the encoder and its cluster map. None if unknown."""
+    heads, encoder = models.get("heads") or {}, models.get("encoder") or {}
+    if not heads and not encoder:
+        return None
+    return heads.get("name"), heads.get("version"), encoder.get("name"), encoder.get("cluster_map")
+
+
+def same_space(models: dict, other: dict) -> bool:
+    """False only when both runs say which models they used and these differ (a model upgrade): their
+    centroids are then in different embedding spaces, and a cosine between them means nothing."""
+    a, b = embedding_space(models), embedding_space(other)
+    return a is None or b is None or a == b
 
 
 def text_needed(segments: pd.DataFrame, stage_ids: list[str], config: ClusterConfig) -> pd.Series:
@@ -905,11 +926,15 @@ def load_baseline(outdir: str | Path) -> Baseline:
         if col in table.columns:
             table[col] = [_as_list(v) for v in table[col]]
     n_segments = 0
+    models: dict = {}
     try:
-        n_segments = int(json.loads((path / "run.json").read_text(encoding="utf-8"))["counts"]["segments"])
+        manifest = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and isinstance(manifest.get("models"), dict):
+            models = manifest["models"]
+        n_segments = int(manifest["counts"]["segments"])
     except (OSError, ValueError, KeyError, TypeError):
         logger.warning("baseline %s: run.json has no segment count; sizes are compared without scaling", path)
-    return Baseline(table, n_segments, str(path))
+    return Baseline(table, n_segments, str(path), models)
 
 
 KEYPHRASE_MATCH = (
@@ -930,8 +955,9 @@ def _number(pid: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _similarity(new: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, bool]:
-    """Cosine similarity of centres, or keyphrase/label overlap (Jaccard) when a side has no centres.
+def _similarity(new: pd.DataFrame, old: pd.DataFrame, centres: bool = True) -> tuple[np.ndarray, bool]:
+    """Cosine similarity of centres, or keyphrase/label overlap (Jaccard) when a side has no centres or
+    ``centres`` is False (the two runs' embedding spaces differ).
 
     The flag says whether centres were used.
     """
@@ -941,7 +967,8 @@ def _similarity(new: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, bool]
             isinstance(c, (list, np.ndarray)) and len(c) for c in t["centroid"]
         )
 
-    if has_centres(new) and has_centres(old) and len(new["centroid"].iloc[0]) == len(old["centroid"].iloc[0]):
+    comparable = centres and has_centres(new) and has_centres(old)
+    if comparable and len(new["centroid"].iloc[0]) == len(old["centroid"].iloc[0]):
         A = normalize(np.stack([np.asarray(c, dtype=np.float32) for c in new["centroid"]]))
         B = normalize(np.stack([np.asarray(c, dtype=np.float32) for c in old["centroid"]]))
         return A @ B.T, True
@@ -995,7 +1022,7 @@ def match_baseline(
         old_c = old[old["pain_point_id"] != other_id]
         pairs: list[tuple[int, int]] = []
         if len(cur_c) and len(old_c):
-            sim, by_centres = _similarity(cur_c, old_c)
+            sim, by_centres = _similarity(cur_c, old_c, baseline.centres)
             threshold = config.match_threshold if by_centres else KEYPHRASE_MATCH
             rows, cols = linear_sum_assignment(-sim)
             pairs = [(cur_c.index[r], old_c.index[c]) for r, c in zip(rows, cols) if sim[r, c] >= threshold]

@@ -8,6 +8,7 @@ cost one forward pass per segment.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -317,7 +318,7 @@ class Analyzer:
                 self.stage_ids,
                 cfg.cluster,
                 cfg.seed,
-                baseline,
+                self.comparable_baseline(baseline),
                 c.phrase_stats,
             )
             c.segments["pain_point_id"] = assignment
@@ -382,6 +383,30 @@ class Analyzer:
         part.embeddings = corpus.embeddings if len(corpus.segments) else part.embeddings[:0]
         part.features = {}  # consumed by the heads
         return part
+
+    def embedding_models(self) -> dict[str, Any]:
+        """The part of ``run.json``'s "models" block that the pain points' centroids depend on."""
+        return {
+            "heads": {"name": self.heads.meta.get("name"), "version": self.heads.version},
+            "encoder": {"name": self.encoder_name, "cluster_map": self.cluster_map_hash},
+        }
+
+    def comparable_baseline(self, baseline: cluster.Baseline | None) -> cluster.Baseline | None:
+        """``baseline``, marked when its centroids are in another embedding space than this run's (it was
+        analysed with other models): its pain points are then matched on keyphrases and labels."""
+        if baseline is None or cluster.same_space(self.embedding_models(), baseline.models):
+            return baseline
+        old = baseline.models
+        logger.warning(
+            "baseline %s was analysed with other models (heads %s, cluster map %s; now %s, %s): its pain "
+            "points are matched to this run's by keyphrases and labels, not by their centroids",
+            baseline.path,
+            (old.get("heads") or {}).get("version"),
+            (old.get("encoder") or {}).get("cluster_map"),
+            self.heads.version,
+            self.cluster_map_hash,
+        )
+        return dataclasses.replace(baseline, centres=False)
 
     @property
     def cluster_map_hash(self) -> str | None:

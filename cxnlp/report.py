@@ -1075,7 +1075,7 @@ def _match_pain_points(result: Any, baseline: Any) -> list[PainPointChange] | No
     if now.empty and old.empty:
         return []
     try:
-        from .cluster import Baseline, match_baseline
+        from .cluster import Baseline, match_baseline, same_space
         from .config import ClusterConfig
 
         def plain(frame: pd.DataFrame) -> pd.DataFrame:  # list cells as lists (Parquet: arrays; CSV: JSON)
@@ -1095,8 +1095,16 @@ def _match_pain_points(result: Any, baseline: Any) -> list[PainPointChange] | No
             else {}
         )
         config = ClusterConfig(**{k: cfg[k] for k in ("match_threshold", "change_ratio") if k in cfg})
-        counts = (getattr(baseline, "manifest", None) or {}).get("counts") or {}
-        base = Baseline(plain(old), _int(counts.get("segments")), _text(getattr(baseline, "path", "")))
+        base_manifest = getattr(baseline, "manifest", None) or {}
+        counts = base_manifest.get("counts") or {}
+        models = base_manifest.get("models") or {}
+        models = models if isinstance(models, dict) else {}
+        base = Baseline(
+            plain(old), _int(counts.get("segments")), _text(getattr(baseline, "path", "")), models
+        )
+        now_models = manifest.get("models") or {}
+        now_models = now_models if isinstance(now_models, dict) else {}
+        base.centres = same_space(now_models, models)
         n_segments = _int((manifest.get("counts") or {}).get("segments"), len(_frame(result, "segments")))
         table, renames = match_baseline(now, base, n_segments, config)
     except Exception as exc:  # noqa: BLE001 - the stage comparison stands without pain point statuses

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +20,7 @@ from cxnlp.cluster import (
     normalize,
     open_embeddings,
     release,
+    same_space,
     take_rows,
     write_embeddings,
 )
@@ -416,6 +419,49 @@ def test_cluster_baseline_without_centres_matches_on_keyphrases():
     again, renames = match_baseline(first, Baseline(old, len(segments)), len(segments), CFG)
     assert list(again["pain_point_id"]) == list(first["pain_point_id"]) and renames == {}
     assert set(again["status"]) == {"stable"}
+
+
+def test_cluster_baseline_from_other_models_matches_on_keyphrases_not_centroids():
+    """A model upgrade moves every centroid: a baseline clustered in another embedding space must not be
+    matched by cosine (nothing would match and every pain point would turn new), but by its keyphrases."""
+    X, truth = _blobs(per=12, noise=0)
+    segments, documents = _frames(truth)
+    first, _ = find_pain_points(segments, X, documents, ["delivery"], CFG)
+    moved = first.assign(centroid=[list(np.roll(np.asarray(c), 7)) for c in first["centroid"]])
+    by_cosine, _ = match_baseline(first, Baseline(moved, len(segments)), len(segments), CFG)
+    assert set(by_cosine["status"]) == {"new", "gone"}
+    other = Baseline(moved, len(segments), models={"heads": {"version": "3.0.0"}}, centres=False)
+    again, renames = match_baseline(first, other, len(segments), CFG)
+    assert list(again["pain_point_id"]) == list(first["pain_point_id"]) and renames == {}
+    assert set(again["status"]) == {"stable"}
+
+
+def test_same_space_needs_both_runs_to_name_their_models():
+    now = {
+        "heads": {"name": "cx-heads", "version": "4.0.0"},
+        "encoder": {"name": "cx-encoder", "cluster_map": "ab"},
+    }
+    assert same_space(now, now) and same_space(now, {}) and same_space({}, now)
+    assert not same_space(
+        now, {"heads": {"name": "cx-heads", "version": "3.0.0"}, "encoder": {"name": "cx-encoder"}}
+    )
+    assert not same_space(now, {**now, "encoder": {"name": "cx-encoder", "cluster_map": None}})
+
+
+def test_analyzer_marks_a_baseline_of_other_models(analyzer, tmp_path):
+    base = Baseline(pd.DataFrame(), 0, "old", models=analyzer.embedding_models())
+    assert analyzer.comparable_baseline(base) is base and analyzer.comparable_baseline(None) is None
+    old = Baseline(pd.DataFrame(), 0, "old", models={"heads": {"name": "cx-heads", "version": "3.0.0"}})
+    marked = analyzer.comparable_baseline(old)
+    assert marked is not None and marked.centres is False and old.centres is True
+    folder = tmp_path / "night1"
+    folder.mkdir()
+    (folder / "pain_points.csv").write_text("pain_point_id,stage,label\n")
+    (folder / "run.json").write_text(
+        json.dumps({"counts": {"segments": 3}, "models": analyzer.embedding_models()})
+    )
+    loaded = load_baseline(folder)
+    assert loaded.models == analyzer.embedding_models() and analyzer.comparable_baseline(loaded) is loaded
 
 
 def test_cluster_load_baseline_reads_parquet_and_csv_and_explains_a_bad_folder(tmp_path):
