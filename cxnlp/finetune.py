@@ -536,7 +536,7 @@ def refit_cluster_map(path: str | Path, device: str = "cpu") -> Path:
         fit_cluster_map(tuned, base, cfg.cluster_map_ridge),
         cfg,
         len(fit),
-        f"the packaged base encoder's embeddings, refitted with `python -m cxnlp.finetune {path}` on {device}",
+        f"the packaged base encoder's embeddings (a refit of this folder on {device})",
     )
     (path / "README.md").write_text(encoder_card(meta, path), encoding="utf-8")
     return path
@@ -677,7 +677,7 @@ def _cluster_map_section(path: Path | None) -> list[str]:
         "encoder's, while the heads read the tuned embedding itself. Fitted by ridge regression towards "
         "the identity (ridge "
         f"{info.get('ridge')}) on {info.get('texts')} training sentences (seeded sample, seed "
-        f"{info.get('seed')}) against {info.get('fit_on')}. Refit: `python -m cxnlp.finetune "
+        f"{info.get('seed')}) against {info.get('fit_on')}. To refit it: `python -m cxnlp.finetune "
         "models/cx-encoder`. Effect on clustering: `benchmarks/README.md` (banking77).",
         "",
     ]
