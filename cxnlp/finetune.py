@@ -413,8 +413,9 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
                     for b in range(0, len(fit), 128)
                 ]
             )
-            cluster_map = fit_cluster_map(tuned, teacher[fit], cfg.cluster_map_ridge)
-    out = write_encoder(
+            W = fit_cluster_map(tuned, teacher[fit], cfg.cluster_map_ridge)
+            cluster_map = (W, len(fit), "the base encoder's embeddings from the training run")
+    return write_encoder(
         out,
         cfg,
         {f"encoder.layer.{k + i}.{n}": p for i, l in enumerate(layers) for n, p in l.state_dict().items()},
@@ -442,14 +443,8 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
                 "steps": total,
             },
         },
+        cluster_map,
     )
-    if cluster_map is not None:
-        write_cluster_map(
-            out, cluster_map, cfg, len(fit), "the base encoder's embeddings from the training run"
-        )
-        meta = json.loads((out / ENCODER_FILE).read_text(encoding="utf-8"))
-        (out / "README.md").write_text(encoder_card(meta, out), encoding="utf-8")
-    return out
 
 
 # ----------------------------------------------------------------------------------- cluster map
@@ -504,15 +499,9 @@ def read_cluster_map(path: Path) -> tuple[np.ndarray, dict[str, str]] | None:
 def cluster_map_for(name: str | None) -> np.ndarray | None:
     """The cluster map of the encoder ``name`` when it is one of cxnlp's fine-tuned encoders with a map;
     None otherwise (any other encoder clusters on its own embeddings)."""
-    from .models import model_search_paths
-
-    if not name:
-        return None
-    for path in model_search_paths(name):
-        if is_encoder_delta(path):
-            found = read_cluster_map(path)
-            return None if found is None else found[0]
-    return None
+    path = find_encoder_delta(name) if name else None
+    found = read_cluster_map(path) if path is not None else None
+    return None if found is None else found[0]
 
 
 def refit_cluster_map(path: str | Path, device: str = "cpu") -> Path:
@@ -523,7 +512,7 @@ def refit_cluster_map(path: str | Path, device: str = "cpu") -> Path:
 
     path = Path(path)
     meta = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
-    cfg = EncoderTrainConfig.model_validate({k: v for k, v in meta["train_config"].items()})
+    cfg = EncoderTrainConfig.model_validate(meta["train_config"])
     examples, _, _, _ = training_examples(cfg)
     texts = sorted({e.text for e in examples})
     fit = [texts[i] for i in cluster_map_texts(texts, cfg.cluster_map_sample, cfg.seed)]
@@ -543,8 +532,15 @@ def refit_cluster_map(path: str | Path, device: str = "cpu") -> Path:
 
 
 def write_encoder(
-    out: Path, cfg: EncoderTrainConfig, tensors: dict[str, Any], base_location: str, info: dict[str, Any]
+    out: Path,
+    cfg: EncoderTrainConfig,
+    tensors: dict[str, Any],
+    base_location: str,
+    info: dict[str, Any],
+    cluster_map: tuple[np.ndarray, int, str] | None = None,
 ) -> Path:
+    """The encoder folder: the tuned layers (fp16), ``encoder.json``, the cluster map when one was fitted
+    (``(W, number of texts, what it was fitted against)``) and the card, which describes them all."""
     from safetensors.torch import save_file
 
     from .models import _weights_hash
@@ -576,7 +572,11 @@ def write_encoder(
         **{k: v for k, v in info.items() if k != "layers"},
     }
     (out / ENCODER_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(encoder_card(meta), encoding="utf-8")
+    if cluster_map is not None:
+        write_cluster_map(out, cluster_map[0], cfg, cluster_map[1], cluster_map[2])
+    else:  # a map left by an earlier training into this folder belongs to other layers
+        (out / CLUSTER_MAP_FILE).unlink(missing_ok=True)
+    (out / "README.md").write_text(encoder_card(meta, out), encoding="utf-8")
     return out
 
 
@@ -688,6 +688,14 @@ def _cluster_map_section(path: Path | None) -> list[str]:
 
 def is_encoder_delta(path: Path) -> bool:
     return (path / ENCODER_FILE).is_file() and (path / LAYERS_FILE).is_file()
+
+
+def find_encoder_delta(name: str) -> Path | None:
+    """The folder of the encoder ``name`` when it is one of cxnlp's fine-tuned encoders (searched where
+    models are, :func:`models.model_search_paths`), else None."""
+    from .models import model_search_paths
+
+    return next((p for p in model_search_paths(name) if is_encoder_delta(p)), None)
 
 
 def materialize(path: Path, cache_root: Path) -> Path:

@@ -71,11 +71,11 @@ def encoder_location(name: str | None) -> str:
         except ImportError:
             pass
         return HUB_ENCODER
-    from .finetune import is_encoder_delta, materialize
+    from .finetune import find_encoder_delta, materialize
 
-    for path in model_search_paths(name):
-        if is_encoder_delta(path):  # cxnlp's own fine-tuned encoder: tuned layers over the packaged base
-            return str(materialize(path, cache_dir()))
+    delta = find_encoder_delta(name)
+    if delta is not None:  # cxnlp's own fine-tuned encoder: tuned layers over the packaged base
+        return str(materialize(delta, cache_dir()))
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 

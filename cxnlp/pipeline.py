@@ -200,6 +200,9 @@ class Analyzer:
         # The heads read the tuned embedding; pain points are clustered on it mapped back towards the base
         # encoder's geometry (models/cx-encoder/cluster_map.safetensors), when the encoder has a map.
         self.cluster_map = cluster_map_for(self.encoder_name)
+        self.cluster_map_hash = (
+            None if self.cluster_map is None else hashlib.sha256(self.cluster_map.tobytes()).hexdigest()[:16]
+        )
         self.batch_size = auto_batch_size(self.device, self.config.models.batch_size)
         self.stage_model = journey.StageModel.for_taxonomy(
             self.heads,
@@ -228,19 +231,14 @@ class Analyzer:
         from .segment import load_spacy
 
         nlp = load_spacy(self.config.segment.spacy_model)
+        space = self.embedding_models()
         return {
-            "heads": {
-                "name": self.heads.meta.get("name"),
-                "version": self.heads.version,
-                "path": self.heads.meta.get("path"),
-            },
+            "heads": {**space["heads"], "path": self.heads.meta.get("path")},
             "encoder": {
-                "name": self.encoder_name,
+                **space["encoder"],
                 "runtime": encoder_backend(self.encoder),
                 "batch_size": self.batch_size,
                 "sentence_transformers": sentence_transformers.__version__,
-                # clustering reads the embeddings through this map (None: the encoder's own)
-                "cluster_map": self.cluster_map_hash,
             },
             "stage_head": {
                 "taxonomy_hash": self.stage_model.taxonomy_hash,
@@ -385,7 +383,9 @@ class Analyzer:
         return part
 
     def embedding_models(self) -> dict[str, Any]:
-        """The part of ``run.json``'s "models" block that the pain points' centroids depend on."""
+        """The part of ``run.json``'s "models" block that the pain points' centroids depend on (the
+        encoder's ``cluster_map``: the hash of the map clustering reads the embeddings through, None for
+        the encoder's own)."""
         return {
             "heads": {"name": self.heads.meta.get("name"), "version": self.heads.version},
             "encoder": {"name": self.encoder_name, "cluster_map": self.cluster_map_hash},
@@ -407,12 +407,6 @@ class Analyzer:
             self.cluster_map_hash,
         )
         return dataclasses.replace(baseline, centres=False)
-
-    @property
-    def cluster_map_hash(self) -> str | None:
-        if self.cluster_map is None:
-            return None
-        return hashlib.sha256(self.cluster_map.tobytes()).hexdigest()[:16]
 
     def cluster_space(self, embeddings: np.ndarray) -> np.ndarray:
         """The segments' embeddings as clustering reads them: ``normalise(embeddings @ cluster_map)`` when

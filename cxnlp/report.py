@@ -1099,12 +1099,15 @@ def _match_pain_points(result: Any, baseline: Any) -> list[PainPointChange] | No
         counts = base_manifest.get("counts") or {}
         models = base_manifest.get("models") or {}
         models = models if isinstance(models, dict) else {}
-        base = Baseline(
-            plain(old), _int(counts.get("segments")), _text(getattr(baseline, "path", "")), models
-        )
         now_models = manifest.get("models") or {}
         now_models = now_models if isinstance(now_models, dict) else {}
-        base.centres = same_space(now_models, models)
+        base = Baseline(
+            plain(old),
+            _int(counts.get("segments")),
+            _text(getattr(baseline, "path", "")),
+            models,
+            centres=same_space(now_models, models),
+        )
         n_segments = _int((manifest.get("counts") or {}).get("segments"), len(_frame(result, "segments")))
         table, renames = match_baseline(now, base, n_segments, config)
     except Exception as exc:  # noqa: BLE001 - the stage comparison stands without pain point statuses

@@ -516,24 +516,23 @@ def encoder_stage_holdout(encoder: str, taxonomy: Taxonomy, folds: int, seed: in
     """The mask of taxonomy examples a fine-tuned encoder held out (its ``encoder.json``), or None when
     the encoder is not ours or trained on other examples. The fold assignment must match this head's
     cross-validation, so a mismatch in folds or seed is an error rather than a silent leak."""
-    from .finetune import ENCODER_FILE, is_encoder_delta, stage_holdout
-    from .models import model_search_paths
+    from .finetune import ENCODER_FILE, find_encoder_delta, stage_holdout
 
-    for path in model_search_paths(encoder):
-        if is_encoder_delta(path):
-            hold = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))["stage_holdout"]
-            if hold["taxonomy_hash"] != taxonomy.hash:
-                return None
-            if (hold["folds"], hold["seed"]) != (folds, seed):
-                raise ConfigError(
-                    Errors.E002,
-                    key="stage.folds / seed",
-                    problem=f"the encoder {path} held out fold {hold['fold']} of {hold['folds']} with seed "
-                    f"{hold['seed']}, but the stage head uses {folds} folds with seed {seed}",
-                    source="training config",
-                )
-            return stage_holdout(len(taxonomy.labelled), hold["seed"], hold["folds"], hold["fold"])
-    return None
+    path = find_encoder_delta(encoder)
+    if path is None:
+        return None
+    hold = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))["stage_holdout"]
+    if hold["taxonomy_hash"] != taxonomy.hash:
+        return None
+    if (hold["folds"], hold["seed"]) != (folds, seed):
+        raise ConfigError(
+            Errors.E002,
+            key="stage.folds / seed",
+            problem=f"the encoder {path} held out fold {hold['fold']} of {hold['folds']} with seed "
+            f"{hold['seed']}, but the stage head uses {folds} folds with seed {seed}",
+            source="training config",
+        )
+    return stage_holdout(len(taxonomy.labelled), hold["seed"], hold["folds"], hold["fold"])
 
 
 def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
