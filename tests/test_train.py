@@ -195,6 +195,15 @@ def test_finetune_writes_a_cluster_map_and_refit_reproduces_it(tuned, tmp_path, 
     assert (mapped * base).sum(1).mean() > (raw * base).sum(1).mean()
 
 
+def test_finetune_without_a_map_removes_a_stale_one(tiny_data, tuned, tmp_path):
+    import shutil
+
+    folder = tmp_path / "enc"
+    shutil.copytree(tuned, folder)  # holds the map fitted to the other run's layers
+    ft.finetune(_config(tiny_data, limit=32, cluster_map_sample=0), folder)
+    assert ft.read_cluster_map(folder) is None and "## Cluster map" not in (folder / "README.md").read_text()
+
+
 def test_materialize_rejects_tensors_the_base_does_not_have(tuned, tmp_path):
     from safetensors.numpy import save_file
 
