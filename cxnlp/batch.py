@@ -52,7 +52,7 @@ from .about import __version__
 from .config import Config, config_to_dict
 from .errors import Errors, PipelineError
 from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, iter_inputs
-from .output import MARKER, TableStream, extra_array, extra_columns, to_arrow, write_rejects
+from .output import MARKER, TableStream, conform, extra_array, extra_columns, to_arrow, write_rejects
 from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
 from .schema import column_names
 
@@ -294,7 +294,7 @@ REDUCE_ARROW = ("phrases", "flags", "stages")
 REDUCE_CATEGORICAL = ("stage", "sentiment", "emotion", "channel")
 
 
-def _trimmer(analyzer: Analyzer, stats: cluster.PhraseStats) -> Callable[[pd.DataFrame], None]:
+def _trimmer(cfg: Config, stage_ids: list[str], stats: cluster.PhraseStats) -> Callable[[pd.DataFrame], None]:
     """What the reduce phase drops from a chunk's segments (in place), as it reads them:
 
     * text and id, except where the cluster step quotes or labels from them and where the report may
@@ -303,18 +303,70 @@ def _trimmer(analyzer: Analyzer, stats: cluster.PhraseStats) -> Callable[[pd.Dat
       added to ``stats`` (:func:`cluster.trim_phrases`)."""
     from .report import text_needed
 
-    cfg = analyzer.config
-
     def trim(segments: pd.DataFrame) -> None:
         if "text" in segments.columns:
-            keep = cluster.text_needed(segments, analyzer.stage_ids, cfg.cluster)
+            keep = cluster.text_needed(segments, stage_ids, cfg.cluster)
             keep |= text_needed(segments, cfg.report.verbatims)
             for col in ("text", "segment_id"):
                 if col in segments.columns:
                     segments[col] = segments[col].where(keep, None)
-        cluster.trim_phrases(segments, analyzer.stage_ids, cfg.cluster, stats)
+        cluster.trim_phrases(segments, stage_ids, cfg.cluster, stats)
 
     return trim
+
+
+# Loading the committed chunks for the reduce is one core's work per chunk (Parquet, then the phrase
+# statistics in Python): 66 s of one core for 200 chunks on an H100 host (benchmarks/README.md). From
+# this many chunks on, they are loaded in processes.
+MIN_PARALLEL_LOAD = 4
+MAX_LOADERS = 8
+
+
+def loaders_for(analyzer: Analyzer, n_chunks: int) -> int:
+    """Processes that load the chunks for the reduce, from :data:`MIN_PARALLEL_LOAD` chunks on:
+    ``batch.workers`` (at most :data:`MAX_LOADERS`); as for the prepare workers, auto (null) is none on
+    the CPU and all cores but two on an accelerator. Like them, the loaders are spawned processes, so a
+    script that runs a batch must guard its entry point (``if __name__ == "__main__":``)."""
+    if n_chunks < MIN_PARALLEL_LOAD:
+        return 0
+    n = min(MAX_LOADERS, workers_for(analyzer), n_chunks)
+    return n if n > 1 else 0
+
+
+def _load_reduced(path: Path, blob: str, stage_ids: list[str]) -> tuple[ChunkInfo, Part, cluster.PhraseStats]:
+    """One chunk as the reduce holds it, in a loader process: trimmed into its own phrase statistics,
+    without its embeddings (the main process maps the chunk's file itself)."""
+    stats = cluster.PhraseStats()
+    info, part = load_chunk(path, _trimmer(_worker_config(blob), stage_ids, stats))
+    part.embeddings = np.zeros((0, 0), dtype=np.float16)
+    return info, part, stats
+
+
+def reduced_chunks(
+    analyzer: Analyzer, paths: list[Path], stats: cluster.PhraseStats
+) -> Iterator[tuple[Path, ChunkInfo, Part]]:
+    """The committed chunks in order, each path with what :func:`load_chunk` gives them with the trimmer, the phrase
+    statistics of their segments not clustered added to ``stats``. In :func:`loaders_for` processes
+    when there are enough chunks, with the same result: each loader counts one chunk's statistics,
+    added up here."""
+    n = loaders_for(analyzer, len(paths))
+    if n == 0:
+        trim = _trimmer(analyzer.config, analyzer.stage_ids, stats)
+        for path in paths:
+            yield (path, *load_chunk(path, trim))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from itertools import repeat
+
+    blob = json.dumps(config_to_dict(analyzer.config), sort_keys=True, default=str)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+        loaded = pool.map(_load_reduced, paths, repeat(blob), repeat(list(analyzer.stage_ids)))
+        for path, (info, part, own) in zip(paths, loaded):
+            part.embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+            stats.merge(own)
+            yield path, info, part
 
 
 @dataclass
@@ -388,19 +440,26 @@ def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStr
     pain_point_ids = result.segments["pain_point_id"]
     extras = _document_extras(chunks)
 
+    # Each piece stays in Arrow (output.conform): the chunk's columns as it holds them, the added one
+    # converted; only the input columns converted by type go through pandas.
+    convert = [k for k, v in extras.items() if isinstance(v, pa.DataType)]
+
     def documents() -> Iterator[pa.Table]:
         first = 0
         for chunk in chunks:
             if not chunk.documents:
                 continue
-            frame = _frame(pq.read_table(chunk.path / "documents.parquet"))
+            table = pq.read_table(chunk.path / "documents.parquet")
             end = first + chunk.documents
-            frame["n_segments"] = n_segments.iloc[first:end].to_numpy()
             own = {
                 k: v if isinstance(v, pa.DataType) else v.slice(first, chunk.documents)
                 for k, v in extras.items()
             }
-            yield to_arrow("documents", frame, own)
+            present = [c for c in convert if c in table.column_names]
+            inputs = _frame(table.select(present)) if present else None
+            yield conform(
+                "documents", table, {"n_segments": n_segments.iloc[first:end].tolist()}, own, inputs
+            )
             first = end
 
     def segments() -> Iterator[pa.Table]:
@@ -408,13 +467,11 @@ def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStr
         for chunk in chunks:
             if not chunk.segments:
                 continue
-            frame = _frame(pq.read_table(chunk.path / "segments.parquet"))
-            frame["pain_point_id"] = pain_point_ids.iloc[first : first + chunk.segments].to_numpy(
-                dtype=object, na_value=None
-            )
+            table = pq.read_table(chunk.path / "segments.parquet")
+            ids = pain_point_ids.iloc[first : first + chunk.segments].to_numpy(dtype=object, na_value=None)
             first += chunk.segments
             written = True
-            yield to_arrow("segments", frame)
+            yield conform("segments", table, {"pain_point_id": ids.tolist()})
         if not written:
             yield to_arrow("segments", pd.DataFrame())
 
@@ -965,9 +1022,8 @@ def run_batch(
             chunks: list[_Chunk] = []
             unchanged = n_read = 0
             stats = cluster.PhraseStats()
-            trim = _trimmer(analyzer, stats)
-            for _index, path in sorted(work.committed().items()):
-                info, part = load_chunk(path, trim)
+            paths = [path for _index, path in sorted(work.committed().items())]
+            for path, info, part in reduced_chunks(analyzer, paths, stats):
                 unchanged += info.unchanged
                 n_read += info.read
                 parts.append(part)

@@ -45,26 +45,70 @@ def to_arrow(
     table: a type to convert the frame's values to, or the piece's array already converted with the whole
     table's values (see :func:`extra_array`), so that every piece has the schema of the whole."""
     base = arrow_schema(name)
-    arrays = []
-    for f in base:
-        values = frame[f.name].tolist() if f.name in frame.columns else [None] * len(frame)
-        values = [None if _missing(v) else v for v in values]
-        arrays.append(pa.array(values, type=f.type, from_pandas=True))
+    arrays = [
+        column_array(frame[f.name].tolist() if f.name in frame.columns else [None] * len(frame), f.type)
+        for f in base
+    ]
     fields = list(base)
     if name == "documents" and extras is not None:
-        for col, how in extras.items():
-            if isinstance(how, pa.DataType):
-                values = frame[col].tolist() if col in frame.columns else [None] * len(frame)
-                arr = pa.array(values, type=how, from_pandas=True)
-            else:
-                arr = how
-            arrays.append(arr)
-            fields.append(pa.field(col, arr.type))
+        _append_extras(frame, extras, arrays, fields)
     elif name == "documents":
         for col in extra_columns(frame.columns):
             arr = extra_array(frame[col].tolist())
             arrays.append(arr)
             fields.append(pa.field(col, arr.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=base.metadata))
+
+
+def column_array(values: list[Any], type: pa.DataType) -> pa.Array:
+    """One schema column's values as Arrow: missing ones (None, NaN, NaT, pd.NA) null."""
+    return pa.array([None if _missing(v) else v for v in values], type=type, from_pandas=True)
+
+
+def _append_extras(
+    frame: pd.DataFrame,
+    extras: Mapping[str, pa.DataType | pa.Array],
+    arrays: list[Any],
+    fields: list[pa.Field],
+) -> None:
+    for col, how in extras.items():
+        if isinstance(how, pa.DataType):
+            values = frame[col].tolist() if col in frame.columns else [None] * len(frame)
+            arr = pa.array(values, type=how, from_pandas=True)
+        else:
+            arr = how
+        arrays.append(arr)
+        fields.append(pa.field(col, arr.type))
+
+
+def conform(
+    name: str,
+    table: pa.Table,
+    added: Mapping[str, list[Any]],
+    extras: Mapping[str, pa.DataType | pa.Array] | None = None,
+    extras_frame: pd.DataFrame | None = None,
+) -> pa.Table:
+    """What :func:`to_arrow` gives for ``table`` read into pandas, with the ``added`` columns' values
+    set, without the round trip through Python objects: a table that a committed batch chunk holds has
+    the schema's columns with the schema's types already (it was written with ``to_arrow``), so they are
+    taken as they are; a column of another type, or missing, is converted as ``to_arrow`` converts it.
+    ``extras`` as for ``to_arrow`` (documents), from ``extras_frame``, the input columns as pandas."""
+    base = arrow_schema(name)
+    arrays: list[Any] = []
+    for f in base:
+        if f.name in added:
+            arrays.append(column_array(list(added[f.name]), f.type))
+        elif f.name in table.column_names and table.schema.field(f.name).type == f.type:
+            arrays.append(table.column(f.name))
+        else:
+            values = table.column(f.name).to_pylist() if f.name in table.column_names else [None] * len(table)
+            arrays.append(column_array(values, f.type))
+    fields = list(base)
+    if name == "documents" and extras is not None:
+        frame = extras_frame if extras_frame is not None else pd.DataFrame(index=range(len(table)))
+        _append_extras(frame, extras, arrays, fields)
+    elif name == "documents":
+        raise ValueError("conform needs the documents' extras plan")
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=base.metadata))
 
 

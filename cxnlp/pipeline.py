@@ -225,8 +225,14 @@ class Analyzer:
         return self.stage_model.stage_ids
 
     def models_info(self) -> dict[str, Any]:
-        import sentence_transformers
+        from importlib.metadata import PackageNotFoundError, version
+
         import spacy
+
+        try:  # the installed version, without importing it (seconds) where the ONNX backend did not
+            st_version: str | None = version("sentence-transformers")
+        except PackageNotFoundError:
+            st_version = None
 
         from .segment import load_spacy
 
@@ -238,7 +244,7 @@ class Analyzer:
                 **space["encoder"],
                 "runtime": encoder_backend(self.encoder),
                 "batch_size": self.batch_size,
-                "sentence_transformers": sentence_transformers.__version__,
+                "sentence_transformers": st_version,
             },
             "stage_head": {
                 "taxonomy_hash": self.stage_model.taxonomy_hash,

@@ -118,3 +118,94 @@ def test_reduce_input_columns_of_mixed_types_come_out_as_in_memory(analyzer, tmp
     assert a.schema.equals(b.schema, check_metadata=True)
     for col in ("doc_id", "shop", "meta", "weight", "plain", "text", "flags"):
         assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
+
+
+def test_final_pieces_stay_in_arrow_and_equal_the_pandas_round_trip(analyzer, tmp_path):
+    """The final tables are streamed from the chunks in Arrow (output.conform), without the round trip
+    through pandas and Python objects that to_arrow makes; each piece must be the table to_arrow gives,
+    values, types and schema metadata, for every column a real run holds (timestamps, NaN ratings,
+    lists, dicts, input columns of mixed types), and a column stored with another type is converted."""
+    import numpy as np
+    import pyarrow as pa
+
+    from cxnlp.output import conform, to_arrow
+
+    result = analyzer.analyze([str(_mixed_input(tmp_path / "mixed.jsonl"))])
+    docs, segs = result.documents.copy(), result.segments.copy()
+    docs.loc[docs.index[:3], "rating"] = np.nan
+    plan = batch._document_extras(
+        # saved as the map phase saves a chunk: before the corpus-wide steps add these two columns
+        [
+            batch._Chunk(
+                _saved(tmp_path, "c0", docs.drop(columns="n_segments"), segs.drop(columns="pain_point_id")),
+                len(docs),
+                len(segs),
+            )
+        ]
+    )
+    assert set(plan) >= {"shop", "meta", "weight", "plain"}
+    chunk = tmp_path / "c0"
+    for name, added in [
+        ("segments", {"pain_point_id": segs["pain_point_id"].tolist()}),
+        ("documents", {"n_segments": docs["n_segments"].tolist()}),
+    ]:
+        stored = pq.read_table(chunk / f"{name}.parquet")
+        expected = to_arrow(name, batch._frame(stored).assign(**added), plan if name == "documents" else None)
+        convert = [k for k, v in plan.items() if isinstance(v, pa.DataType)]
+        inputs = batch._frame(stored.select(convert)) if name == "documents" else None
+        got = conform(name, stored, added, plan if name == "documents" else None, inputs)
+        assert got.schema.equals(expected.schema, check_metadata=True), name
+        assert got.equals(expected), name
+        # a column the chunk holds with another type (say, written by other code) is converted
+        i = stored.column_names.index("doc_id")
+        other = stored.set_column(
+            i, "doc_id", pa.array([f"{v}" for v in stored["doc_id"].to_pylist()], pa.large_string())
+        )
+        assert conform(name, other, added, plan if name == "documents" else None, inputs).equals(expected)
+
+
+def _saved(tmp_path: Path, name: str, docs: pd.DataFrame, segs: pd.DataFrame) -> Path:
+    import numpy as np
+
+    from cxnlp.pipeline import Part
+
+    info = batch.ChunkInfo(0, len(docs), 0, [])
+    part = Part(docs, segs, np.zeros((len(segs), 4), np.float16), [], {}, {})
+    path = batch.save_chunk(tmp_path, info, part)
+    return path.rename(tmp_path / name)
+
+
+def test_reduce_loads_chunks_in_processes_with_the_same_result(analyzer, reviews, tmp_path, monkeypatch):
+    """With loaders (batch.workers, spawned processes), the reduce gets every chunk as one process
+    loads it: the same reduced tables, and the same phrase statistics of the segments not clustered."""
+    import numpy as np
+
+    from cxnlp.cluster import PhraseStats
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise Stop
+
+    monkeypatch.setattr(analyzer, "finish", stop)
+    with pytest.raises(Stop):
+        run_batch(analyzer, [str(reviews)], tmp_path / "out", chunk_size=12)
+    monkeypatch.undo()
+    paths = sorted(p for p in (tmp_path / ".out.work" / "chunks").iterdir() if p.name.isdigit())
+    assert len(paths) == 5 and batch.loaders_for(analyzer, len(paths)) == 0  # auto: none on the CPU
+    one, many = PhraseStats(), PhraseStats()
+    serial = list(batch.reduced_chunks(analyzer, paths, one))
+    monkeypatch.setattr(analyzer.config.batch, "workers", 2)
+    assert batch.loaders_for(analyzer, len(paths)) == 2
+    assert batch.loaders_for(analyzer, batch.MIN_PARALLEL_LOAD - 1) == 0
+    parallel = list(batch.reduced_chunks(analyzer, paths, many))
+    assert len(parallel) == len(serial)
+    for (path_a, info_a, a), (path_b, info_b, b) in zip(serial, parallel):
+        assert path_a == path_b and info_a == info_b
+        pd.testing.assert_frame_equal(a.documents, b.documents)
+        pd.testing.assert_frame_equal(a.segments, b.segments)
+        assert np.array_equal(a.embeddings, b.embeddings) and a.rejects == b.rejects
+        assert a.segments["phrases"].isna().any() and a.segments["phrases"].notna().any()  # trimmed
+    assert one.said and one.said == many.said
+    assert one.background == many.background  # (their order varies with Python's string hashes anyway)
