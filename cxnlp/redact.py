@@ -421,7 +421,9 @@ _HAS_DIGIT = re.compile(r"\d")
 _NEEDS_DIGIT = {"iban", "card", "ip", "phone"}
 
 
-_WORD_AFTER = re.compile(r"[ \t]([A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’\-]+)")
+# A surname after a given name: capitalised, with a lowercase letter, inner capitals after an apostrophe
+# or a prefix included ("O'Brien", "McDonald", "Smith-Jones"), not an acronym ("USPS").
+_WORD_AFTER = re.compile(r"[ \t]([A-ZÀ-ÖØ-Þ](?=[\w'’\-]*[a-zß-öø-ÿ])[A-Za-zÀ-ÖØ-öø-ÿ'’\-]+)")
 _WORD_BEFORE = re.compile(r"([A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’\-]+)[ \t]$")
 
 
@@ -610,14 +612,36 @@ def _is_common(word: str, common: frozenset[str]) -> bool:
     return False
 
 
+_CLITICS = frozenset({"m", "ve", "d", "ll", "re", "s"})
+_NEGATED = {"ca": "can", "wo": "will", "sha": "shall"}  # "can't", "won't", "shan't"
+
+
+def _ordinary(word: str, common: frozenset[str]) -> bool:
+    """A capitalised word that is no name: a common word with a clitic ("I'm", "We've", "It's",
+    "Couldn't", "Won't") or common words joined by hyphens ("Set-up", "Sign-up"), none of them a name
+    word. "O'Brien", "Sam's", "Mark's" and "Mary-Kate" are not."""
+    w = word.lower().replace("’", "'")
+    if "'" in w:
+        stem, clitic = w.split("'", 1)
+        if clitic == "t" and stem.endswith("n"):
+            stem = _NEGATED.get(stem[:-1], stem[:-1])
+        elif clitic not in _CLITICS:
+            return False
+        return bool(stem) and stem not in NAME_WORDS and _is_common(stem, common)
+    parts = w.split("-")
+    return len(parts) > 1 and all(p and p not in NAME_WORDS and _is_common(p, common) for p in parts)
+
+
 def _may_name(text: str, common: frozenset[str]) -> bool:
     """Whether NER could find a name we would redact: a capitalised word that is a known name or not a
-    common word. Binary garbage (many U+FFFD from undecodable bytes) is left to the patterns."""
+    common word (nor :func:`_ordinary`). Binary garbage (many U+FFFD from undecodable bytes) is left to
+    the patterns."""
     if text.count("\ufffd") * 20 > len(text):
         return False
     for m in _CAPITALISED.finditer(text):
         w = m.group().lower()
-        if w in NAME_WORDS or not _is_common(w, common):
+        owner = w[:-2] if w.endswith(("'s", "’s")) else w  # "Sam's", "Mark's": a name's possessive
+        if w in NAME_WORDS or owner in NAME_WORDS or not (_is_common(w, common) or _ordinary(w, common)):
             return True
     return False
 

@@ -325,3 +325,39 @@ def test_redact_no_redact_flag_keeps_the_raw_text(tmp_path):
     assert docs == ["Late again, mail me at jo.bloggs@example.com or call 07700 900123."]
     manifest = json.loads((tmp_path / "o" / "run.json").read_text())
     assert manifest["redactions"] == {} and manifest["config"]["redact"]["enabled"] is False
+
+
+def test_names_only_go_to_ner_where_a_capitalised_word_could_be_one(monkeypatch):
+    """NER (the costly part of redaction) runs only on texts with a capitalised word that may be a
+    name: not for contractions and hyphenations of common words, which most reviews hold ("I'm",
+    "Couldn't", "Set-up"), but still for a name's possessive, a name with an apostrophe or a hyphen;
+    the names in those texts are redacted."""
+    import cxnlp.redact as redact
+
+    common = redact.common_words("en_core_web_sm")
+    plain = ["I'm done. We’ve waited and Couldn't log in", "Set-up was easy, It's fine and Won't stop"]
+    named = ["Sam's reply was rude", "O'Brien never called", "Mary-Kate at the desk ignored us"]
+    assert not any(redact._may_name(t, common) for t in plain)
+    assert all(redact._may_name(t, common) for t in named)
+    seen: list[str] = []
+    real = redact.load_ner
+
+    def spy(name):  # type: ignore[no-untyped-def]
+        nlp = real(name)
+
+        class Spy:
+            pipe_names = nlp.pipe_names
+
+            def pipe(self, texts, **kw):  # type: ignore[no-untyped-def]
+                texts = list(texts)
+                seen.extend(texts)
+                return nlp.pipe(texts, **kw)
+
+        return Spy()
+
+    monkeypatch.setattr(redact, "load_ner", spy)
+    agent = "Our agent Bartholomew Featherstone was rude to me"  # no known given name: NER finds it
+    out, counts = redact_texts([*plain, agent, "Priya O'Brien and Priya McDonald were rude"])
+    assert seen == [agent]
+    assert out == [*plain, "Our agent [PERSON] was rude to me", "[PERSON] and [PERSON] were rude"]
+    assert counts["person"] == 3  # a known given name takes its surname, apostrophe and inner capital too
