@@ -357,7 +357,13 @@ def test_names_only_go_to_ner_where_a_capitalised_word_could_be_one(monkeypatch)
 
     monkeypatch.setattr(redact, "load_ner", spy)
     agent = "Our agent Bartholomew Featherstone was rude to me"  # no known given name: NER finds it
-    out, counts = redact_texts([*plain, agent, "Priya O'Brien and Priya McDonald were rude"])
-    assert seen == [agent]
-    assert out == [*plain, "Our agent [PERSON] was rude to me", "[PERSON] and [PERSON] were rude"]
-    assert counts["person"] == 3  # a known given name takes its surname, apostrophe and inner capital too
+    owner = "Sam's reply was rude and slow"  # "Sam" is also a word: the possessive sends it to NER
+    out, counts = redact_texts([*plain, agent, owner, "Priya O'Brien and Priya McDonald were rude"])
+    assert seen == [agent, owner]
+    assert out == [
+        *plain,
+        "Our agent [PERSON] was rude to me",
+        "[PERSON]'s reply was rude and slow",
+        "[PERSON] and [PERSON] were rude",  # a given name takes its surname: apostrophe, inner capital
+    ]
+    assert counts["person"] == 4
