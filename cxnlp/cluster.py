@@ -452,8 +452,14 @@ def _rank(scores: dict[str, float], df: Counter, size: int, forms: dict[str, str
 def _coverage(terms: Iterable[str], member_keys: list[set[str]]) -> dict[str, int]:
     """Segments of the cluster that say each phrase key or a longer one with all its words: "ice packs had
     melted" is also covered by "the ice packs have been half melted"."""
-    split = [[set(k.split()) for k in keys] for keys in member_keys]
-    return {t: sum(1 for seg in split if any(set(t.split()) <= k for k in seg)) for t in terms}
+    # Each distinct set of word sets once, with the number of segments that hold it (segments often say
+    # the same few phrases); each term's words split once.
+    held = Counter(frozenset(frozenset(k.split()) for k in keys) for keys in member_keys)
+    out = {}
+    for t in terms:
+        words = frozenset(t.split())
+        out[t] = sum(n for seg, n in held.items() if any(words <= k for k in seg))
+    return out
 
 
 def _bare_noun(t: str, statements: set[str], index: dict[str, set[str]]) -> bool:

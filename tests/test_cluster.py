@@ -670,3 +670,25 @@ def test_cluster_workers_is_a_count_of_processes():
     )
     with pytest.raises(ConfigError, match="cluster.workers"):
         load_config(overrides=["cluster.workers=-1"])
+
+
+def test_coverage_counts_the_segments_that_say_a_key_or_a_longer_one():
+    """_coverage (a cluster's segments that say each candidate key, or a key holding all its words),
+    computed once per distinct set of keys, equals the count made segment by segment."""
+    import random
+
+    from cxnlp.cluster import _coverage
+
+    rng = random.Random(0)
+    words = ["box", "late", "arriv", "ice", "pack", "melt", "refund", "not", "charg", "twice"]
+    keys = [" ".join(sorted(set(rng.sample(words, rng.randint(1, 3))))) for _ in range(25)]
+    members = [set(rng.sample(keys, rng.randint(0, 3))) for _ in range(400)]
+    members += [{"arriv box late"}] * 30  # many segments saying the same
+    terms = sorted(set(keys))[:15] + ["box", "arriv late", "absent word"]
+
+    def naive(t: str) -> int:
+        return sum(1 for keys_ in members if any(set(t.split()) <= set(k.split()) for k in keys_))
+
+    got = _coverage(terms, members)
+    assert got == {t: naive(t) for t in terms}
+    assert got["arriv late"] >= 30 and got["absent word"] == 0
