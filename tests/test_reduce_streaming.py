@@ -209,3 +209,36 @@ def test_reduce_loads_chunks_in_processes_with_the_same_result(analyzer, reviews
         assert a.segments["phrases"].isna().any() and a.segments["phrases"].notna().any()  # trimmed
     assert one.said and one.said == many.said
     assert one.background == many.background  # (their order varies with Python's string hashes anyway)
+
+
+def test_reduce_holds_arrow_columns_in_one_chunk(analyzer, reviews, tmp_path, monkeypatch):
+    """Merged from many batch chunks, the reduce's Arrow columns (phrases, flags, stages) are one Arrow
+    chunk each: the cluster step takes each cluster's rows from them, and a take from a column of many
+    chunks costs a pass over all of them. Values and dtypes are unchanged."""
+    import pyarrow as pa
+
+    seen = {}
+    real = batch.Analyzer.finish
+
+    def spy(self, part, *args, **kwargs):
+        seen["segments"], seen["documents"] = part.segments, part.documents
+        return real(self, part, *args, **kwargs)
+
+    monkeypatch.setattr(batch.Analyzer, "finish", spy)
+    run_batch(analyzer, [str(reviews)], tmp_path / "out", chunk_size=7)
+    for frame, col in [
+        (seen["segments"], "phrases"),
+        (seen["documents"], "flags"),
+        (seen["documents"], "stages"),
+    ]:
+        assert isinstance(frame[col].dtype, pd.ArrowDtype), col
+        arr = pa.array(frame[col].array)
+        assert not isinstance(arr, pa.ChunkedArray) or arr.num_chunks == 1, col
+
+    chunks = pa.chunked_array([pa.array([["late box"], None]), pa.array([["refund", "box"]])])
+    frame = pd.DataFrame({"phrases": pd.arrays.ArrowExtensionArray(chunks), "n": [1, 2, 3]})
+    before = frame["phrases"].tolist()
+    batch._one_chunk_arrow(frame)
+    assert frame["phrases"].tolist() == before and frame["n"].tolist() == [1, 2, 3]
+    assert isinstance(frame["phrases"].dtype, pd.ArrowDtype)
+    assert not isinstance(pa.array(frame["phrases"].array), pa.ChunkedArray)
