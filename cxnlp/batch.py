@@ -251,21 +251,22 @@ def load_chunk(path: Path, trim: Callable[[pd.DataFrame], None] | None = None) -
 
 def _one_chunk_arrow(frame: pd.DataFrame) -> None:
     """The Arrow-backed columns of a merged frame (one Arrow chunk per batch chunk) as one Arrow chunk
-    each, in place. Taking rows from a column of 200 chunks costs Arrow a pass over all of them: the
+    each, in place, dtypes unchanged: lists (phrases, flags, stages) and, with pandas' Arrow strings,
+    the ids and texts. Taking rows from a column of 200 chunks costs Arrow a pass over all of them: the
     cluster step takes each cluster's rows, 6.8 ms a take at 1M reviews against 0.03 ms from one chunk.
     A column too large for one chunk's 32-bit offsets stays as it is."""
     for col in frame.columns:
-        dtype = frame[col].dtype
-        if not isinstance(dtype, pd.ArrowDtype):
+        values = frame[col].array
+        if not isinstance(values, pd.arrays.ArrowExtensionArray):
             continue
-        chunked = pa.array(frame[col].array)  # an ArrowExtensionArray gives its ChunkedArray
+        chunked = pa.array(values)  # the array's ChunkedArray
         if not isinstance(chunked, pa.ChunkedArray) or chunked.num_chunks <= 1:
             continue
         try:
             whole = chunked.combine_chunks()
         except (pa.ArrowInvalid, pa.ArrowCapacityError):  # pragma: no cover - over 2 GB of one column
             continue
-        frame[col] = pd.Series(pd.arrays.ArrowExtensionArray(whole), index=frame.index)
+        frame[col] = pd.Series(pd.array(whole, dtype=frame[col].dtype), index=frame.index)
 
 
 def _read_chunk_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
