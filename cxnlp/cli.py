@@ -19,6 +19,7 @@ import click
 
 from .about import __version__
 from .errors import CxnlpError, Errors, Interrupted, PipelineError
+from .models import BACKENDS
 
 logger = logging.getLogger("cxnlp")
 
@@ -385,7 +386,7 @@ def train_cli(
 @click.option("--device", default="cpu", show_default=True)
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "torch", "onnx"]),
+    type=click.Choice(list(BACKENDS)),
     default="auto",
     show_default=True,
     help="Encoder runtime (as models.backend).",

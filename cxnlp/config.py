@@ -65,7 +65,7 @@ class ModelsConfig(_Section):
     heads: str = "cx-heads"
     encoder: str | None = None
     batch_size: int = Field(128, ge=1)
-    backend: Literal["auto", "torch", "onnx"] = "auto"
+    backend: Literal["auto", "torch", "onnx", "torch-bf16"] = "auto"
     quantize: Literal["none", "int8", "int8-static"] = "none"
 
 

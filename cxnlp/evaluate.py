@@ -378,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import logging
 
+    from .models import BACKENDS
+
     ap = argparse.ArgumentParser(prog="python -m cxnlp.evaluate", description=main.__doc__)
     ap.add_argument("path")
     ap.add_argument("--task", choices=TASKS)
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="cx-heads")
     ap.add_argument("--taxonomy", default="default")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    ap.add_argument("--backend", default="auto", choices=list(BACKENDS))
     ap.add_argument(
         "--quantize",
         default="none",

@@ -79,7 +79,7 @@ def encoder_location(name: str | None) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "torch-bf16")
 # none: fp32 with fused attention (torch's embeddings); int8: dynamic (activation scales per batch, so a
 # segment's result can depend on its batch neighbours); int8-static: activation scales calibrated once.
 QUANTIZE = ("none", "int8", "int8-static")
@@ -96,23 +96,45 @@ def onnxruntime_available() -> bool:
 
 
 def resolve_backend(backend: str, device: str) -> str:
-    """``auto`` -> onnx on CPU (when onnxruntime is installed), torch on cuda or mps.
+    """``auto`` -> ``torch-bf16`` on a CPU with AMX (see :class:`Bf16Encoder`), else onnx on CPU (when
+    onnxruntime is installed), and torch on cuda or mps.
 
-    ``onnx`` runs on ONNX Runtime's CPU provider only, so on a GPU device, or without onnxruntime, it
-    falls back to torch with a log line rather than failing the run."""
+    ``onnx`` and ``torch-bf16`` run on the CPU only, so on a GPU device they fall back to torch with a
+    log line rather than failing the run; so do ``onnx`` without onnxruntime and ``torch-bf16`` on a CPU
+    without bfloat16 matrix units (``torch-bf16`` would run there, emulated, several times slower)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown encoder backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "torch":
         return "torch"
     if device != "cpu":
-        if backend == "onnx":
-            logger.warning("encoder: backend onnx runs on the CPU only; using torch on %s", device)
+        if backend in ("onnx", "torch-bf16"):
+            logger.warning("encoder: backend %s runs on the CPU only; using torch on %s", backend, device)
         return "torch"
+    if backend in ("auto", "torch-bf16") and amx_available():
+        return "torch-bf16"
+    if backend == "torch-bf16":
+        logger.warning(
+            "encoder: this CPU has no AMX bfloat16 units; torch-bf16 would be emulated, using onnx"
+        )
     if not onnxruntime_available():
         log = logger.warning if backend == "onnx" else logger.info
         log("encoder: onnxruntime is not installed; using torch (pip install onnxruntime for ~2x on CPU)")
         return "torch"
     return "onnx"
+
+
+@lru_cache(maxsize=1)
+def amx_available() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later) and torch can use them for
+    bfloat16 matrix products. ``CXNLP_NO_AMX=1`` answers no (to compare backends on one machine)."""
+    if os.environ.get("CXNLP_NO_AMX"):
+        return False
+    try:
+        import torch
+
+        return bool(torch.cpu._is_amx_tile_supported()) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (ImportError, AttributeError, RuntimeError):
+        return False
 
 
 @lru_cache(maxsize=4)
@@ -124,12 +146,19 @@ def load_encoder(name: str | None, device: str, backend: str = "auto", quantize:
     if quantize not in QUANTIZE:
         raise ValueError(f"unknown quantize {quantize!r}; valid: {', '.join(QUANTIZE)}")
     location = encoder_location(name)
-    if resolve_backend(backend, device) == "onnx":
+    resolved = resolve_backend(backend, device)
+    if resolved == "onnx":
         try:
             return OnnxEncoder.load(location, quantize)
         except OnnxUnavailable as exc:
             logger.warning("encoder: ONNX backend unavailable (%s); using torch", exc)
-    return _load_torch_encoder(name, location, device)
+    model = _load_torch_encoder(name, location, device)
+    if resolved == "torch-bf16":
+        try:
+            return Bf16Encoder(model, location)
+        except OnnxUnavailable as exc:  # not transformer + mean pooling: the plain torch encoder serves
+            logger.warning("encoder: torch-bf16 unavailable (%s); using torch fp32", exc)
+    return model
 
 
 def _load_torch_encoder(name: str | None, location: str, device: str):  # type: ignore[no-untyped-def]
@@ -153,14 +182,19 @@ def encoder_backend(model) -> str:  # type: ignore[no-untyped-def]
     for run records."""
     if isinstance(model, OnnxEncoder):
         return "onnx" if model.quantize == "none" else f"onnx-{model.quantize}"
+    if isinstance(model, Bf16Encoder):
+        return "torch-bf16"
     return "torch"
 
 
 def runtime_key(backend: str, quantize: str, device: str) -> str:
     """The encoder runtime a ``load_encoder(name, device, backend, quantize)`` call resolves to, as a
     cache key: heads and embeddings computed on one runtime are never reused on another."""
-    if resolve_backend(backend, device) == "torch":
+    resolved = resolve_backend(backend, device)
+    if resolved == "torch":
         return f"torch-{'fp16' if device.startswith('cuda') else 'fp32'}"
+    if resolved == "torch-bf16":
+        return f"torch-bf16-{BF16_RECIPE}"
     return f"onnx-{quantize}-{ONNX_RECIPE}"
 
 
@@ -642,6 +676,92 @@ class OnnxEncoder:
                     ids[row, : lengths[j]] = encodings[j].ids
                     mask[row, : lengths[j]] = 1
                 out[idx] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        if normalize_embeddings or self.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out[0] if single else out
+
+
+# ------------------------------------------------------------------------------- bfloat16 on the CPU
+# Bump when the bf16 batching recipe changes: it is part of the heads' and embeddings' cache keys.
+BF16_RECIPE = "cxnlp-bf16-1"
+BF16_ROWS = 64  # every batch has this many rows (empty rows fill the last one of each length)
+BF16_LENGTH_STEP = 16  # every batch's width is a multiple of this
+
+
+class Bf16Encoder:
+    """The torch encoder on the CPU in bfloat16 (autocast: matrix products in bfloat16 on the AMX tiles,
+    LayerNorm, softmax and pooling in float32), about 2.3x ONNX Runtime fp32 on a 2-core Sapphire Rapids
+    VM (benchmarks/README.md, "bfloat16 on the CPU").
+
+    Batch independence. oneDNN picks its bfloat16 kernels by matrix shape, and a bfloat16 product
+    rounds what those kernels sum in different orders, so with ordinary length-sorted batches a
+    segment's embedding moves by up to 6e-4 with the segments it is batched with. Here every batch has
+    the same shape rules: :data:`BF16_ROWS` rows (the last batch of each width is filled with empty
+    rows) and a width that depends only on the segment's own length (its token count rounded up to a
+    multiple of :data:`BF16_LENGTH_STEP`). A segment is then always computed in a batch of the same
+    shape, whatever its neighbours, its position, the chunking or the thread count: the embeddings are
+    identical bit for bit (tests/test_models.py checks this on AMX CPUs)."""
+
+    def __init__(self, model, location: str) -> None:  # type: ignore[no-untyped-def]
+        from tokenizers import Tokenizer
+
+        layout = _st_layout(Path(location))
+        self.model, self.location = model, location
+        self.transformer = model[0].auto_model
+        self.normalize = layout["normalize"]
+        self.max_seq_length = int(getattr(model, "max_seq_length", None) or layout["max_seq_length"])
+        self.tokenizer = Tokenizer.from_file(str(Path(location) / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_seq_length)
+        self._dim = embedding_dim(model)
+        logger.info("encoder: %s on cpu (torch bfloat16, AMX, %s)", location, BF16_RECIPE)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self._dim
+
+    @staticmethod
+    def batches(lengths: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+        """(row indices, width) of each batch for texts of these token counts: widest first, at most
+        :data:`BF16_ROWS` rows, width the token count rounded up to :data:`BF16_LENGTH_STEP`."""
+        width = np.maximum(-(-lengths // BF16_LENGTH_STEP) * BF16_LENGTH_STEP, BF16_LENGTH_STEP)
+        order = np.lexsort((np.arange(len(lengths)), -width))  # widest first, stable
+        bounds = np.flatnonzero(np.diff(width[order])) + 1
+        for group in np.split(order, bounds):
+            for start in range(0, len(group), BF16_ROWS):
+                idx = group[start : start + BF16_ROWS]
+                yield idx, int(width[idx[0]])
+
+    def encode(
+        self,
+        sentences: list[str] | str,
+        batch_size: int = 32,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embeddings as ``SentenceTransformer.encode`` gives them; ``batch_size`` is not used: the
+        batch shape is fixed (see the class)."""
+        import torch
+
+        single = isinstance(sentences, str)
+        texts: list[str] = [sentences] if isinstance(sentences, str) else list(sentences)
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        if texts:
+            encodings = self.tokenizer.encode_batch([t.strip() for t in texts])
+            lengths = np.array([len(e.ids) for e in encodings])
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                for idx, width in self.batches(lengths):
+                    ids = np.zeros((BF16_ROWS, width), dtype=np.int64)
+                    mask = np.zeros_like(ids)
+                    mask[len(idx) :, 0] = 1  # filler rows: one [PAD] token each
+                    for row, j in enumerate(idx):
+                        ids[row, : lengths[j]] = encodings[j].ids
+                        mask[row, : lengths[j]] = 1
+                    mask_t = torch.from_numpy(mask)
+                    hidden = self.transformer(input_ids=torch.from_numpy(ids), attention_mask=mask_t)[0]
+                    m = mask_t[: len(idx)].unsqueeze(-1).float()
+                    pooled = (hidden[: len(idx)].float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                    out[idx] = pooled.numpy()
         if normalize_embeddings or self.normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out[0] if single else out

@@ -135,9 +135,16 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
 # ----------------------------------------------------------------------------- embedding cache
 
 
+def training_backend(device: str) -> str:
+    """The encoder runtime heads train on: fp32 on the CPU (ONNX Runtime, equal to torch) on every CPU,
+    so that a training run gives the same heads with or without AMX; torch (fp16) on a GPU. Analysis may
+    run on bfloat16 (``torch-bf16``); its decisions agree with fp32 (benchmarks/README.md)."""
+    return "onnx" if device == "cpu" else "auto"
+
+
 def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndarray:
     """Embeddings for ``texts``, cached on disk by the encoder, its runtime and the exact text list."""
-    runtime = runtime_key("auto", "none", device)
+    runtime = runtime_key(training_backend(device), "none", device)
     # Keyed on the resolved weights, not the name: a retrained cx-encoder must not reuse old vectors.
     location = encoder_location(encoder)
     weights = _weights_hash(location) if Path(location).is_dir() else location
@@ -149,7 +156,7 @@ def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndar
         return np.load(path)
     t0 = time.time()
     # fp32 only: the ONNX fp32 backend gives torch's embeddings (cosine 1.0000); int8 never trains.
-    emb = encode(load_encoder(encoder, device, "auto", "none"), texts, batch_size=128)
+    emb = encode(load_encoder(encoder, device, training_backend(device), "none"), texts, batch_size=128)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)
@@ -597,7 +604,7 @@ def train(
         report["metrics"][task] = metrics
         report["seconds"][task] = round(time.time() - ts, 1)
         logger.info("trained %s in %.0fs", task, time.time() - ts)
-    encoder_model = load_encoder(config.encoder, config.device, "auto", "none")
+    encoder_model = load_encoder(config.encoder, config.device, training_backend(config.device), "none")
     meta = {
         "name": config.name,
         "version": config.version,

@@ -1,5 +1,5 @@
-"""The encoder backends: ONNX Runtime (fused fp32, int8 dynamic and static) against torch, batch
-independence, fallbacks, and the config keys."""
+"""The encoder backends: ONNX Runtime (fused fp32, int8 dynamic and static) and torch bfloat16 on AMX
+CPUs against torch fp32, batch independence, fallbacks, and the config keys."""
 
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ def test_onnx_calibration_is_deterministic_and_unpadded():
 
 def test_onnx_runtime_key_names_the_runtime(monkeypatch):
     monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(models, "amx_available", lambda: False)
     keys = {
         models.runtime_key("auto", "none", "cpu"),
         models.runtime_key("auto", "int8", "cpu"),
@@ -97,7 +98,11 @@ def test_onnx_runtime_key_names_the_runtime(monkeypatch):
         models.runtime_key("torch", "none", "cpu"),
         models.runtime_key("auto", "none", "cuda"),
     }
-    assert len(keys) == 5
+    monkeypatch.setattr(models, "amx_available", lambda: True)
+    keys.add(models.runtime_key("auto", "none", "cpu"))
+    assert len(keys) == 6
+    assert models.runtime_key("torch-bf16", "none", "cpu") == f"torch-bf16-{models.BF16_RECIPE}"
+    assert models.runtime_key("onnx", "none", "cpu").startswith("onnx-none")  # onnx when asked for
 
 
 def test_onnx_encode_restores_input_order_and_handles_edge_cases():
@@ -113,6 +118,7 @@ def test_onnx_encode_restores_input_order_and_handles_edge_cases():
 
 def test_onnx_missing_onnxruntime_falls_back_to_torch(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    monkeypatch.setattr(models, "amx_available", lambda: False)
     assert not models.onnxruntime_available()
     with caplog.at_level(logging.INFO, logger="cxnlp.models"):
         assert resolve_backend("auto", "cpu") == "torch"
@@ -125,14 +131,96 @@ def test_onnx_missing_onnxruntime_falls_back_to_torch(monkeypatch, caplog):
 
 def test_onnx_backend_choice_by_device(monkeypatch, caplog):
     monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(models, "amx_available", lambda: False)
     assert resolve_backend("auto", "cpu") == "onnx"
     assert resolve_backend("torch", "cpu") == "torch"
     assert resolve_backend("auto", "cuda") == "torch" and resolve_backend("auto", "mps") == "torch"
     with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
         assert resolve_backend("onnx", "cuda:0") == "torch"
     assert "runs on the CPU only" in caplog.text
-    with pytest.raises(ValueError, match="valid: auto, torch, onnx"):
+    with pytest.raises(ValueError, match="valid: auto, torch, onnx, torch-bf16"):
         resolve_backend("tensorrt", "cpu")
+
+
+def test_bf16_backend_choice(monkeypatch, caplog):
+    monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(models, "amx_available", lambda: True)
+    assert resolve_backend("auto", "cpu") == "torch-bf16" == resolve_backend("torch-bf16", "cpu")
+    assert resolve_backend("onnx", "cpu") == "onnx" and resolve_backend("torch", "cpu") == "torch"
+    with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
+        assert resolve_backend("auto", "cuda") == "torch"
+        assert resolve_backend("torch-bf16", "cuda") == "torch"
+    assert "backend torch-bf16 runs on the CPU only" in caplog.text
+    monkeypatch.setattr(models, "amx_available", lambda: False)  # no AMX: emulated bf16 would be slow
+    with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
+        assert resolve_backend("torch-bf16", "cpu") == "onnx"
+    assert "no AMX bfloat16 units" in caplog.text
+
+
+def test_bf16_amx_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("CXNLP_NO_AMX", "1")
+    assert models.amx_available.__wrapped__() is False
+
+
+needs_amx = pytest.mark.skipif(not models.amx_available(), reason="needs a CPU with AMX (bfloat16 tiles)")
+
+
+@pytest.fixture(scope="module")
+def bf16_encoder():
+    if not models.amx_available():
+        pytest.skip("needs a CPU with AMX (bfloat16 tiles)")
+    encoder = load_encoder(None, "cpu", "torch-bf16")
+    assert isinstance(encoder, models.Bf16Encoder) and models.encoder_backend(encoder) == "torch-bf16"
+    return encoder
+
+
+@needs_amx
+def test_bf16_embeddings_stay_close_to_torch(bf16_encoder, torch_embeddings):
+    emb = encode(bf16_encoder, SENTENCES)
+    assert emb.dtype == np.float32 and emb.shape == torch_embeddings.shape
+    assert _cosine(emb, torch_embeddings).min() > 0.999  # 0.99998 mean on the 2,650 sample segments
+    assert not np.array_equal(emb, torch_embeddings)  # bfloat16 products, not fp32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+@needs_amx
+def test_bf16_embeddings_are_identical_whatever_the_batch(bf16_encoder):
+    # Not just close: bit for bit, across neighbours, positions, call sizes and thread counts.
+    import torch
+
+    texts = SENTENCES + [
+        f"Order {i} took {i % 9 + 2} days and the courier {'never ' * (i % 4)}called." for i in range(90)
+    ]
+    whole = encode(bf16_encoder, texts)
+    assert _compositions(bf16_encoder) == 0.0
+    shuffled = np.random.default_rng(0).permutation(len(texts))
+    assert np.array_equal(encode(bf16_encoder, [texts[i] for i in shuffled]), whole[shuffled])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = np.stack([bf16_encoder.encode(t, normalize_embeddings=True) for t in texts[::13]])
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(alone, whole[::13])
+
+
+def test_bf16_batches_have_fixed_shapes():
+    lengths = np.array([3, 17, 16, 40, 2, 33, 16, 1] * 20)
+    seen = []
+    for idx, width in models.Bf16Encoder.batches(lengths):
+        assert 0 < len(idx) <= models.BF16_ROWS and width % models.BF16_LENGTH_STEP == 0
+        # the width depends on each segment's own length only: the smallest step that holds it
+        assert all(width == max(-(-lengths[i] // 16) * 16, 16) for i in idx)
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(len(lengths)))
+
+
+@needs_amx
+def test_bf16_encode_handles_edge_cases(bf16_encoder):
+    assert encode(bf16_encoder, []).shape == (0, 384)
+    long_text = "word " * 2000  # truncated at the encoder's 256 tokens, like sentence-transformers
+    assert encode(bf16_encoder, [long_text, "ok"]).shape == (2, 384)
+    assert bf16_encoder.encode("ok").shape == (384,)
 
 
 def test_onnx_export_failure_falls_back_to_torch(monkeypatch, caplog):
@@ -140,6 +228,7 @@ def test_onnx_export_failure_falls_back_to_torch(monkeypatch, caplog):
         raise OnnxUnavailable("exporting needs onnx (pip install onnx)")
 
     monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(models, "amx_available", lambda: False)
     monkeypatch.setattr(models.OnnxEncoder, "load", staticmethod(unavailable))
     monkeypatch.setattr(models, "_load_torch_encoder", lambda name, location, device: "torch-model")
     with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
