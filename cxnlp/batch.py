@@ -30,6 +30,7 @@ import dataclasses
 import fcntl
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -349,6 +350,8 @@ def loaders_for(analyzer: Analyzer, n_chunks: int) -> int:
     script that runs a batch must guard its entry point (``if __name__ == "__main__":``)."""
     if n_chunks < MIN_PARALLEL_LOAD:
         return 0
+    if analyzer.config.batch.workers is None and analyzer.device == "cpu":
+        return 0  # two loaders gained nothing on the 2-core VM (benchmarks/README.md)
     n = min(MAX_LOADERS, workers_for(analyzer), n_chunks)
     return n if n > 1 else 0
 
@@ -813,20 +816,39 @@ def _worker_config(blob: str) -> Any:
 
 # Auto prepare workers on an accelerator: one H200 ran the model step at about 2,500 reviews/s
 # (benchmarks/README.md) while one spaCy worker prepares about 150-230, so a GPU needs most of the host's
-# cores preparing. Each worker holds a spaCy pipeline (about 0.5 GB), hence the cap.
+# cores preparing. Each worker holds a spaCy pipeline (about 0.5 GB), hence the caps.
 MAX_AUTO_WORKERS = 16
+# On the CPU the encoder's threads already use every core; prepare workers there run at the lowest
+# priority and take the cores only while the models' process leaves them idle (its one-threaded steps,
+# its waits for the next chunk). One per core, at most this many, and only for chunks that give each
+# worker a full slice: a small run is not worth starting processes for.
+MAX_AUTO_CPU_WORKERS = 4
+CPU_WORKER_NICE = 19
 
 
-def workers_for(analyzer: Analyzer) -> int:
+def workers_for(analyzer: Analyzer, chunk_records: int | None = None) -> int:
     """``batch.workers``; auto (null): on an accelerator, all cores but two (at most
-    :data:`MAX_AUTO_WORKERS`), so that spaCy keeps up with the GPU; none on the CPU, where the encoder
-    already uses every core."""
+    :data:`MAX_AUTO_WORKERS`), so that spaCy keeps up with the GPU; on the CPU, one per core (at most
+    :data:`MAX_AUTO_CPU_WORKERS`) at the lowest priority, when the first chunk (``chunk_records``) has
+    at least two :data:`MIN_SLICE` slices; otherwise none."""
     configured = analyzer.config.batch.workers
     if configured is not None:
         return configured
+    cores = os.cpu_count() or 2
     if analyzer.device == "cpu":
-        return 0
-    return min(MAX_AUTO_WORKERS, max(1, (os.cpu_count() or 2) - 2))
+        if chunk_records is None or chunk_records < 2 * MIN_SLICE:
+            return 0
+        return min(MAX_AUTO_CPU_WORKERS, cores)
+    return min(MAX_AUTO_WORKERS, max(1, cores - 2))
+
+
+def _lower_priority(nice: int) -> None:
+    """Prepare-worker initializer: run at ``nice`` (Unix) so the models' process keeps its cores."""
+    if nice:
+        try:
+            os.nice(nice)
+        except (AttributeError, OSError):  # Windows, or a sandbox that forbids it: normal priority
+            pass
 
 
 def map_local(
@@ -838,9 +860,14 @@ def map_local(
     """The per-document steps in this process, one chunk after the other. With workers, the next
     chunks are normalized, redacted and segmented in worker processes while this one runs the models,
     so the accelerator never waits for spaCy."""
-    n_workers = workers_for(analyzer)
+    source = iter(chunks)
+    first = next(source, None)
+    if first is None:
+        return
+    source = itertools.chain([first], source)
+    n_workers = workers_for(analyzer, len(first[1]))
     if n_workers == 0:
-        for info, records, rejects in chunks:
+        for info, records, rejects in source:
             t = time.perf_counter()
             part = analyzer.prepare(records, rejects)
             if not _over_budget(info, part):
@@ -856,12 +883,14 @@ def map_local(
     text_features = tuple(analyzer.heads.text_features)
     tokenizer = analyzer.pretokenizer()
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+    nice = CPU_WORKER_NICE if analyzer.device == "cpu" else 0
+    with ProcessPoolExecutor(
+        max_workers=n_workers, mp_context=ctx, initializer=_lower_priority, initargs=(nice,)
+    ) as pool:
         # A chunk is prepared in slices, one per worker, so that every worker is busy on the chunk the
         # models need next: the first chunk is ready in a slice's time, and the run does not end on a
         # last wave of whole chunks with most workers idle. A few chunks are queued ahead.
         pending: deque[tuple[ChunkInfo, list[Any]]] = deque()
-        source = iter(chunks)
         exhausted = False
         while True:
             while not exhausted and sum(len(f) for _, f in pending) < 2 * n_workers + 1:

@@ -304,6 +304,24 @@ def test_batch_prepare_workers_give_the_same_run(reviews, tmp_path):
     assert_same_run(tmp_path / "workers", tmp_path / "plain")
 
 
+def _niceness() -> int:
+    return os.nice(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="Unix only")
+def test_cpu_prepare_workers_run_at_the_lowest_priority():
+    # On the CPU the workers must not take cores from the encoder's threads (benchmarks/README.md).
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cxnlp import batch
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=batch._lower_priority, initargs=(19,)) as pool:
+        assert pool.submit(_niceness).result() == min(19, os.nice(0) + 19)
+    assert batch.CPU_WORKER_NICE == 19
+
+
 def test_prepare_workers_compute_the_heads_text_features(tmp_path):
     """VADER runs next to segmentation in the worker; the sentiment head gives the same probabilities
     from the precomputed features as from the texts, and the features are not kept after annotate."""
@@ -431,7 +449,7 @@ def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews,
     monkeypatch.setattr(  # a thread, so that the spy sees the parts
         concurrent.futures,
         "ProcessPoolExecutor",
-        lambda max_workers, mp_context: concurrent.futures.ThreadPoolExecutor(max_workers),
+        lambda max_workers, mp_context, **_: concurrent.futures.ThreadPoolExecutor(max_workers),
     )
     run_batch(analyzer, [str(reviews)], tmp_path / "tokens", chunk_size=20)
     assert seen and all(s == ["token_ids", "token_offsets", "vader"] for s in seen if s)
@@ -474,7 +492,7 @@ def test_prepare_workers_share_each_chunk_in_slices_with_the_same_run(reviews, t
     monkeypatch.setattr(
         concurrent.futures,
         "ProcessPoolExecutor",
-        lambda max_workers, mp_context: concurrent.futures.ThreadPoolExecutor(max_workers),
+        lambda max_workers, mp_context, **_: concurrent.futures.ThreadPoolExecutor(max_workers),
     )
     run = run_batch(analyzer, [str(src)], tmp_path / "sliced", chunk_size=30)
     assert run.result.manifest["counts"]["rejected"] == 3
@@ -532,7 +550,7 @@ def test_ray_rows_carry_the_workers_features():
     assert row_part(part_row(0, 0, part)).features == {}
 
 
-def test_auto_prepare_workers_fill_the_host_on_an_accelerator_only(monkeypatch):
+def test_auto_prepare_workers_fill_the_host_on_an_accelerator_and_idle_cores_on_the_cpu(monkeypatch):
     from types import SimpleNamespace
 
     from cxnlp import batch
@@ -542,11 +560,17 @@ def test_auto_prepare_workers_fill_the_host_on_an_accelerator_only(monkeypatch):
         return SimpleNamespace(device=device, config=load_config(None, {"batch": {"workers": workers}}))
 
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 16)
-    assert batch.workers_for(fake("cpu")) == 0
+    assert batch.workers_for(fake("cpu")) == 0  # chunk size unknown
+    assert batch.workers_for(fake("cpu"), 2 * batch.MIN_SLICE - 1) == 0  # a small run: not worth it
+    assert batch.workers_for(fake("cpu"), 5000) == batch.MAX_AUTO_CPU_WORKERS
+    assert batch.workers_for(fake("cpu", workers=0), 5000) == 0
+    assert batch.loaders_for(fake("cpu"), 200) == 0  # the reduce's loaders stay off on the CPU
+    assert batch.loaders_for(fake("cuda"), 200) == batch.MAX_LOADERS
     assert batch.workers_for(fake("cuda")) == 14
     assert batch.workers_for(fake("cuda", workers=3)) == 3
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
     assert batch.workers_for(fake("cuda")) == 1
+    assert batch.workers_for(fake("cpu"), 5000) == 2
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 128)
     assert batch.workers_for(fake("mps")) == batch.MAX_AUTO_WORKERS
 
