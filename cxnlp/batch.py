@@ -844,11 +844,9 @@ def workers_for(analyzer: Analyzer, chunk_records: int | None = None) -> int:
 
 def _lower_priority(nice: int) -> None:
     """Prepare-worker initializer: run at ``nice`` (Unix) so the models' process keeps its cores."""
-    if nice:
-        try:
+    if nice:  # on Windows (no os.nice) or where it is forbidden: normal priority
+        with contextlib.suppress(AttributeError, OSError):
             os.nice(nice)
-        except (AttributeError, OSError):  # Windows, or a sandbox that forbids it: normal priority
-            pass
 
 
 def map_local(
