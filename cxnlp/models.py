@@ -152,13 +152,12 @@ def load_encoder(name: str | None, device: str, backend: str = "auto", quantize:
             return OnnxEncoder.load(location, quantize)
         except OnnxUnavailable as exc:
             logger.warning("encoder: ONNX backend unavailable (%s); using torch", exc)
-    model = _load_torch_encoder(name, location, device)
     if resolved == "torch-bf16":
         try:
-            return Bf16Encoder(model, location)
+            return Bf16Encoder.load(name, location)
         except OnnxUnavailable as exc:  # not transformer + mean pooling: the plain torch encoder serves
             logger.warning("encoder: torch-bf16 unavailable (%s); using torch fp32", exc)
-    return model
+    return _load_torch_encoder(name, location, device)
 
 
 def _load_torch_encoder(name: str | None, location: str, device: str):  # type: ignore[no-untyped-def]
@@ -702,19 +701,34 @@ class Bf16Encoder:
     shape, whatever its neighbours, its position, the chunking or the thread count: the embeddings are
     identical bit for bit (tests/test_models.py checks this on AMX CPUs)."""
 
-    def __init__(self, model, location: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, transformer, location: str) -> None:  # type: ignore[no-untyped-def]
         from tokenizers import Tokenizer
 
         layout = _st_layout(Path(location))
-        self.model, self.location = model, location
-        self.transformer = model[0].auto_model
+        self.transformer, self.location = transformer.eval(), location
         self.normalize = layout["normalize"]
-        self.max_seq_length = int(getattr(model, "max_seq_length", None) or layout["max_seq_length"])
+        self.max_seq_length = layout["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(Path(location) / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_seq_length)
-        self._dim = embedding_dim(model)
+        self._dim = int(transformer.config.hidden_size)  # mean pooling keeps the width
+
+    @classmethod
+    def load(cls, name: str | None, location: str) -> Bf16Encoder:
+        """The transformer of the sentence-transformers folder at ``location`` through transformers'
+        ``AutoModel``, without importing sentence-transformers (seconds at start-up)."""
+        _st_layout(Path(location))  # before loading anything: the layout this class reproduces
+        from transformers import AutoModel
+
+        try:
+            transformer = AutoModel.from_pretrained(location)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                Errors.E201, name=name or PACKAGED_ENCODER, looked=location, key="models.encoder"
+            ) from exc
+        encoder = cls(transformer, location)
         logger.info("encoder: %s on cpu (torch bfloat16, AMX, %s)", location, BF16_RECIPE)
+        return encoder
 
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
