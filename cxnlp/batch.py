@@ -820,8 +820,9 @@ def _worker_config(blob: str) -> Any:
 MAX_AUTO_WORKERS = 16
 # On the CPU the encoder's threads already use every core; prepare workers there run at the lowest
 # priority and take the cores only while the models' process leaves them idle (its one-threaded steps,
-# its waits for the next chunk). One per core, at most this many, and only for chunks that give each
-# worker a full slice: a small run is not worth starting processes for.
+# its waits for the next chunk). One per core, at most this many, and only for runs of two chunks or
+# more whose chunks give each worker a full slice: starting the processes (3-4 s of imports) is paid
+# before the first chunk, and only later chunks are prepared while the models run.
 MAX_AUTO_CPU_WORKERS = 4
 CPU_WORKER_NICE = 19
 
@@ -829,8 +830,9 @@ CPU_WORKER_NICE = 19
 def workers_for(analyzer: Analyzer, chunk_records: int | None = None) -> int:
     """``batch.workers``; auto (null): on an accelerator, all cores but two (at most
     :data:`MAX_AUTO_WORKERS`), so that spaCy keeps up with the GPU; on the CPU, one per core (at most
-    :data:`MAX_AUTO_CPU_WORKERS`) at the lowest priority, when the first chunk (``chunk_records``) has
-    at least two :data:`MIN_SLICE` slices; otherwise none."""
+    :data:`MAX_AUTO_CPU_WORKERS`) at the lowest priority, when the run has more than one chunk and the
+    first (``chunk_records``; 0 for a one-chunk run) has at least two :data:`MIN_SLICE` slices;
+    otherwise none."""
     configured = analyzer.config.batch.workers
     if configured is not None:
         return configured
@@ -859,11 +861,11 @@ def map_local(
     chunks are normalized, redacted and segmented in worker processes while this one runs the models,
     so the accelerator never waits for spaCy."""
     source = iter(chunks)
-    first = next(source, None)
-    if first is None:
+    ahead = list(itertools.islice(source, 2))  # on the CPU a one-chunk run gets no workers
+    if not ahead:
         return
-    source = itertools.chain([first], source)
-    n_workers = workers_for(analyzer, len(first[1]))
+    source = itertools.chain(ahead, source)
+    n_workers = workers_for(analyzer, len(ahead[0][1]) if len(ahead) > 1 else 0)
     if n_workers == 0:
         for info, records, rejects in source:
             t = time.perf_counter()

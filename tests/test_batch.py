@@ -322,6 +322,30 @@ def test_cpu_prepare_workers_run_at_the_lowest_priority():
     assert batch.CPU_WORKER_NICE == 19
 
 
+def test_cpu_auto_workers_start_only_for_runs_of_several_full_chunks(
+    analyzer, reviews, tmp_path, monkeypatch
+):
+    import concurrent.futures
+
+    from cxnlp import batch
+
+    pools = []
+
+    def pool(max_workers, mp_context, **kw):  # type: ignore[no-untyped-def]
+        pools.append((max_workers, kw.get("initargs")))
+        return concurrent.futures.ThreadPoolExecutor(max_workers)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(batch, "MIN_SLICE", 4)  # the fixture's chunks of 20 count as full ones
+    assert analyzer.config.batch.workers is None and analyzer.device == "cpu"
+    run_batch(analyzer, [str(reviews)], tmp_path / "one", chunk_size=1000)  # one chunk: no workers
+    assert pools == []
+    run_batch(analyzer, [str(reviews)], tmp_path / "several", chunk_size=20)
+    assert pools == [(2, (batch.CPU_WORKER_NICE,))]
+    assert_same_run(tmp_path / "several", tmp_path / "one")
+
+
 def test_prepare_workers_compute_the_heads_text_features(tmp_path):
     """VADER runs next to segmentation in the worker; the sentiment head gives the same probabilities
     from the precomputed features as from the texts, and the features are not kept after annotate."""
