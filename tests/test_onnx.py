@@ -210,7 +210,8 @@ def test_bf16_batches_have_fixed_shapes():
     for idx, width in models.Bf16Encoder.batches(lengths):
         assert 0 < len(idx) <= models.BF16_ROWS and width % models.BF16_LENGTH_STEP == 0
         # the width depends on each segment's own length only: the smallest step that holds it
-        assert all(width == max(-(-lengths[i] // 16) * 16, 16) for i in idx)
+        step = models.BF16_LENGTH_STEP
+        assert all(width == max(-(-lengths[i] // step) * step, step) for i in idx)
         seen.extend(idx.tolist())
     assert sorted(seen) == list(range(len(lengths)))
 
