@@ -345,8 +345,8 @@ MAX_LOADERS = 8
 
 def loaders_for(analyzer: Analyzer, n_chunks: int) -> int:
     """Processes that load the chunks for the reduce, from :data:`MIN_PARALLEL_LOAD` chunks on:
-    ``batch.workers`` (at most :data:`MAX_LOADERS`); as for the prepare workers, auto (null) is none on
-    the CPU and all cores but two on an accelerator. Like them, the loaders are spawned processes, so a
+    ``batch.workers`` (at most :data:`MAX_LOADERS`); auto (null) is all cores but two on an accelerator,
+    as for the prepare workers, and none on the CPU (where the prepare workers do run). Like them, the loaders are spawned processes, so a
     script that runs a batch must guard its entry point (``if __name__ == "__main__":``)."""
     if n_chunks < MIN_PARALLEL_LOAD:
         return 0

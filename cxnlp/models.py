@@ -610,21 +610,59 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
-class OnnxEncoder:
-    """The sentence encoder on ONNX Runtime (CPU): fast tokenizer, length-sorted batches, mean pooling
-    in the graph, L2 normalisation here. Same ``encode`` surface as ``SentenceTransformer``."""
+class _FolderEncoder:
+    """What cxnlp's own CPU encoders share: a sentence-transformers folder of transformer + mean pooling
+    (+ normalise), checked by :func:`_st_layout`; its ``tokenizer.json`` through the ``tokenizers`` library,
+    truncating where sentence-transformers does; and the ``SentenceTransformer.encode`` surface, with
+    L2 normalisation here. A subclass computes the mean-pooled embeddings (:meth:`_pool`)."""
 
-    def __init__(self, path: Path, location: str, quantize: str = "none", threads: int | None = None) -> None:
-        import onnxruntime as ort
+    _dim: int
+
+    def __init__(self, location: str, layout: dict[str, Any] | None = None) -> None:
         from tokenizers import Tokenizer
 
-        layout = _st_layout(Path(location))
-        self.path, self.location, self.quantize = path, location, quantize
+        layout = layout or _st_layout(Path(location))
+        self.location = location
         self.normalize = layout["normalize"]
         self.max_seq_length = layout["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(Path(location) / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_seq_length)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self._dim
+
+    def _pool(self, texts: list[str], out: np.ndarray, batch_size: int) -> None:
+        """Write the mean-pooled embeddings of ``texts`` (not empty) into ``out``'s rows."""
+        raise NotImplementedError
+
+    def encode(
+        self,
+        sentences: list[str] | str,
+        batch_size: int = 32,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        single = isinstance(sentences, str)
+        texts: list[str] = [sentences] if isinstance(sentences, str) else list(sentences)
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        if texts:
+            self._pool(texts, out, batch_size)
+        if normalize_embeddings or self.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out[0] if single else out
+
+
+class OnnxEncoder(_FolderEncoder):
+    """The sentence encoder on ONNX Runtime (CPU): fast tokenizer, length-sorted batches, mean pooling
+    in the graph, L2 normalisation here. Same ``encode`` surface as ``SentenceTransformer``."""
+
+    def __init__(self, path: Path, location: str, quantize: str = "none", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        super().__init__(location)
+        self.path, self.quantize = path, quantize
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_threads()
         options.inter_op_num_threads = 1
@@ -649,35 +687,18 @@ class OnnxEncoder:
     def _threads(self) -> int:
         return int(self.session.get_session_options().intra_op_num_threads)
 
-    def get_sentence_embedding_dimension(self) -> int:
-        return self._dim
-
-    def encode(
-        self,
-        sentences: list[str] | str,
-        batch_size: int = 32,
-        normalize_embeddings: bool = False,
-        convert_to_numpy: bool = True,
-        show_progress_bar: bool = False,
-    ) -> np.ndarray:
-        single = isinstance(sentences, str)
-        texts = [sentences] if single else list(sentences)
-        out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        if texts:
-            encodings = self.tokenizer.encode_batch(texts)
-            lengths = np.array([len(e.ids) for e in encodings])
-            order = np.argsort(-lengths, kind="stable")  # longest first, as sentence-transformers
-            for start in range(0, len(texts), max(batch_size, 1)):
-                idx = order[start : start + batch_size]
-                ids = np.zeros((len(idx), int(lengths[idx].max())), dtype=np.int64)
-                mask = np.zeros_like(ids)
-                for row, j in enumerate(idx):
-                    ids[row, : lengths[j]] = encodings[j].ids
-                    mask[row, : lengths[j]] = 1
-                out[idx] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        if normalize_embeddings or self.normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out[0] if single else out
+    def _pool(self, texts: list[str], out: np.ndarray, batch_size: int) -> None:
+        encodings = self.tokenizer.encode_batch(texts)
+        lengths = np.array([len(e.ids) for e in encodings])
+        order = np.argsort(-lengths, kind="stable")  # longest first, as sentence-transformers
+        for start in range(0, len(texts), max(batch_size, 1)):
+            idx = order[start : start + batch_size]
+            ids = np.zeros((len(idx), int(lengths[idx].max())), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, j in enumerate(idx):
+                ids[row, : lengths[j]] = encodings[j].ids
+                mask[row, : lengths[j]] = 1
+            out[idx] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
 
 # ------------------------------------------------------------------------------- bfloat16 on the CPU
@@ -687,10 +708,10 @@ BF16_ROWS = 64  # every batch has this many rows (empty rows fill the last one o
 BF16_LENGTH_STEP = 8  # every batch's width is a multiple of this (16 in cxnlp-bf16-1: 15% slower)
 
 
-class Bf16Encoder:
+class Bf16Encoder(_FolderEncoder):
     """The torch encoder on the CPU in bfloat16 (autocast: matrix products in bfloat16 on the AMX tiles,
-    LayerNorm, softmax and pooling in float32), about 2.3x ONNX Runtime fp32 on a 2-core Sapphire Rapids
-    VM (benchmarks/README.md, "bfloat16 on the CPU").
+    LayerNorm, softmax and pooling in float32): all three judgements at about 2x ONNX Runtime fp32 on a
+    2-core Sapphire Rapids VM (benchmarks/README.md, "bfloat16 on the CPU").
 
     Batch independence. oneDNN picks its bfloat16 kernels by matrix shape, and a bfloat16 product
     rounds what those kernels sum in different orders, so with ordinary length-sorted batches a
@@ -699,25 +720,18 @@ class Bf16Encoder:
     rows) and a width that depends only on the segment's own length (its token count rounded up to a
     multiple of :data:`BF16_LENGTH_STEP`). A segment is then always computed in a batch of the same
     shape, whatever its neighbours, its position, the chunking or the thread count: the embeddings are
-    identical bit for bit (tests/test_models.py checks this on AMX CPUs)."""
+    identical bit for bit (tests/test_onnx.py checks this on AMX CPUs)."""
 
-    def __init__(self, transformer, location: str) -> None:  # type: ignore[no-untyped-def]
-        from tokenizers import Tokenizer
-
-        layout = _st_layout(Path(location))
-        self.transformer, self.location = transformer.eval(), location
-        self.normalize = layout["normalize"]
-        self.max_seq_length = layout["max_seq_length"]
-        self.tokenizer = Tokenizer.from_file(str(Path(location) / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.max_seq_length)
+    def __init__(self, transformer, location: str, layout: dict[str, Any] | None = None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(location, layout)
+        self.transformer = transformer.eval()
         self._dim = int(transformer.config.hidden_size)  # mean pooling keeps the width
 
     @classmethod
     def load(cls, name: str | None, location: str) -> Bf16Encoder:
         """The transformer of the sentence-transformers folder at ``location`` through transformers'
         ``AutoModel``, without importing sentence-transformers (seconds at start-up)."""
-        _st_layout(Path(location))  # before loading anything: the layout this class reproduces
+        layout = _st_layout(Path(location))  # before loading anything: the layout this class reproduces
         from transformers import AutoModel
 
         try:
@@ -726,12 +740,9 @@ class Bf16Encoder:
             raise ModelError(
                 Errors.E201, name=name or PACKAGED_ENCODER, looked=location, key="models.encoder"
             ) from exc
-        encoder = cls(transformer, location)
+        encoder = cls(transformer, location, layout)
         logger.info("encoder: %s on cpu (torch bfloat16, AMX, %s)", location, BF16_RECIPE)
         return encoder
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self._dim
 
     @staticmethod
     def batches(lengths: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
@@ -745,40 +756,25 @@ class Bf16Encoder:
                 idx = group[start : start + BF16_ROWS]
                 yield idx, int(width[idx[0]])
 
-    def encode(
-        self,
-        sentences: list[str] | str,
-        batch_size: int = 32,
-        normalize_embeddings: bool = False,
-        convert_to_numpy: bool = True,
-        show_progress_bar: bool = False,
-    ) -> np.ndarray:
-        """Embeddings as ``SentenceTransformer.encode`` gives them; ``batch_size`` is not used: the
-        batch shape is fixed (see the class)."""
+    def _pool(self, texts: list[str], out: np.ndarray, batch_size: int) -> None:
+        """``batch_size`` is not used: the batch shape is fixed (see the class)."""
         import torch
 
-        single = isinstance(sentences, str)
-        texts: list[str] = [sentences] if isinstance(sentences, str) else list(sentences)
-        out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        if texts:
-            encodings = self.tokenizer.encode_batch([t.strip() for t in texts])
-            lengths = np.array([len(e.ids) for e in encodings])
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-                for idx, width in self.batches(lengths):
-                    ids = np.zeros((BF16_ROWS, width), dtype=np.int64)
-                    mask = np.zeros_like(ids)
-                    mask[len(idx) :, 0] = 1  # filler rows: one [PAD] token each
-                    for row, j in enumerate(idx):
-                        ids[row, : lengths[j]] = encodings[j].ids
-                        mask[row, : lengths[j]] = 1
-                    mask_t = torch.from_numpy(mask)
-                    hidden = self.transformer(input_ids=torch.from_numpy(ids), attention_mask=mask_t)[0]
-                    m = mask_t[: len(idx)].unsqueeze(-1).float()
-                    pooled = (hidden[: len(idx)].float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                    out[idx] = pooled.numpy()
-        if normalize_embeddings or self.normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out[0] if single else out
+        encodings = self.tokenizer.encode_batch([t.strip() for t in texts])
+        lengths = np.array([len(e.ids) for e in encodings])
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for idx, width in self.batches(lengths):
+                ids = np.zeros((BF16_ROWS, width), dtype=np.int64)
+                mask = np.zeros_like(ids)
+                mask[len(idx) :, 0] = 1  # filler rows: one [PAD] token each
+                for row, j in enumerate(idx):
+                    ids[row, : lengths[j]] = encodings[j].ids
+                    mask[row, : lengths[j]] = 1
+                mask_t = torch.from_numpy(mask)
+                hidden = self.transformer(input_ids=torch.from_numpy(ids), attention_mask=mask_t)[0]
+                m = mask_t[: len(idx)].unsqueeze(-1).float()
+                pooled = (hidden[: len(idx)].float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                out[idx] = pooled.numpy()
 
 
 # ------------------------------------------------------------------------------------------- heads
