@@ -1,7 +1,8 @@
 """Encoder recipes trained side by side on one GPU, heads over each, ranked on dev and out-of-fold figures.
 
 How cx-encoder 3.0.0 was chosen (session 10, one H100; ``models/cx-encoder/README.md``). Each recipe is a
-list of ``--set`` overrides of ``pipelines/train-encoder.yaml``; all of them start at once (a fine-tune
+list of ``--set`` overrides of ``pipelines/train-encoder.yaml`` (those written ``heads:key=value``
+override ``pipelines/train-heads.yaml`` for that recipe's heads); all of them start at once (a fine-tune
 of MiniLM-L6 leaves most of an H100 idle, so two or three share it at about 3,000 examples/s each). When
 a recipe's encoder is written, ``pipelines/train-heads.yaml`` trains heads over it (``--device`` too), and
 the stage test set is scored for the record. The ranking adds SST-2 dev accuracy, GoEmotions 28-label
@@ -30,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def heads(encoder: str, out: str, device: str) -> None:
+def heads(encoder: str, out: str, device: str, *sets: str) -> None:
     """Heads over one encoder, then the stage test set scored per text (the per-segment figure needs
     spaCy); writes OUT/summary.json."""
     sys.path.insert(0, str(ROOT))
@@ -40,7 +41,7 @@ def heads(encoder: str, out: str, device: str) -> None:
 
     t0 = time.time()
     overrides = {"encoder": encoder, "device": device, "stage_eval_file": None}
-    overrides = _merge(overrides, parse_overrides(os.environ.get("HEADS_SET", "").split()))
+    overrides = _merge(overrides, parse_overrides([*os.environ.get("HEADS_SET", "").split(), *sets]))
     cfg = load_train_config(ROOT / "pipelines" / "train-heads.yaml", overrides)
     train(cfg, out)
     model = Heads.load(out)
@@ -85,7 +86,9 @@ def sweep(recipes: dict[str, list[str]]) -> None:
         )
 
     encoders = {}
+    head_sets = {n: [s[len("heads:") :] for s in sets if s.startswith("heads:")] for n, sets in recipes.items()}
     for name, sets in recipes.items():
+        sets = [s for s in sets if not s.startswith("heads:")]
         cmd = [sys.executable, "-m", "cxnlp.cli", "train", "pipelines/train-encoder.yaml", "-o"]
         cmd += [str(work / f"enc-{name}")] + [a for s in [f"device={device}", *sets] for a in ("--set", s)]
         encoders[name] = launch(cmd, f"enc-{name}")
@@ -100,7 +103,8 @@ def sweep(recipes: dict[str, list[str]]) -> None:
                 if p.returncode == 0:
                     enc, dst = str(work / f"enc-{name}"), str(work / f"heads-{name}")
                     running[name] = launch(
-                        [sys.executable, __file__, "--heads", enc, dst, device], f"heads-{name}"
+                        [sys.executable, __file__, "--heads", enc, dst, device, *head_sets[name]],
+                        f"heads-{name}",
                     )
             elif p.poll() is None and now > end_train:
                 p.kill()
@@ -142,6 +146,6 @@ def sweep(recipes: dict[str, list[str]]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--heads"]:
-        heads(*sys.argv[2:5])
+        heads(*sys.argv[2:])
     else:
         sweep(json.loads(sys.argv[1]))

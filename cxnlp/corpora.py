@@ -20,6 +20,7 @@ LICENCES = {
     "sst2": "GLUE SST-2 (Socher et al., 2013); research use as distributed with GLUE",
     "uci_sentences": "UCI Sentiment Labelled Sentences (Kotzias et al., 2015); CC BY 4.0",
     "tweeteval": "TweetEval (Barbieri et al., 2020), SemEval-2017 task 4; research use per TweetEval terms",
+    "tweeteval_emotion": "TweetEval emotion (Barbieri et al., 2020), SemEval-2018 task 1; research use per TweetEval terms",
     "goemotions": "GoEmotions (Demszky et al., 2020), Google Research; Apache-2.0",
     "banking77": "banking77 (Casanueva et al., 2020), PolyAI; CC BY 4.0",
     "clinc150": "clinc150 (Larson et al., 2019); CC BY 3.0",
@@ -73,6 +74,31 @@ def tweeteval_sentiment(data_dir: Path) -> Labelled:
     return Labelled(
         [t.strip() for t in texts], [[mapping[x].strip()] for x in labels], "tweeteval/sentiment/val"
     )
+
+
+# TweetEval's emotion tweets (SemEval-2018, not the sentiment set's SemEval-2017 tweets) carry one of four
+# emotions; each has an unambiguous polarity, so they give tweet-domain sentiment without neutrals.
+TWEET_EMOTION_POLARITY = {"anger": "negative", "sadness": "negative", "joy": "positive", "optimism": "positive"}
+
+
+def tweeteval_emotion_sentiment(data_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> Labelled:
+    """TweetEval emotion tweets labelled by their emotion's polarity (``TWEET_EMOTION_POLARITY``)."""
+    base = data_dir / "tweeteval" / "emotion"
+    mapping = dict(
+        line.split("\t") for line in (base / "mapping.txt").read_text().splitlines() if line.strip()
+    )
+    texts: list[str] = []
+    labels: list[list[str]] = []
+    for split in splits:
+        lines = (base / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
+        ids = (base / f"{split}_labels.txt").read_text().split()
+        if len(lines) != len(ids):
+            raise ValueError(f"{base}/{split}: {len(lines)} texts but {len(ids)} labels")
+        for text, i in zip(lines, ids):
+            if text.strip():
+                texts.append(text.strip())
+                labels.append([TWEET_EMOTION_POLARITY[mapping[i].strip()]])
+    return Labelled(texts, labels, f"tweeteval/emotion/{'+'.join(splits)} (polarity)")
 
 
 def goemotions(data_dir: Path, split: str = "train", variant: str = "original") -> Labelled:

@@ -77,6 +77,11 @@ class Errors:
         "Interrupted before cxnlp finished. cxnlp analyze replaces OUTDIR only with a complete run, so its "
         "earlier outputs are unchanged; run the command again to finish."
     )
+    E216 = (
+        "Base encoder '{base}' ({path}) gives degenerate embeddings: {problem}. Its weights cannot be "
+        "fine-tuned: they look zeroed or pruned (for example benchmarks/gpu_base.py's travel copy for the "
+        "analyze benchmarks). Point the base at the full model (benchmarks/gpu_train_kit.sh builds one for a GPU host)."
+    )
 
 
 class CxnlpError(Exception):

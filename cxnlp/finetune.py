@@ -78,6 +78,9 @@ class EncoderTrainConfig(BaseModel):
     goemotions_sample: int | None = None
     cx_file: str | None = "data/train/cx_sentiment.jsonl"
     cx_repeat: int = Field(4, ge=1)
+    # TweetEval emotion tweets as positive/negative sentiment (corpora.tweeteval_emotion_sentiment), this
+    # many times over; 0 = none. Tweet-domain text the encoder otherwise never sees.
+    tweet_repeat: int = Field(0, ge=0)
     taxonomy: str = "default"
     stage_repeat: int = Field(4, ge=1)
     stage_folds: int = Field(5, ge=2)
@@ -163,6 +166,11 @@ def training_examples(cfg: EncoderTrainConfig) -> tuple[list[Example], dict[str,
         for _ in range(cfg.cx_repeat):
             examples += [Example(t, SENTIMENTS.index(l[0])) for t, l in zip(cx.texts, cx.labels)]
         counts[f"{cx.source}, repeated x{cfg.cx_repeat}"] = len(cx)
+    if cfg.tweet_repeat:
+        tw = corpora.tweeteval_emotion_sentiment(data_dir)
+        for _ in range(cfg.tweet_repeat):
+            examples += [Example(t, SENTIMENTS.index(l[0])) for t, l in zip(tw.texts, tw.labels)]
+        counts[f"{tw.source}, repeated x{cfg.tweet_repeat}"] = len(tw)
     taxonomy = load_taxonomy(cfg.taxonomy)
     stage_names = [*taxonomy.ids, "none"]
     own = taxonomy.labelled
@@ -203,6 +211,26 @@ def _pool(hidden: Any, mask: Any) -> Any:
     m = mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
     return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def check_base_embeddings(teacher: np.ndarray, base: str, location: str | Path) -> None:
+    """Refuse to fine-tune from a broken base: its normalised embeddings must have unit length, and
+    distinct sentences must not all point the same way (a real sentence encoder's mean pairwise cosine
+    over varied text is about 0.1; collapsed weights give 0 vectors or about 1). Trained from such a
+    base, every tuned embedding collapses to one point while the losses still print numbers."""
+    from .errors import Errors, ModelError
+
+    norms = np.linalg.norm(teacher, axis=1)
+    short = float(np.mean(~(np.abs(norms - 1.0) < 1e-2)))
+    centre = teacher.mean(0)
+    mean_cos = float(centre @ centre)  # mean pairwise cosine of unit vectors, self-pairs included
+    if short > 0.01:
+        problem = f"{short:.0%} of {len(teacher):,} training sentences embed to a zero or non-unit vector"
+    elif len(teacher) > 1 and mean_cos > 0.8:
+        problem = f"{len(teacher):,} training sentences have a mean pairwise cosine of {mean_cos:.2f}"
+    else:
+        return
+    raise ModelError(Errors.E216, base=base, path=location, problem=problem)
 
 
 def _cache_lower(model: Any, tokenizer: Any, texts: list[str], k: int, max_length: int, device: str):  # type: ignore[no-untyped-def]
@@ -289,6 +317,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     k = n_layers - cfg.tune_layers
     logger.info("fine-tune: %d examples (%d texts), layers %d-%d", len(examples), len(texts), k, n_layers - 1)
     states, teacher = _cache_lower(model, tokenizer, texts, k, cfg.max_length, cfg.device)
+    check_base_embeddings(teacher, cfg.base, base_location)
     t_cached = time.time()
 
     layers = model.encoder.layer[k:]
@@ -657,7 +686,11 @@ def encoder_card(meta: dict[str, Any], path: Path | None = None) -> str:
         "## Licences",
         "",
         "Base encoder: Apache-2.0. Data: "
-        + "; ".join(corpora.LICENCES[k] for k in ("goemotions", "sst2", "cxnlp-taxonomy", "cxnlp-sentiment"))
+        + "; ".join(
+            corpora.LICENCES[k]
+            for k in ("goemotions", "sst2", "cxnlp-taxonomy", "cxnlp-sentiment")
+            + (("tweeteval_emotion",) if c.get("tweet_repeat") else ())
+        )
         + ".",
         "",
     ]

