@@ -86,7 +86,9 @@ def sweep(recipes: dict[str, list[str]]) -> None:
         )
 
     encoders = {}
-    head_sets = {n: [s[len("heads:") :] for s in sets if s.startswith("heads:")] for n, sets in recipes.items()}
+    head_sets = {
+        n: [s[len("heads:") :] for s in sets if s.startswith("heads:")] for n, sets in recipes.items()
+    }
     for name, sets in recipes.items():
         sets = [s for s in sets if not s.startswith("heads:")]
         cmd = [sys.executable, "-m", "cxnlp.cli", "train", "pipelines/train-encoder.yaml", "-o"]

@@ -78,7 +78,12 @@ def tweeteval_sentiment(data_dir: Path) -> Labelled:
 
 # TweetEval's emotion tweets (SemEval-2018, not the sentiment set's SemEval-2017 tweets) carry one of four
 # emotions; each has an unambiguous polarity, so they give tweet-domain sentiment without neutrals.
-TWEET_EMOTION_POLARITY = {"anger": "negative", "sadness": "negative", "joy": "positive", "optimism": "positive"}
+TWEET_EMOTION_POLARITY = {
+    "anger": "negative",
+    "sadness": "negative",
+    "joy": "positive",
+    "optimism": "positive",
+}
 
 
 def tweeteval_emotion_sentiment(data_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> Labelled:

@@ -379,8 +379,11 @@ def test_tweet_emotions_train_the_encoder_and_heads_as_sentiment_only_when_asked
     assert sorted(rows) == sorted(
         [(t, ft.SENTIMENTS.index(l[0])) for t, l in zip(tweets.texts, tweets.labels)] * 2
     )
-    assert all(e.emotion is None and e.stage is None for e in ft.training_examples(
-        _config(tiny_data, limit=None, tweet_repeat=1))[0] if e.text.endswith("#tweet"))
+    assert all(
+        e.emotion is None and e.stage is None
+        for e in ft.training_examples(_config(tiny_data, limit=None, tweet_repeat=1))[0]
+        if e.text.endswith("#tweet")
+    )
     off = TrainConfig(data_dir=str(tiny_data))
     on = off.model_copy(update={"sentiment": off.sentiment.model_copy(update={"use_tweet_emotions": True})})
     assert tweets.source not in [p.source for p in sentiment_parts(off, tiny_data)]
