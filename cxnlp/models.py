@@ -723,19 +723,27 @@ class Bf16Encoder(_FolderEncoder):
     identical bit for bit (tests/test_onnx.py checks this on AMX CPUs)."""
 
     def __init__(self, transformer, location: str, layout: dict[str, Any] | None = None) -> None:  # type: ignore[no-untyped-def]
+        """``transformer``: :class:`cxnlp.bert.Bert`, or a transformers model (called with keywords)."""
         super().__init__(location, layout)
         self.transformer = transformer.eval()
-        self._dim = int(transformer.config.hidden_size)  # mean pooling keeps the width
+        # mean pooling keeps the width
+        self._dim = int(getattr(transformer, "hidden_size", 0) or transformer.config.hidden_size)
 
     @classmethod
     def load(cls, name: str | None, location: str) -> Bf16Encoder:
-        """The transformer of the sentence-transformers folder at ``location`` through transformers'
-        ``AutoModel``, without importing sentence-transformers (seconds at start-up)."""
+        """The transformer of the sentence-transformers folder at ``location``: a BERT model through
+        :mod:`cxnlp.bert` (the same operations as transformers' ``BertModel``, the same embeddings bit
+        for bit, without transformers' 4 s of imports and loading); any other architecture through
+        transformers' ``AutoModel``. Never imports sentence-transformers."""
         layout = _st_layout(Path(location))  # before loading anything: the layout this class reproduces
-        from transformers import AutoModel
+        from . import bert
 
         try:
-            transformer = AutoModel.from_pretrained(location)
+            transformer = bert.load(location)
+            if transformer is None:
+                from transformers import AutoModel
+
+                transformer = AutoModel.from_pretrained(location)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 Errors.E201, name=name or PACKAGED_ENCODER, looked=location, key="models.encoder"
@@ -771,7 +779,8 @@ class Bf16Encoder(_FolderEncoder):
                     ids[row, : lengths[j]] = encodings[j].ids
                     mask[row, : lengths[j]] = 1
                 mask_t = torch.from_numpy(mask)
-                hidden = self.transformer(input_ids=torch.from_numpy(ids), attention_mask=mask_t)[0]
+                hidden = self.transformer(input_ids=torch.from_numpy(ids), attention_mask=mask_t)
+                hidden = hidden if isinstance(hidden, torch.Tensor) else hidden[0]
                 m = mask_t[: len(idx)].unsqueeze(-1).float()
                 pooled = (hidden[: len(idx)].float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
                 out[idx] = pooled.numpy()
