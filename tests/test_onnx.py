@@ -362,3 +362,16 @@ def test_bf16_encoder_does_not_import_transformers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["(384,)", "False"]
+
+
+def test_the_cli_quiets_transformers_without_importing_it():
+    import os
+    import subprocess
+
+    code = (
+        "import sys, os; from cxnlp import cli; cli._quiet_libraries(); "
+        "print('transformers' in sys.modules, os.environ['TRANSFORMERS_VERBOSITY'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", "error"]
