@@ -14,8 +14,9 @@
 # (git rm --cached, and ignore it), and git reset it afterwards.
 # On the GPU host, from the repository root:
 #   mkdir -p /tmp/x ../shared && tar -xJf KIT/site.tar.xz -C /tmp/x && tar -xJf KIT/data.tar.xz -C ../shared
-#   export PYTHONPATH=/tmp/x/site:KIT/shim:$PWD CXNLP_GPU_BASE=KIT/base
+#   export PYTHONPATH=/tmp/x/site:$PWD/KIT/shim:$PWD CXNLP_GPU_BASE=$PWD/KIT/base
 #   OUT=... python3 benchmarks/gpu_train_sweep.py '{"A": ["epochs=6"], ...}'
+# (benchmarks/gpu_train_run.sh does these steps.)
 set -euo pipefail
 KIT=$(realpath -m "$1"); PY312=${2:-python3.12}; PY=${PY:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,5 +50,5 @@ def get_model_path() -> Path:
     return MODEL_DIR
 PY
 (cd "$ROOT/../shared" && tar -cJf "$KIT/data.tar.xz" data/goemotions/original data/goemotions/group data/sst2 \
-  data/uci_sentences data/tweeteval/sentiment data/README.md)
+  data/uci_sentences data/tweeteval/sentiment data/tweeteval/emotion data/README.md)
 du -sh "$KIT"/site.tar.xz "$KIT"/base "$KIT"/data.tar.xz
