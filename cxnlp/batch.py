@@ -350,8 +350,8 @@ def loaders_for(analyzer: Analyzer, n_chunks: int) -> int:
     script that runs a batch must guard its entry point (``if __name__ == "__main__":``)."""
     if n_chunks < MIN_PARALLEL_LOAD:
         return 0
-    if analyzer.config.batch.workers is None and analyzer.device == "cpu":
-        return 0  # two loaders gained nothing on the 2-core VM (benchmarks/README.md)
+    # workers_for without a chunk size is 0 on the CPU in auto: two loaders gained nothing on the 2-core
+    # VM (benchmarks/README.md)
     n = min(MAX_LOADERS, workers_for(analyzer), n_chunks)
     return n if n > 1 else 0
 

@@ -64,16 +64,21 @@ def uci_sentences(data_dir: Path) -> Labelled:
     return Labelled(texts, labels, "uci_sentences")
 
 
-def tweeteval_sentiment(data_dir: Path) -> Labelled:
-    base = data_dir / "tweeteval" / "sentiment"
+def _tweeteval(base: Path, split: str) -> list[tuple[str, str]]:
+    """(stripped text, label name) of each line of a TweetEval task folder's split."""
     mapping = dict(
         line.split("\t") for line in (base / "mapping.txt").read_text().splitlines() if line.strip()
     )
-    texts = (base / "val_text.txt").read_text(encoding="utf-8").splitlines()
-    labels = (base / "val_labels.txt").read_text().split()
-    return Labelled(
-        [t.strip() for t in texts], [[mapping[x].strip()] for x in labels], "tweeteval/sentiment/val"
-    )
+    texts = (base / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
+    ids = (base / f"{split}_labels.txt").read_text().split()
+    if len(texts) != len(ids):
+        raise ValueError(f"{base}/{split}: {len(texts)} texts but {len(ids)} labels")
+    return [(t.strip(), mapping[i].strip()) for t, i in zip(texts, ids)]
+
+
+def tweeteval_sentiment(data_dir: Path) -> Labelled:
+    rows = _tweeteval(data_dir / "tweeteval" / "sentiment", "val")
+    return Labelled([t for t, _ in rows], [[label] for _, label in rows], "tweeteval/sentiment/val")
 
 
 # TweetEval's emotion tweets (SemEval-2018, not the sentiment set's SemEval-2017 tweets) carry one of four
@@ -89,21 +94,12 @@ TWEET_EMOTION_POLARITY = {
 def tweeteval_emotion_sentiment(data_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> Labelled:
     """TweetEval emotion tweets labelled by their emotion's polarity (``TWEET_EMOTION_POLARITY``)."""
     base = data_dir / "tweeteval" / "emotion"
-    mapping = dict(
-        line.split("\t") for line in (base / "mapping.txt").read_text().splitlines() if line.strip()
+    rows = [(t, e) for split in splits for t, e in _tweeteval(base, split) if t]
+    return Labelled(
+        [t for t, _ in rows],
+        [[TWEET_EMOTION_POLARITY[e]] for _, e in rows],
+        f"tweeteval/emotion/{'+'.join(splits)} (polarity)",
     )
-    texts: list[str] = []
-    labels: list[list[str]] = []
-    for split in splits:
-        lines = (base / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
-        ids = (base / f"{split}_labels.txt").read_text().split()
-        if len(lines) != len(ids):
-            raise ValueError(f"{base}/{split}: {len(lines)} texts but {len(ids)} labels")
-        for text, i in zip(lines, ids):
-            if text.strip():
-                texts.append(text.strip())
-                labels.append([TWEET_EMOTION_POLARITY[mapping[i].strip()]])
-    return Labelled(texts, labels, f"tweeteval/emotion/{'+'.join(splits)} (polarity)")
 
 
 def goemotions(data_dir: Path, split: str = "train", variant: str = "original") -> Labelled:

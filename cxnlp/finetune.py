@@ -140,7 +140,8 @@ def stage_holdout(n: int, seed: int, folds: int, fold: int) -> np.ndarray:
 
 def training_examples(cfg: EncoderTrainConfig) -> tuple[list[Example], dict[str, Any], list[str], list[str]]:
     """Every training example with the labels it carries, the data counts for the card, and the
-    emotion and stage label names. TweetEval and the UCI sentences stay out: the heads report them by
+    emotion and stage label names. TweetEval's sentiment tweets and the UCI sentences stay out (the
+    TweetEval emotion tweets may come in, ``tweet_repeat``): the heads report them by
     cross-validation, which a fine-tuned encoder that had seen them would inflate."""
     data_dir = Path(cfg.data_dir)
     examples: list[Example] = []
@@ -158,19 +159,20 @@ def training_examples(cfg: EncoderTrainConfig) -> tuple[list[Example], dict[str,
         n_group += sent >= 0
         examples.append(Example(ge.texts[i], sent, tuple(emo_names.index(l) for l in ge.labels[i])))
     counts[f"{ge.source} (emotion; sentiment group where single and not ambiguous: {n_group})"] = len(rows)
-    sst = corpora.sample(corpora.sst2(data_dir, "train", cfg.sst2_min_words), cfg.sst2_sample, cfg.seed)
-    examples += [Example(t, SENTIMENTS.index(l[0])) for t, l in zip(sst.texts, sst.labels)]
-    counts[sst.source] = len(sst)
+
+    def add_sentiment(data: corpora.Labelled, repeat: int | None = None) -> None:
+        """Sentiment-only examples, ``repeat`` times over (None: once, counted without "repeated")."""
+        for _ in range(repeat or 1):
+            examples.extend(Example(t, SENTIMENTS.index(l[0])) for t, l in zip(data.texts, data.labels))
+        counts[data.source if repeat is None else f"{data.source}, repeated x{repeat}"] = len(data)
+
+    add_sentiment(
+        corpora.sample(corpora.sst2(data_dir, "train", cfg.sst2_min_words), cfg.sst2_sample, cfg.seed)
+    )
     if cfg.cx_file:
-        cx = corpora.project_sentiment(Path(cfg.cx_file))
-        for _ in range(cfg.cx_repeat):
-            examples += [Example(t, SENTIMENTS.index(l[0])) for t, l in zip(cx.texts, cx.labels)]
-        counts[f"{cx.source}, repeated x{cfg.cx_repeat}"] = len(cx)
+        add_sentiment(corpora.project_sentiment(Path(cfg.cx_file)), cfg.cx_repeat)
     if cfg.tweet_repeat:
-        tw = corpora.tweeteval_emotion_sentiment(data_dir)
-        for _ in range(cfg.tweet_repeat):
-            examples += [Example(t, SENTIMENTS.index(l[0])) for t, l in zip(tw.texts, tw.labels)]
-        counts[f"{tw.source}, repeated x{cfg.tweet_repeat}"] = len(tw)
+        add_sentiment(corpora.tweeteval_emotion_sentiment(data_dir), cfg.tweet_repeat)
     taxonomy = load_taxonomy(cfg.taxonomy)
     stage_names = [*taxonomy.ids, "none"]
     own = taxonomy.labelled
