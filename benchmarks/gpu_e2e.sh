@@ -5,6 +5,7 @@
 # N reviews (make_corpus.py, seed 0), killed after LIMIT seconds, CW cluster workers. Writes into $OUT:
 # machine.txt, run.log (--log-format json; python benchmarks/run_timeline.py run.log --wall S),
 # wrapper.txt (exit code, seconds, peak RSS of the run), run.json, vmstat.txt and gpu.csv (every 5 s).
+# EQ=2000: then the first 2,000 reviews on DEVICE and on the CPU, compared (compare.json, compare_runs.py).
 # LOCAL=1 DEVICE=cpu: a dry run here, with this machine's packages.
 set -u
 X=/tmp/x; mkdir -p "$X" "$OUT"
@@ -25,3 +26,13 @@ python3 -c "import resource, subprocess, sys, time; t = time.perf_counter(); rc 
 cp /tmp/out/run.json "$OUT/" 2>/dev/null
 kill $SMI $VMSTAT 2>/dev/null
 cat "$OUT/wrapper.txt"
+# EQ=2000: the first EQ reviews again, on DEVICE and on the CPU, compared segment by segment
+# (benchmarks/compare_runs.py; the travel base keeps the token rows of this corpus only, so compare on it)
+if [ -n "${EQ:-}" ]; then
+  head -n "$EQ" /tmp/r.jsonl > /tmp/eq.jsonl
+  for d in "${DEVICE:-cuda}" cpu; do
+    rm -rf "/tmp/eq-$d"; timeout 300 python3 -m cxnlp.cli analyze /tmp/eq.jsonl -o "/tmp/eq-$d" --device "$d" -q
+  done
+  python3 benchmarks/compare_runs.py "/tmp/eq-${DEVICE:-cuda}" /tmp/eq-cpu > "$OUT/compare.json"
+  echo "compare rc $?"; cat "$OUT/compare.json"
+fi
