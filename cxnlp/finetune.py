@@ -215,6 +215,10 @@ def _pool(hidden: Any, mask: Any) -> Any:
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
+# Texts whose base embeddings are checked (check_base_embeddings) before the fine-tune caches them all.
+PROBE_TEXTS = 512
+
+
 def check_base_embeddings(teacher: np.ndarray, base: str, location: str | Path) -> None:
     """Refuse to fine-tune from a broken base: its normalised embeddings must have unit length, and
     distinct sentences must not all point the same way (a real sentence encoder's mean pairwise cosine
@@ -318,8 +322,13 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     n_layers = model.config.num_hidden_layers
     k = n_layers - cfg.tune_layers
     logger.info("fine-tune: %d examples (%d texts), layers %d-%d", len(examples), len(texts), k, n_layers - 1)
+    # A broken base is refused on a sample first: caching every text through it takes minutes on a
+    # GPU and hours on a CPU (its own random generator: the batching below stays as it was).
+    probe = random.Random(cfg.seed).sample(texts, min(len(texts), PROBE_TEXTS))
+    check_base_embeddings(
+        _cache_lower(model, tokenizer, probe, k, cfg.max_length, cfg.device)[1], cfg.base, base_location
+    )
     states, teacher = _cache_lower(model, tokenizer, texts, k, cfg.max_length, cfg.device)
-    check_base_embeddings(teacher, cfg.base, base_location)
     t_cached = time.time()
 
     layers = model.encoder.layer[k:]

