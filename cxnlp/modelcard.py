@@ -59,6 +59,10 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         "",
         "Training reads `../shared/data` (override with `--set data_dir=...`) and the taxonomy examples in",
         "`cxnlp/taxonomies/default.yaml`. Every metric below is recomputed by that command (`metrics.json`).",
+        "The metrics are computed with the fp32 encoder (ONNX Runtime on the CPU, equal to torch fp32), so the",
+        "`cxnlp eval` lines below pass `--backend onnx` (or `torch`) to reproduce them exactly. Without it, a",
+        "CPU with AMX runs the bfloat16 encoder, whose labels can differ on a few borderline texts: a figure",
+        "may move in the third decimal.",
         "",
         "## Tasks",
         "",
@@ -83,7 +87,7 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
             "### Sentiment",
             "",
             f"- SST-2 dev (binary: positive vs negative probability; never trained on): {_fmt(m['sst2_dev'])}.",
-            f"  Reproduce: `cxnlp eval --task sentiment {cfg['data_dir']}/sst2/dev.tsv`",
+            f"  Reproduce: `cxnlp eval --backend onnx --task sentiment {cfg['data_dir']}/sst2/dev.tsv`",
             f"- Labels: negative/positive when |P(pos) - P(neg)| passes the neutral band {m['neutral_band']['value']:.2f}, tuned on one",
             "  seeded half of GoEmotions sentiment-group dev (3-way, single-label rows; never trained on).",
             f"- GoEmotions sentiment-group dev, the other half: {_fmt(m['goemotions_group_dev_half'])}"
@@ -92,7 +96,7 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         if "stage_eval_set" in m:
             out += [
                 f"- CX sentiment on the project stage test set `data/eval/stages.jsonl` (its `sentiment` labels): {_fmt(m['stage_eval_set'])}.",
-                "  Reproduce: `cxnlp eval --task sentiment data/eval/stages.jsonl`",
+                "  Reproduce: `cxnlp eval --backend onnx --task sentiment data/eval/stages.jsonl`",
                 "",
                 *_per_label(m["stage_eval_set"]),
             ]
@@ -135,7 +139,7 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
             e = m["stage_eval_set"]
             out += [
                 f"- **Project stage test set** `data/eval/stages.jsonl` (written for cxnlp, never trained on): {_fmt(e)}, micro-F1 {e['micro_f1']:.3f}.",
-                "  Reproduce: `cxnlp eval --task stage data/eval/stages.jsonl`",
+                "  Reproduce: `cxnlp eval --backend onnx --task stage data/eval/stages.jsonl`",
                 "",
                 *_per_label(e),
             ]
@@ -145,7 +149,7 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
                     "",
                     "- The same test set scored as `cxnlp analyze` scores a document (each text split into segments,"
                     f" a stage per segment, the text's stages their union): {_fmt(g)}, micro-F1 {g['micro_f1']:.3f}.",
-                    "  Reproduce: `cxnlp eval --task stage --unit segments data/eval/stages.jsonl`",
+                    "  Reproduce: `cxnlp eval --backend onnx --task stage --unit segments data/eval/stages.jsonl`",
                     "",
                     *_per_label(g),
                 ]
@@ -194,8 +198,8 @@ def _cv_section(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     out = [
         "",
         f"**Cross-validated figures for corpora that are also training data** ({cv['folds']}-fold: fold k of",
-        "TweetEval val and of the UCI sentences is held out, a head is trained with the same recipe on all the",
-        "rest, its neutral band re-tuned on the GoEmotions tuning half "
+        "TweetEval val and of the UCI sentences is held out, every copy of a repeated row with it; a head is",
+        "trained with the same recipe on all the rest, its neutral band re-tuned on the GoEmotions tuning half "
         f"({', '.join(f'{b:.2f}' for b in cv['neutral_bands'])}), and it labels the held-out fold):",
         "",
     ]

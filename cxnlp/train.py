@@ -70,6 +70,9 @@ class SentimentTrainConfig(HeadTrainConfig):
     sst2_min_words: int = 3
     goemotions_sample: int | None = 30000
     use_tweeteval: bool = True
+    # The TweetEval tweets (2,000 among ~80k examples), this many times over: the heads' one in-domain
+    # tweet corpus; the cross-validation holds every copy of a held-out tweet out together.
+    tweeteval_repeat: int = Field(1, ge=1)
     # TweetEval emotion tweets as positive/negative sentiment (not the TweetEval sentiment tweets)
     use_tweet_emotions: bool = False
     cx_file: str | None = "data/train/cx_sentiment.jsonl"
@@ -298,18 +301,25 @@ def sentiment_parts(cfg: TrainConfig, data_dir: Path) -> list[corpora.Labelled]:
     )
     parts.append(corpora.sample(ge, sc.goemotions_sample, cfg.seed))
     if sc.use_tweeteval:
-        parts.append(corpora.tweeteval_sentiment(data_dir))
+        parts += _repeated(corpora.tweeteval_sentiment(data_dir), sc.tweeteval_repeat)
     if sc.use_tweet_emotions:
         parts.append(corpora.tweeteval_emotion_sentiment(data_dir))
     if sc.cx_file:
         # Project-written customer-feedback sentences, repeated so that a few hundred lines weigh
         # against ~65k sentences from other domains.
-        cx = corpora.project_sentiment(Path(sc.cx_file))
-        parts += [
-            corpora.Labelled(cx.texts, cx.labels, f"{cx.source}, repeated x{sc.cx_repeat}")
-            for _ in range(sc.cx_repeat)
-        ]
+        parts += _repeated(corpora.project_sentiment(Path(sc.cx_file)), sc.cx_repeat, always=True)
     return parts
+
+
+def _repeated(data: corpora.Labelled, repeat: int, always: bool = False) -> list[corpora.Labelled]:
+    """``repeat`` copies of ``data``, each named "<source>, repeated xN" (the plain name for a single
+    copy, unless ``always``): the card counts a source once, and the cross-validation finds the copies."""
+    if repeat == 1 and not always:
+        return [data]
+    return [corpora.Labelled(data.texts, data.labels, f"{data.source}{REPEATED}{repeat}")] * repeat
+
+
+REPEATED = ", repeated x"
 
 
 def goemotions_group_dev(
@@ -681,31 +691,44 @@ def _threads() -> int:
 # ------------------------------------------------------------------ sentiment figures for the card
 
 
+# The training corpora whose figures are cross-validated (sentiment_cv), by source name.
+CV_CORPORA = {"tweeteval/sentiment/val": "tweeteval_val", "uci_sentences": "uci_sentences"}
+
+
+def cv_folds(
+    parts: list[corpora.Labelled], folds: int, seed: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The fold of each training row (-1: in every fold's training set) and the rows of each
+    :data:`CV_CORPORA` corpus whose out-of-fold predictions are scored. A repeated corpus's copies share
+    their rows' folds, so a held-out row is held out with all its copies."""
+    source = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+    copies: dict[str, list[np.ndarray]] = {}
+    for i, p in enumerate(parts):
+        name = CV_CORPORA.get(p.source.split(REPEATED)[0])
+        if name:
+            copies.setdefault(name, []).append(np.flatnonzero(source == i))
+    fold = np.full(len(source), -1)
+    rng = np.random.default_rng(seed)
+    for rows in copies.values():
+        fold_of = rng.permutation(len(rows[0])) % folds
+        for idx in rows:
+            fold[idx] = fold_of
+    return fold, {name: rows[0] for name, rows in copies.items()}
+
+
 def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, Any]:
     """Out-of-fold sentiment predictions for the training corpora that are also reported: TweetEval
     val (3-way) and the UCI sentences (binary).
 
-    Fold k holds out the k-th fifth of both; the head is trained with the shipped recipe on everything
+    Fold k holds out the k-th fifth of both (every copy of a row, for a repeated corpus); the head is trained with the shipped recipe on everything
     else (the other corpora and the other folds), its neutral band re-tuned on the GoEmotions tuning
     half, and then labels the held-out rows. Reads cached embeddings only: five small fits."""
     sc = cfg.sentiment
     parts = sentiment_parts(cfg, data_dir)
     texts = [t for p in parts for t in p.texts]
     y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
-    source = np.concatenate([[i] * len(p) for i, p in enumerate(parts)])
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
-    held = {
-        name: np.flatnonzero(source == i)
-        for i, p in enumerate(parts)
-        for name in [
-            {"tweeteval/sentiment/val": "tweeteval_val", "uci_sentences": "uci_sentences"}.get(p.source)
-        ]
-        if name
-    }
-    fold = np.full(len(texts), -1)
-    rng = np.random.default_rng(cfg.seed)
-    for idx in held.values():
-        fold[idx] = rng.permutation(len(idx)) % folds
+    fold, held = cv_folds(parts, folds, cfg.seed)
     gtexts, ggold, _, tune_idx = goemotions_group_dev(cfg, data_dir)
     Xg = build_features(sc.features, embed_cached(gtexts, cfg.encoder, cfg.device), gtexts)
     probs = np.zeros((len(texts), 3), dtype=np.float32)

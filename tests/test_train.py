@@ -433,3 +433,31 @@ def test_finetune_from_a_zeroed_base_fails_with_a_clear_error(tiny_data, tmp_pat
         ft.finetune(_config(tiny_data, base=str(base), limit=32), tmp_path / "enc")
     assert cached == [8]  # the probe only: the training texts were never all cached
     assert not (tmp_path / "enc" / ft.LAYERS_FILE).exists()
+
+
+def test_repeated_tweets_are_held_out_with_all_their_copies(tiny_data):
+    """sentiment.tweeteval_repeat: the copies share their rows' folds, so the cross-validated TweetEval
+    figure never scores a tweet that trained the head; one copy gives the folds of before."""
+    from cxnlp.train import REPEATED, TrainConfig, cv_folds, sentiment_parts
+
+    def config(repeat: int) -> TrainConfig:
+        return TrainConfig.model_validate(
+            {"data_dir": str(tiny_data), "sentiment": {"tweeteval_repeat": repeat}}
+        )
+
+    one = sentiment_parts(config(1), tiny_data)
+    three = sentiment_parts(config(3), tiny_data)
+    tweet_parts = [p for p in three if p.source.startswith("tweeteval/sentiment/val")]
+    assert [p.source for p in tweet_parts] == [f"tweeteval/sentiment/val{REPEATED}3"] * 3
+    assert "tweeteval/sentiment/val" in [p.source for p in one]
+    fold, held = cv_folds(three, 5, 0)
+    starts = np.cumsum([0] + [len(p) for p in three])
+    copies = [np.arange(starts[i], starts[i + 1]) for i, p in enumerate(three) if p in tweet_parts]
+    assert len(copies) == 3 and all((fold[c] == fold[copies[0]]).all() for c in copies)
+    per_fold = np.bincount(fold[copies[0]], minlength=5)
+    assert len(per_fold) == 5 and per_fold.max() - per_fold.min() <= 1
+    assert (held["tweeteval_val"] == copies[0]).all()
+    assert (fold[np.concatenate(copies[1:])] >= 0).all()  # no copy trains every fold
+    fold_one, held_one = cv_folds(one, 5, 0)
+    assert (fold_one[held_one["tweeteval_val"]] == fold[held["tweeteval_val"]]).all()
+    assert (fold_one[held_one["uci_sentences"]] == fold[held["uci_sentences"]]).all()
