@@ -324,9 +324,9 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     logger.info("fine-tune: %d examples (%d texts), layers %d-%d", len(examples), len(texts), k, n_layers - 1)
     # A broken base is refused on a sample first: caching every text through it takes minutes on a
     # GPU and hours on a CPU (its own random generator: the batching below stays as it was).
-    probe = random.Random(cfg.seed).sample(texts, min(len(texts), PROBE_TEXTS))
+    sample = random.Random(cfg.seed).sample(texts, min(len(texts), PROBE_TEXTS))
     check_base_embeddings(
-        _cache_lower(model, tokenizer, probe, k, cfg.max_length, cfg.device)[1], cfg.base, base_location
+        _cache_lower(model, tokenizer, sample, k, cfg.max_length, cfg.device)[1], cfg.base, base_location
     )
     states, teacher = _cache_lower(model, tokenizer, texts, k, cfg.max_length, cfg.device)
     t_cached = time.time()
