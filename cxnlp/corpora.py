@@ -64,6 +64,11 @@ def uci_sentences(data_dir: Path) -> Labelled:
     return Labelled(texts, labels, "uci_sentences")
 
 
+# How a corpus trained on N times over is named in the training data counts ("<source>, repeated xN"):
+# train.cv_folds finds the copies of a cross-validated corpus by it.
+REPEATED = ", repeated x"
+
+
 def _tweeteval(base: Path, split: str) -> list[tuple[str, str]]:
     """(stripped text, label name) of each line of a TweetEval task folder's split."""
     mapping = dict(

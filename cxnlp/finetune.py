@@ -164,7 +164,7 @@ def training_examples(cfg: EncoderTrainConfig) -> tuple[list[Example], dict[str,
         """Sentiment-only examples, ``repeat`` times over (None: once, counted without "repeated")."""
         for _ in range(repeat or 1):
             examples.extend(Example(t, SENTIMENTS.index(l[0])) for t, l in zip(data.texts, data.labels))
-        counts[data.source if repeat is None else f"{data.source}, repeated x{repeat}"] = len(data)
+        counts[data.source if repeat is None else f"{data.source}{corpora.REPEATED}{repeat}"] = len(data)
 
     add_sentiment(
         corpora.sample(corpora.sst2(data_dir, "train", cfg.sst2_min_words), cfg.sst2_sample, cfg.seed)
@@ -180,7 +180,9 @@ def training_examples(cfg: EncoderTrainConfig) -> tuple[list[Example], dict[str,
     kept = [pair for pair, h in zip(own, held) if not h]
     for _ in range(cfg.stage_repeat):
         examples += [Example(t, stage=tuple(stage_names.index(s) for s in ls)) for t, ls in kept]
-    counts[f"taxonomy '{taxonomy.name}' examples (cxnlp-written), repeated x{cfg.stage_repeat}"] = len(kept)
+    counts[f"taxonomy '{taxonomy.name}' examples (cxnlp-written){corpora.REPEATED}{cfg.stage_repeat}"] = len(
+        kept
+    )
     counts["taxonomy examples held out (stage fold never trained on; tunes the stage thresholds)"] = int(
         held.sum()
     )

@@ -316,10 +316,7 @@ def _repeated(data: corpora.Labelled, repeat: int, always: bool = False) -> list
     copy, unless ``always``): the card counts a source once, and the cross-validation finds the copies."""
     if repeat == 1 and not always:
         return [data]
-    return [corpora.Labelled(data.texts, data.labels, f"{data.source}{REPEATED}{repeat}")] * repeat
-
-
-REPEATED = ", repeated x"
+    return [corpora.Labelled(data.texts, data.labels, f"{data.source}{corpora.REPEATED}{repeat}")] * repeat
 
 
 def goemotions_group_dev(
@@ -704,7 +701,7 @@ def cv_folds(
     source = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
     copies: dict[str, list[np.ndarray]] = {}
     for i, p in enumerate(parts):
-        name = CV_CORPORA.get(p.source.split(REPEATED)[0])
+        name = CV_CORPORA.get(p.source.split(corpora.REPEATED)[0])
         if name:
             copies.setdefault(name, []).append(np.flatnonzero(source == i))
     fold = np.full(len(source), -1)
@@ -720,9 +717,10 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
     """Out-of-fold sentiment predictions for the training corpora that are also reported: TweetEval
     val (3-way) and the UCI sentences (binary).
 
-    Fold k holds out the k-th fifth of both (every copy of a row, for a repeated corpus); the head is trained with the shipped recipe on everything
-    else (the other corpora and the other folds), its neutral band re-tuned on the GoEmotions tuning
-    half, and then labels the held-out rows. Reads cached embeddings only: five small fits."""
+    Fold k holds out the k-th fifth of both (every copy of a row, for a repeated corpus: :func:`cv_folds`);
+    the head is trained with the shipped recipe on everything else (the other corpora and the other
+    folds), its neutral band re-tuned on the GoEmotions tuning half, and then labels the held-out rows.
+    Reads cached embeddings only: five small fits."""
     sc = cfg.sentiment
     parts = sentiment_parts(cfg, data_dir)
     texts = [t for p in parts for t in p.texts]
