@@ -286,18 +286,66 @@ def test_emotion_balance_weights_rare_labels_up(tiny_data, tuned, tmp_path, monk
         return real(X, Y, kind, cfg, seed, pos_weight)
 
     monkeypatch.setattr(tr, "fit_head", spy)
+    firsts = []
     for balance in (0.0, 0.5):
         config = tr.TrainConfig.model_validate(
             {"data_dir": str(tiny_data), "encoder": str(tuned), "emotion": {"epochs": 1, "balance": balance}}
         )
+        seen.clear()
         tr.train_emotion(config, tiny_data)
-    (_, unweighted), (Y, weighted) = seen
+        assert len(seen) == 1 + config.emotion.threshold_folds  # the head, then the out-of-fold heads
+        firsts.append(seen[0])
+    (_, unweighted), (Y, weighted) = firsts
     assert unweighted is None
     pos = Y.sum(0)
     expected = np.clip((len(Y) - pos) / np.maximum(pos, 1), 1, 50) ** 0.5
     assert np.allclose(weighted, expected) and weighted.max() > 1
     with pytest.raises(ValueError, match="balance"):
         tr.TrainConfig.model_validate({"emotion": {"balance": 1.5}})
+
+
+def test_emotion_thresholds_from_out_of_fold_predictions(tiny_data, tuned, tmp_path, monkeypatch):
+    """emotion.threshold_folds: each training row is labelled by the one fold head that never trained on
+    it, and those rows tune the cuts together with the dev half; 0 keeps the dev half alone."""
+    from cxnlp import train as tr
+
+    monkeypatch.setattr("cxnlp.train.CACHE_DIR", tmp_path / "cache")
+    X = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
+    Y = (X[:, :3] > 0.3).astype(np.float32)
+    fits: list[np.ndarray] = []
+    real = tr.fit_head
+
+    def spy(X_fit, Y_fit, kind, cfg, seed, pos_weight=None):  # type: ignore[no-untyped-def]
+        fits.append(X_fit.copy())
+        return real(X_fit, Y_fit, kind, cfg, seed, pos_weight)
+
+    monkeypatch.setattr(tr, "fit_head", spy)
+    ec = tr.EmotionTrainConfig(epochs=1, hidden=0, threshold_folds=4)
+    oof = tr.emotion_out_of_fold(X, Y, ec, seed=0)
+    assert oof.shape == Y.shape and len(fits) == 4
+    fold = np.random.default_rng(0).permutation(len(X)) % 4
+    for k, seen in enumerate(fits):
+        held = {r.tobytes() for r in X[fold == k]}
+        assert len(seen) == (fold != k).sum() and not held & {r.tobytes() for r in seen}
+    assert (oof > 0).all() and (oof < 1).all()  # every row labelled
+
+    tuned_on = {}
+    for folds in (0, 3):
+        config = tr.TrainConfig.model_validate(
+            {
+                "data_dir": str(tiny_data),
+                "encoder": str(tuned),
+                "emotion": {"epochs": 1, "threshold_folds": folds},
+            }
+        )
+        spec, _module, _data, metrics = tr.train_emotion(config, tiny_data)
+        tuned_on[folds] = metrics["thresholds_tuned_on"]
+        assert len(spec.thresholds) == len(spec.labels)
+        assert ("goemotions_dev_half_dev_cuts" in metrics) == bool(folds)
+    assert len(tuned_on[0]) == 1 and tuned_on[0][0].startswith("the seeded half of goemotions/original/dev")
+    assert len(tuned_on[3]) == 2 and "(3 folds," in tuned_on[3][0]
+    with pytest.raises(ValueError, match="threshold_folds"):
+        tr.TrainConfig.model_validate({"emotion": {"threshold_folds": 11}})
 
 
 def test_knn_shares_weight_the_nearest_labelled_examples():
