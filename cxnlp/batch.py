@@ -48,10 +48,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import cluster, memory
+from . import cluster, memory, processes
 from .about import __version__
 from .config import Config, config_to_dict
-from .errors import Errors, PipelineError
+from .errors import CxnlpError, Errors, PipelineError
 from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, iter_inputs
 from .output import MARKER, TableStream, conform, extra_array, extra_columns, to_arrow, write_rejects
 from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
@@ -346,8 +346,9 @@ MAX_LOADERS = 8
 def loaders_for(analyzer: Analyzer, n_chunks: int) -> int:
     """Processes that load the chunks for the reduce, from :data:`MIN_PARALLEL_LOAD` chunks on:
     ``batch.workers`` (at most :data:`MAX_LOADERS`); auto (null) is all cores but two on an accelerator,
-    as for the prepare workers, and none on the CPU (where the prepare workers do run). Like them, the loaders are spawned processes, so a
-    script that runs a batch must guard its entry point (``if __name__ == "__main__":``)."""
+    as for the prepare workers, and none on the CPU (where the prepare workers do run). Like them, the loaders are
+    :mod:`cxnlp.processes` workers, so a script that runs a batch must guard its entry point
+    (``if __name__ == "__main__":``)."""
     if n_chunks < MIN_PARALLEL_LOAD:
         return 0
     # workers_for without a chunk size is 0 on the CPU in auto: two loaders gained nothing on the 2-core
@@ -378,13 +379,10 @@ def reduced_chunks(
         for path in paths:
             yield (path, *load_chunk(path, trim))
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     from itertools import repeat
 
     blob = json.dumps(config_to_dict(analyzer.config), sort_keys=True, default=str)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+    with processes.pool(n) as pool:
         loaded = pool.map(_load_reduced, paths, repeat(blob), repeat(list(analyzer.stage_ids)))
         for path, (info, part, own) in zip(paths, loaded):
             part.embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
@@ -844,11 +842,29 @@ def workers_for(analyzer: Analyzer, chunk_records: int | None = None) -> int:
     return min(MAX_AUTO_WORKERS, max(1, cores - 2))
 
 
-def _lower_priority(nice: int) -> None:
-    """Prepare-worker initializer: run at ``nice`` (Unix) so the models' process keeps its cores."""
-    if nice:  # on Windows (no os.nice) or where it is forbidden: normal priority
-        with contextlib.suppress(AttributeError, OSError):
-            os.nice(nice)
+# The fewest bytes a record takes in an input file: a run over files smaller than a chunk of such records
+# has one chunk, and on the CPU no prepare workers (a compressed file counts its compressed bytes).
+MIN_RECORD_BYTES = 40
+
+
+def may_use_workers(config: Config, inputs: list[Any]) -> bool:
+    """Whether a local run over ``inputs`` may start worker processes: ``cxnlp analyze`` then starts their
+    fork server (:func:`cxnlp.processes.warm_up`) before it loads the models. Not with ``batch.workers``
+    0 or the Ray engine, nor for files too small to hold more than one chunk of :data:`MIN_RECORD_BYTES`
+    records; stdin: yes; in-memory records: when there are more than a chunk of them."""
+    if config.batch.workers == 0 or config.batch.engine != "local":
+        return False
+    if inputs and all(isinstance(x, dict) for x in inputs):
+        return len(inputs) > config.batch.chunk_size
+    total = 0
+    try:
+        for path in expand_inputs(inputs):
+            if path == "-":
+                return True
+            total += os.path.getsize(path)
+    except (OSError, CxnlpError):  # the reader reports a missing or unreadable input itself
+        return False
+    return total > config.batch.chunk_size * MIN_RECORD_BYTES
 
 
 def map_local(
@@ -875,18 +891,13 @@ def map_local(
             save_chunk(folder, info, part)
             _log_chunk(info, part, time.perf_counter() - t)
         return
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
     config = config_to_dict(analyzer.config)
     text_features = tuple(analyzer.heads.text_features)
     tokenizer = analyzer.pretokenizer()
-    ctx = multiprocessing.get_context("spawn")
     nice = CPU_WORKER_NICE if analyzer.device == "cpu" else 0
-    with ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=ctx, initializer=_lower_priority, initargs=(nice,)
-    ) as pool:
+    with processes.pool(n_workers, nice) as pool:
         # A chunk is prepared in slices, one per worker, so that every worker is busy on the chunk the
         # models need next: the first chunk is ready in a slice's time, and the run does not end on a
         # last wave of whole chunks with most workers idle. A few chunks are queued ahead.

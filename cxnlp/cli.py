@@ -256,7 +256,8 @@ def analyze_cli(
       cxnlp analyze data/samples/reviews.jsonl -o out/demo
       cxnlp analyze 'exports/*.csv.gz' -o out/nightly --set cluster.scope=all
     """
-    from .batch import run_batch
+    from . import processes
+    from .batch import may_use_workers, run_batch
     from .config import _merge, load_config, parse_overrides
     from .pipeline import Analyzer, reject_limit_error
 
@@ -279,6 +280,8 @@ def analyze_cli(
     if batch:
         extra = _merge(extra, {"batch": batch})
     config = load_config(config_path, extra or None)
+    if may_use_workers(config, list(inputs)):
+        processes.warm_up()  # the workers' fork server imports cxnlp and spaCy while the models load
     analyzer = Analyzer(config, device)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
         run = run_batch(analyzer, list(inputs), outdir, state=state, baseline=baseline, progress=progress)

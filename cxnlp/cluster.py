@@ -361,8 +361,7 @@ def _cluster_stages(
     """Start :func:`cluster_segments` of each stage with rows (``rows_all``, the rows in scope, of stage
     ``codes``) in ``cluster.workers`` processes; returns a future of its labels per stage code. The pool
     (and the temporary file an array in memory is written to) is closed by ``stack``."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from . import processes
 
     sizes = np.bincount(codes, minlength=n_stages)
     n_stages_with_rows = int((sizes > 0).sum())
@@ -383,11 +382,8 @@ def _cluster_stages(
         del out
         assert source is not None
     n_workers = min(config.workers, n_stages_with_rows)
-    pool = ProcessPoolExecutor(
-        n_workers,
-        # spawn: the parent may hold torch's threads, which a fork would copy mid-lock
-        mp_context=multiprocessing.get_context("spawn"),
-    )
+    # never a fork of this process, which may hold torch's threads (cxnlp.processes)
+    pool = processes.pool(n_workers)
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)
     return {
         code: pool.submit(_cluster_rows, source, positions_of[codes == code], config, seed)

@@ -311,14 +311,12 @@ def _niceness() -> int:
 @pytest.mark.skipif(not hasattr(os, "nice"), reason="Unix only")
 def test_cpu_prepare_workers_run_at_the_lowest_priority():
     # On the CPU the workers must not take cores from the encoder's threads (benchmarks/README.md).
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from cxnlp import batch, processes
 
-    from cxnlp import batch
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=batch._lower_priority, initargs=(19,)) as pool:
+    with processes.pool(1, nice=19) as pool:
         assert pool.submit(_niceness).result() == min(19, os.nice(0) + 19)
+    with processes.pool(1) as pool:
+        assert pool.submit(_niceness).result() == os.nice(0)
     assert batch.CPU_WORKER_NICE == 19
 
 
@@ -331,18 +329,18 @@ def test_cpu_auto_workers_start_only_for_runs_of_several_full_chunks(
 
     pools = []
 
-    def pool(max_workers, mp_context, **kw):  # type: ignore[no-untyped-def]
-        pools.append((max_workers, kw.get("initargs")))
+    def pool(max_workers, nice=0):  # type: ignore[no-untyped-def]
+        pools.append((max_workers, nice))
         return concurrent.futures.ThreadPoolExecutor(max_workers)
 
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(batch.processes, "pool", pool)
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(batch, "MIN_SLICE", 4)  # the fixture's chunks of 20 count as full ones
     assert analyzer.config.batch.workers is None and analyzer.device == "cpu"
     run_batch(analyzer, [str(reviews)], tmp_path / "one", chunk_size=1000)  # one chunk: no workers
     assert pools == []
     run_batch(analyzer, [str(reviews)], tmp_path / "several", chunk_size=20)
-    assert pools == [(2, (batch.CPU_WORKER_NICE,))]
+    assert pools == [(2, batch.CPU_WORKER_NICE)]
     assert_same_run(tmp_path / "several", tmp_path / "one")
 
 
@@ -471,9 +469,9 @@ def test_prepare_workers_tokenize_for_a_torch_encoder_with_the_same_run(reviews,
     import concurrent.futures
 
     monkeypatch.setattr(  # a thread, so that the spy sees the parts
-        concurrent.futures,
-        "ProcessPoolExecutor",
-        lambda max_workers, mp_context, **_: concurrent.futures.ThreadPoolExecutor(max_workers),
+        batch.processes,
+        "pool",
+        lambda max_workers, nice=0: concurrent.futures.ThreadPoolExecutor(max_workers),
     )
     run_batch(analyzer, [str(reviews)], tmp_path / "tokens", chunk_size=20)
     assert seen and all(s == ["token_ids", "token_offsets", "vader"] for s in seen if s)
@@ -514,9 +512,9 @@ def test_prepare_workers_share_each_chunk_in_slices_with_the_same_run(reviews, t
     monkeypatch.setattr(batch, "prepare_chunk", spy)
     monkeypatch.setattr(batch, "MIN_SLICE", 4)
     monkeypatch.setattr(
-        concurrent.futures,
-        "ProcessPoolExecutor",
-        lambda max_workers, mp_context, **_: concurrent.futures.ThreadPoolExecutor(max_workers),
+        batch.processes,
+        "pool",
+        lambda max_workers, nice=0: concurrent.futures.ThreadPoolExecutor(max_workers),
     )
     run = run_batch(analyzer, [str(src)], tmp_path / "sliced", chunk_size=30)
     assert run.result.manifest["counts"]["rejected"] == 3
