@@ -219,6 +219,14 @@ def test_cli_every_command_has_help():
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
+def test_python_dash_m_cxnlp_is_the_same_command_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxnlp", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert all(name in proc.stdout for name in cli.commands)
+
+
 def test_cli_stdin_through_the_installed_entry_point(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "cxnlp")
     data = '{"text": "The delivery was late again."}\n{"text": "Lovely staff at the help desk."}\n'
