@@ -396,16 +396,31 @@ def band_label(score: float, band: float) -> str:
 # --------------------------------------------------------------------------------------- emotion
 
 
-def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
+def emotion_rows(
+    cfg: TrainConfig, data_dir: Path
+) -> tuple[list[str], corpora.Labelled, np.ndarray, np.ndarray]:
+    """The emotion head's labels, training corpus, features and multi-hot targets (GoEmotions train)."""
+    names = corpora.goemotion_labels(data_dir)
+    train = corpora.goemotions(data_dir, "train")
+    X = build_features(cfg.emotion.features, embed_cached(train.texts, cfg.encoder, cfg.device), train.texts)
+    return names, train, X, _multi_hot(train.labels, names)
+
+
+def _emotion_weight(Y: np.ndarray, ec: EmotionTrainConfig) -> np.ndarray | None:
+    return imbalance_weights(Y, 50.0, ec.balance) if ec.balance else None
+
+
+def train_emotion(
+    cfg: TrainConfig, data_dir: Path, oof: np.ndarray | None = None
+) -> tuple[TaskSpec, Any, dict[str, Any], dict[str, Any]]:
+    """The emotion head, its cuts and metrics. ``oof``: :func:`emotion_out_of_fold` over
+    :func:`emotion_rows`, when the caller has it already (else computed here, with
+    ``emotion.threshold_folds``)."""
     from .emotion import CX_MAP, CX_MIN_PROB
 
     ec = cfg.emotion
-    names = corpora.goemotion_labels(data_dir)
-    train = corpora.goemotions(data_dir, "train")
-    X = build_features(ec.features, embed_cached(train.texts, cfg.encoder, cfg.device), train.texts)
-    Y = _multi_hot(train.labels, names)
-    weight = imbalance_weights(Y, 50.0, ec.balance) if ec.balance else None
-    module = fit_head(X, Y, "multilabel", ec, cfg.seed, weight)
+    names, train, X, Y = emotion_rows(cfg, data_dir)
+    module = fit_head(X, Y, "multilabel", ec, cfg.seed, _emotion_weight(Y, ec))
     # Thresholds are tuned on one half of GoEmotions dev and reported on the other half.
     dev = corpora.goemotions(data_dir, "dev")
     P = _predict(
@@ -417,7 +432,7 @@ def train_emotion(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict
     report_idx, tune_idx = _split(len(dev), 0.5, cfg.seed)
     tune_P, tune_Y = P[tune_idx], Yd[tune_idx]
     if ec.threshold_folds:
-        oof = emotion_out_of_fold(X, Y, ec, cfg.seed)
+        oof = emotion_out_of_fold(X, Y, ec, cfg.seed) if oof is None else oof
         tune_P, tune_Y = np.concatenate([oof, tune_P]), np.concatenate([Y, tune_Y])
     thresholds = tune_thresholds(tune_P, tune_Y)
     gold = [dev.labels[i] for i in report_idx]
@@ -466,8 +481,7 @@ def emotion_out_of_fold(X: np.ndarray, Y: np.ndarray, ec: EmotionTrainConfig, se
     out = np.zeros_like(Y, dtype=np.float32)
     for k in range(ec.threshold_folds):
         fit = fold != k
-        weight = imbalance_weights(Y[fit], 50.0, ec.balance) if ec.balance else None
-        module = fit_head(X[fit], Y[fit], "multilabel", ec, seed, weight)
+        module = fit_head(X[fit], Y[fit], "multilabel", ec, seed, _emotion_weight(Y[fit], ec))
         out[~fit] = _predict(module, X[~fit], "multilabel")
     return out
 
