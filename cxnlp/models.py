@@ -205,10 +205,16 @@ def embedding_dim(model) -> int:  # type: ignore[no-untyped-def]
 
 
 def encode(model, texts: list[str], batch_size: int = 128, progress=None) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Normalised float32 embeddings. Both backends sort by length and restore the order."""
+    """Normalised float32 embeddings. Both backends sort by length and restore the order.
+
+    cxnlp's own CPU encoders (:class:`_FolderEncoder`) get all ``texts`` in one call and report progress
+    batch by batch: cut into pieces first, every piece sorted apart and ended in a part-filled batch of
+    each length (:class:`Bf16Encoder`'s fixed 64-row batches ran 1.3-1.4x slower in pieces of 1,024)."""
     if not texts:
         dim = embedding_dim(model)
         return np.zeros((0, dim), dtype=np.float32)
+    if isinstance(model, _FolderEncoder):
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, progress=progress)
     out = []
     step = max(batch_size * 8, 1)
     for i in range(0, len(texts), step):
@@ -632,8 +638,15 @@ class _FolderEncoder:
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
 
-    def _pool(self, texts: list[str], out: np.ndarray, batch_size: int) -> None:
-        """Write the mean-pooled embeddings of ``texts`` (not empty) into ``out``'s rows."""
+    def _pool(
+        self,
+        texts: list[str],
+        out: np.ndarray,
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Write the mean-pooled embeddings of ``texts`` (not empty) into ``out``'s rows, calling
+        ``progress`` with each batch's count of texts."""
         raise NotImplementedError
 
     def encode(
@@ -643,12 +656,13 @@ class _FolderEncoder:
         normalize_embeddings: bool = False,
         convert_to_numpy: bool = True,
         show_progress_bar: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         single = isinstance(sentences, str)
         texts: list[str] = [sentences] if isinstance(sentences, str) else list(sentences)
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         if texts:
-            self._pool(texts, out, batch_size)
+            self._pool(texts, out, batch_size, progress)
         if normalize_embeddings or self.normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out[0] if single else out
@@ -687,7 +701,13 @@ class OnnxEncoder(_FolderEncoder):
     def _threads(self) -> int:
         return int(self.session.get_session_options().intra_op_num_threads)
 
-    def _pool(self, texts: list[str], out: np.ndarray, batch_size: int) -> None:
+    def _pool(
+        self,
+        texts: list[str],
+        out: np.ndarray,
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         encodings = self.tokenizer.encode_batch(texts)
         lengths = np.array([len(e.ids) for e in encodings])
         order = np.argsort(-lengths, kind="stable")  # longest first, as sentence-transformers
@@ -699,6 +719,8 @@ class OnnxEncoder(_FolderEncoder):
                 ids[row, : lengths[j]] = encodings[j].ids
                 mask[row, : lengths[j]] = 1
             out[idx] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            if progress is not None:
+                progress(len(idx))
 
 
 # ------------------------------------------------------------------------------- bfloat16 on the CPU
@@ -764,7 +786,13 @@ class Bf16Encoder(_FolderEncoder):
                 idx = group[start : start + BF16_ROWS]
                 yield idx, int(width[idx[0]])
 
-    def _pool(self, texts: list[str], out: np.ndarray, batch_size: int) -> None:
+    def _pool(
+        self,
+        texts: list[str],
+        out: np.ndarray,
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """``batch_size`` is not used: the batch shape is fixed (see the class)."""
         import torch
 
@@ -784,6 +812,8 @@ class Bf16Encoder(_FolderEncoder):
                 m = mask_t[: len(idx)].unsqueeze(-1).float()
                 pooled = (hidden[: len(idx)].float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
                 out[idx] = pooled.numpy()
+                if progress is not None:
+                    progress(len(idx))
 
 
 # ------------------------------------------------------------------------------------------- heads

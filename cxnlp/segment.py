@@ -358,7 +358,7 @@ def _is_measure(tok) -> bool:  # type: ignore[no-untyped-def]
     return tok.like_num or not tok.is_alpha or any(c.dep_ == "nummod" for c in tok.children)
 
 
-def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
+def _phrases(span, doc_chunks: list | None = None) -> list[str]:  # type: ignore[no-untyped-def]
     """Keyphrase candidates in a segment, lowercased, each once, in a readable form.
 
     * noun chunks without determiners, possessives, numbers and stop words ("melted ice packs"), and
@@ -382,10 +382,9 @@ def _phrases(span) -> list[str]:  # type: ignore[no-untyped-def]
             out.setdefault(" ".join(words))
 
     inside = range(span.start, span.end)
-    try:
-        chunks = list(span.noun_chunks)
-    except (ValueError, NotImplementedError):
-        chunks = []
+    if doc_chunks is None:
+        doc_chunks = _noun_chunks(span.doc)
+    chunks = [c for c in doc_chunks if c.start >= span.start and c.end <= span.end]
     for chunk in chunks:
         head = chunk.root
         if head.pos_ not in {"NOUN", "PROPN"} or head.is_stop or _is_measure(head):
@@ -539,6 +538,15 @@ _IRREGULAR = {
 }  # fmt: skip
 
 
+def _noun_chunks(doc) -> list:  # type: ignore[no-untyped-def]
+    """The document's noun chunks, once: ``Span.noun_chunks`` walks the whole document's chunks on every
+    call, so a review of many segments paid for its chunks once per segment."""
+    try:
+        return list(doc.noun_chunks)
+    except (ValueError, NotImplementedError):  # no parse, or no chunk iterator for the language
+        return []
+
+
 def _stem(word: str) -> str:
     """A light suffix stripper (plural, -ed, -ing, final e): arrived/arrives/arriving -> arriv."""
     w = _IRREGULAR.get(word, word)
@@ -588,6 +596,7 @@ def statements(phrases: list[str]) -> set[str]:
 def segment_doc(doc, config: SegmentConfig) -> list[Segment]:  # type: ignore[no-untyped-def]
     text = doc.text
     segments: list[Segment] = []
+    chunks = _noun_chunks(doc)
     for sent in doc.sents:
         if not sent.text.strip():
             continue
@@ -605,7 +614,7 @@ def segment_doc(doc, config: SegmentConfig) -> list[Segment]:  # type: ignore[no
             c0, c1 = _trim(text, span.start_char, span.end_char)
             if c1 <= c0:
                 continue
-            phrases = _phrases(span)
+            phrases = _phrases(span, chunks)
             for s, e in _cut_long(text, c0, c1, config.max_segment_chars):
                 segments.append(Segment(s, e, phrases))
     if not segments and text.strip():

@@ -117,6 +117,30 @@ def test_onnx_encode_restores_input_order_and_handles_edge_cases():
     assert encode(encoder, [long_text]).shape == (1, 384)
 
 
+def test_cxnlp_encoders_batch_the_whole_list_and_report_progress_by_batch(monkeypatch):
+    # models.encode hands cxnlp's own CPU encoders every text at once: cut into pieces, each piece was
+    # sorted apart and ended in part-filled batches (bf16: 1.65x the real tokens computed, 1.31x whole)
+    pytest.importorskip("onnxruntime")
+    encoder = load_encoder(None, "cpu", "onnx", "none")
+    texts = [
+        f"Order {i} took {i % 9 + 2} days and the courier {'never ' * (i % 4)}called." for i in range(300)
+    ]
+    calls: list[int] = []
+    pool = encoder._pool
+    monkeypatch.setattr(
+        encoder,
+        "_pool",
+        lambda t, out, size, progress=None: (calls.append(len(t)), pool(t, out, size, progress)),
+    )
+    ticks: list[int] = []
+    emb = encode(encoder, texts, batch_size=16, progress=ticks.append)
+    assert calls == [300]
+    assert ticks == [16] * 18 + [12]  # one tick per batch, every text counted once
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    one_by_one = np.stack([encoder.encode(t, normalize_embeddings=True) for t in texts[::50]])
+    assert _cosine(emb[::50], one_by_one).min() > 0.9999
+
+
 def test_onnx_missing_onnxruntime_falls_back_to_torch(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     monkeypatch.setattr(models, "amx_available", lambda: False)
@@ -223,6 +247,16 @@ def test_bf16_encode_handles_edge_cases(bf16_encoder):
     long_text = "word " * 2000  # truncated at the encoder's 256 tokens, like sentence-transformers
     assert encode(bf16_encoder, [long_text, "ok"]).shape == (2, 384)
     assert bf16_encoder.encode("ok").shape == (384,)
+
+
+@needs_amx
+def test_bf16_progress_counts_each_fixed_shape_batch(bf16_encoder):
+    texts = SENTENCES * 30
+    ticks: list[int] = []
+    emb = encode(bf16_encoder, texts, progress=ticks.append)
+    lengths = np.array([len(e.ids) for e in bf16_encoder.tokenizer.encode_batch(texts)])
+    assert ticks == [len(idx) for idx, _ in models.Bf16Encoder.batches(lengths)]
+    assert sum(ticks) == len(texts) and np.array_equal(emb[:5], encode(bf16_encoder, SENTENCES))
 
 
 def test_onnx_export_failure_falls_back_to_torch(monkeypatch, caplog):

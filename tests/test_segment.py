@@ -215,3 +215,21 @@ def test_segment_keyphrases_spell_out_contractions(text, wanted):
     phrases = [p for ps in segment_documents(docs, SegmentConfig())["phrases"] for p in ps]
     assert wanted in phrases
     assert not any(p[:1] in "'’" for p in phrases), phrases
+
+
+def test_segment_phrases_use_each_segments_own_noun_chunks():
+    # segment_doc finds the review's noun chunks once and gives each segment those inside it: the
+    # same phrases as spaCy's per-span noun_chunks, and none from a neighbouring segment
+    from cxnlp.segment import _phrases as span_phrases
+    from cxnlp.segment import load_spacy
+
+    text = "The delivery driver was rude, but the ice packs had melted. Support refunded the missing cheese."
+    doc = load_spacy(SegmentConfig().spacy_model)(text)
+    rows = segment_documents(pd.DataFrame({"doc_id": ["d"], "text": [text]}), SegmentConfig())
+    assert len(rows) == 3
+    for row in rows.itertuples():
+        span = doc.char_span(row.char_start, row.char_end, alignment_mode="expand")
+        own = [c for c in span.noun_chunks]  # spaCy's way: the whole document's chunks, filtered
+        assert own and list(row.phrases) == span_phrases(span)
+        assert all(c.start >= span.start and c.end <= span.end for c in own)
+    assert "missing cheese" in rows["phrases"][2] and "missing cheese" not in rows["phrases"][0]
