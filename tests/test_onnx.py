@@ -139,6 +139,11 @@ def test_cxnlp_encoders_batch_the_whole_list_and_report_progress_by_batch(monkey
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     one_by_one = np.stack([encoder.encode(t, normalize_embeddings=True) for t in texts[::50]])
     assert _cosine(emb[::50], one_by_one).min() > 0.9999
+    # an in-memory run of millions of segments is cut into pieces of FOLDER_PIECE texts, in order
+    calls.clear()
+    monkeypatch.setattr(models, "FOLDER_PIECE", 128)
+    pieces = encode(encoder, texts, batch_size=16)
+    assert calls == [128, 128, 44] and _cosine(pieces, emb).min() > 0.9999
 
 
 def test_onnx_missing_onnxruntime_falls_back_to_torch(monkeypatch, caplog):
