@@ -35,12 +35,12 @@ def main() -> None:
         _predict,
         _split,
         embed_cached,
+        emotion_cuts,
         emotion_out_of_fold,
         emotion_rows,
         load_train_config,
         multilabel_metrics,
         train_emotion,
-        tune_thresholds,
     )
 
     for spec in sys.argv[1:] or ["base"]:
@@ -63,10 +63,7 @@ def main() -> None:
         q1, q2 = tune_idx[: len(tune_idx) // 2], tune_idx[len(tune_idx) // 2 :]
         folds = []
         for fit, score in ((q1, q2), (q2, q1)):
-            if oof_P is None:
-                th = tune_thresholds(P[fit], Y[fit])
-            else:
-                th = tune_thresholds(np.concatenate([oof_P, P[fit]]), np.concatenate([oof_Y, Y[fit]]))
+            th = emotion_cuts(P[fit], Y[fit], oof_P, oof_Y)
             pred = [[names[j] for j in range(len(names)) if P[i, j] >= th[j]] for i in score]
             folds.append(multilabel_metrics([dev.labels[i] for i in score], pred, names)["macro_f1"])
         print(

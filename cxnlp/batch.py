@@ -52,7 +52,7 @@ from . import cluster, memory, processes
 from .about import __version__
 from .config import Config, config_to_dict
 from .errors import CxnlpError, Errors, PipelineError
-from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, iter_inputs
+from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, in_memory, iter_inputs
 from .output import MARKER, TableStream, conform, extra_array, extra_columns, to_arrow, write_rejects
 from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
 from .schema import column_names
@@ -130,7 +130,7 @@ def fingerprint(inputs: list[Any], analyzer: Analyzer, chunk_size: int) -> str |
 
     None when the input cannot be read twice (stdin): such a run is not resumable."""
     h = hashlib.sha256()
-    if inputs and all(isinstance(x, dict) for x in inputs):
+    if in_memory(inputs):
         h.update(json.dumps(inputs, sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
     else:
         for path in expand_inputs(inputs):
@@ -854,7 +854,7 @@ def may_use_workers(config: Config, inputs: list[Any]) -> bool:
     records; stdin: yes; in-memory records: when there are more than a chunk of them."""
     if config.batch.workers == 0 or config.batch.engine != "local":
         return False
-    if inputs and all(isinstance(x, dict) for x in inputs):
+    if in_memory(inputs):
         return len(inputs) > config.batch.chunk_size
     total = 0
     try:

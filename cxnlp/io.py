@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -489,6 +489,12 @@ def read_inputs(
     return result
 
 
+def in_memory(inputs: Sequence[Any]) -> bool:
+    """Whether ``inputs`` are records (dicts) rather than paths: ``cxnlp.Analyzer`` and ``run_batch``
+    take either."""
+    return bool(inputs) and all(isinstance(x, dict) for x in inputs)
+
+
 def iter_inputs(
     inputs: Iterable[str | os.PathLike[str]] | list[dict[str, Any]],
     fields: FieldsConfig | None = None,
@@ -502,7 +508,7 @@ def iter_inputs(
     result = result if result is not None else ReadResult()
     inputs = list(inputs)  # type: ignore[assignment]
     sources: list[tuple[str, Iterator[tuple[int, Any, Reject | None]]]] = []
-    if inputs and all(isinstance(x, dict) for x in inputs):
+    if in_memory(inputs):  # type: ignore[arg-type]
         result.files.append(InputFile("<records>", "records", False, records=len(inputs)))  # type: ignore[arg-type]
         records = [dict(r) for r in inputs]  # type: ignore[arg-type]
         sources.append(("<records>", iter((i, clean_value(r), None) for i, r in enumerate(records, start=1))))

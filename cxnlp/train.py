@@ -430,11 +430,9 @@ def train_emotion(
     )
     Yd = _multi_hot(dev.labels, names)
     report_idx, tune_idx = _split(len(dev), 0.5, cfg.seed)
-    tune_P, tune_Y = P[tune_idx], Yd[tune_idx]
-    if ec.threshold_folds:
-        oof = emotion_out_of_fold(X, Y, ec, cfg.seed) if oof is None else oof
-        tune_P, tune_Y = np.concatenate([oof, tune_P]), np.concatenate([Y, tune_Y])
-    thresholds = tune_thresholds(tune_P, tune_Y)
+    if ec.threshold_folds and oof is None:
+        oof = emotion_out_of_fold(X, Y, ec, cfg.seed)
+    thresholds = emotion_cuts(P[tune_idx], Yd[tune_idx], oof if ec.threshold_folds else None, Y)
     gold = [dev.labels[i] for i in report_idx]
 
     def report(cuts: list[float]) -> dict[str, Any]:
@@ -472,6 +470,16 @@ def train_emotion(
         {train.source: len(train), f"{dev.source} (threshold tuning half)": len(tune_idx)},
         metrics,
     )
+
+
+def emotion_cuts(
+    P: np.ndarray, Y: np.ndarray, oof: np.ndarray | None = None, oof_Y: np.ndarray | None = None
+) -> list[float]:
+    """Each emotion label's F1-best cut over dev rows ``P``/``Y``, with the out-of-fold rows over the
+    training set (``oof``, whose targets are ``oof_Y``) in front when given, as training tunes them."""
+    if oof is not None:
+        P, Y = np.concatenate([oof, P]), np.concatenate([oof_Y, Y])
+    return tune_thresholds(P, Y)
 
 
 def emotion_out_of_fold(X: np.ndarray, Y: np.ndarray, ec: EmotionTrainConfig, seed: int) -> np.ndarray:
