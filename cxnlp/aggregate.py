@@ -1,12 +1,14 @@
-"""Aggregate segment judgements into the per-stage summary (one row per stage, in journey order)."""
+"""Aggregate segment judgements into the per-stage summary (one row per stage, in journey order), from a
+run's :class:`~cxnlp.digest.Digest`."""
 
 from __future__ import annotations
 
-from collections import Counter
+import math
 
 import pandas as pd
 
-from .schema import CX_EMOTIONS, OTHER_PAIN_POINT
+from .digest import Digest
+from .schema import OTHER_PAIN_POINT
 
 REQUIRES = {
     "segments": ["stage", "sentiment", "sentiment_score", "emotion", "pain_point_id"],
@@ -34,19 +36,17 @@ def stage_summary(
     stage_ids: list[str],
     top_n: int = 5,
 ) -> pd.DataFrame:
+    """The stage summary of these documents and segments (see :func:`summary_of`)."""
+    return summary_of(Digest.of(documents, segments, stage_ids, 0), pain_points, top_n)
+
+
+def summary_of(digest: Digest, pain_points: pd.DataFrame, top_n: int = 5) -> pd.DataFrame:
+    """One row per stage of ``digest`` (a run's counts, :class:`~cxnlp.digest.Digest`), in journey order;
+    its top pain points from ``pain_points``."""
     rows = []
-    doc_counts = Counter(s for stages in documents["stages"] for s in stages) if len(documents) else Counter()
-    for position, stage in enumerate(stage_ids):
-        # one stage's rows and the three columns read here (a large run holds millions of segments)
-        seg = (
-            segments.loc[segments["stage"] == stage, ["sentiment", "sentiment_score", "emotion"]]
-            if len(segments)
-            else segments
-        )
-        counts = seg["sentiment"].value_counts() if len(seg) else pd.Series(dtype=int)
-        pos, neu, neg = (int(counts.get(k, 0)) for k in ("positive", "neutral", "negative"))
-        n = len(seg)
-        emos = Counter(e for e in seg["emotion"] if e != "neutral") if n else Counter()
+    for position, stage in enumerate(digest.stage_ids):
+        sd = digest.stages[position]
+        n = sd.segments
         pps = (
             pain_points[
                 (pain_points["stage"] == stage)
@@ -59,16 +59,14 @@ def stage_summary(
             {
                 "stage": stage,
                 "position": position,
-                "documents": int(doc_counts.get(stage, 0)),
+                "documents": sd.mentions,
                 "segments": n,
-                "positive": pos,
-                "neutral": neu,
-                "negative": neg,
-                "net_sentiment": 100.0 * (pos - neg) / n if n else None,
-                "mean_sentiment_score": float(seg["sentiment_score"].mean()) if n else None,
-                "top_emotions": [
-                    e for e, _ in sorted(emos.items(), key=lambda kv: (-kv[1], CX_EMOTIONS.index(kv[0])))[:3]
-                ],
+                "positive": sd.positive,
+                "neutral": sd.neutral,
+                "negative": sd.negative,
+                "net_sentiment": 100.0 * (sd.positive - sd.negative) / n if n else None,
+                "mean_sentiment_score": (sd.score_sum / sd.scored if sd.scored else math.nan) if n else None,
+                "top_emotions": [e for e, _ in digest.top_emotions(position)],
                 "top_pain_points": pps.sort_values(["size", "pain_point_id"], ascending=[False, True])[
                     "label"
                 ]

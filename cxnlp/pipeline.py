@@ -25,6 +25,7 @@ from . import aggregate, cluster, emotion, journey, sentiment
 from .about import SCHEMA_VERSION, __version__
 from .config import Config, _merge, config_to_dict, load_config, parse_overrides
 from .device import resolve_device
+from .digest import Digest
 from .errors import Errors, ModelError, PipelineError
 from .finetune import cluster_map_for
 from .io import ReadResult, Record, Reject, read_inputs
@@ -61,6 +62,7 @@ class Corpus:
     )
     features: dict[str, np.ndarray] = field(default_factory=dict)  # see Part.features
     phrase_stats: cluster.PhraseStats | None = None  # see Part.phrase_stats
+    digest: Digest | None = None  # what the report reads of the tables, made by the aggregate step
 
     def table(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -101,6 +103,9 @@ class AnalysisResult:
     #: with the schema's types. The writers prefer these to the frames of the same name, which then hold
     #: only what the corpus-wide steps and the report read (see :func:`cxnlp.batch.run_batch`).
     streams: dict[str, TableStream] = field(default_factory=dict)
+    #: What the report reads of the documents and segments (:class:`~cxnlp.digest.Digest`); without it,
+    #: the report counts the frames.
+    digest: Digest | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -336,9 +341,8 @@ class Analyzer:
                 if "status" in c.pain_points
                 else c.pain_points
             )
-            c.stage_summary = aggregate.stage_summary(
-                c.documents, c.segments, live, self.stage_ids, cfg.report.top_pain_points
-            )
+            c.digest = Digest.of(c.documents, c.segments, self.stage_ids, cfg.report.verbatims)
+            c.stage_summary = aggregate.summary_of(c.digest, live, cfg.report.top_pain_points)
 
         return [
             Step(
@@ -540,6 +544,7 @@ class Analyzer:
             manifest,
             self.stage_ids,
             self.config,
+            digest=corpus.digest,
         )
 
     def analyze(

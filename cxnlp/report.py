@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import tempfile
@@ -32,18 +31,33 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
 from .about import SCHEMA_VERSION
-from .schema import CX_EMOTIONS, DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns, positions, stage_codes
+from .digest import (  # noqa: F401 - _stage_ratings and _churn_rows are read from here too
+    CHURN_PATTERN,
+    CHURN_QUOTES,
+    QUOTE_CHARS,
+    Digest,
+    _as_list,
+    _churn_rows,
+    _clip,
+    _col,
+    _missing,
+    _most_extreme,
+    _num,
+    _of_sentiment,
+    _scores,
+    _stage_ratings,
+    _text,
+    _utc,
+)
+from .schema import DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns
 
 logger = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "Customer experience report"
-QUOTE_CHARS = 300  # longer quotes and verbatims are cut with an ellipsis
 PAIN_POINT_QUOTES = 3  # example quotes shown per pain point
 PAIN_POINT_TABLE_ROWS = 300  # rows of the all-stages pain point table; the rest are counted
 REJECT_EXAMPLES = 3  # reasons shown per reject code
@@ -55,19 +69,6 @@ MIN_DRIVER_DOCUMENTS = 5  # rated documents with an issue (and without it) for i
 DRIVER_ROWS = 10  # drivers shown, the largest pull on the mean rating first
 RISING_TREND = 0.1  # a pain point whose weekly trend is at least +10% a week ...
 RISING_MIN_SIZE = 10  # ... with at least this many segments is "rising" even without a baseline
-CHURN_QUOTES = 5  # churn-risk quotes shown
-# Words of leaving: cancelling, switching, closing the account, not coming back. Matched, case-insensitive,
-# in segments that are not positive ("would never cancel, love it" stays out).
-CHURN_PATTERN = re.compile(
-    r"\b(?:cancel(?:l?ed|l?ing|lation|s)?|unsubscrib\w*|switch(?:ed|ing)? (?:to|over)|"
-    r"(?:moving|moved|going|went) (?:to|over to) (?:a |another )?(?:competitor|\w+ instead)|"
-    r"clos(?:e|ed|ing) (?:my|the) account|delet(?:e|ed|ing) (?:my|the) account|"
-    r"never (?:again|order(?:ing)? again|buy(?:ing)? again|coming back)|(?:won'?t|will not) (?:be )?"
-    r"(?:order(?:ing)?|buy(?:ing)?|com(?:e|ing)) (?:back|again)|look(?:ing)? elsewhere|go(?:ing)? elsewhere|"
-    r"(?:last|final) (?:order|box|time)|done with (?:you|this|them|it))\b",
-    re.IGNORECASE,
-)
-
 NEGATIVE_COLOUR, NEUTRAL_COLOUR, POSITIVE_COLOUR = "#dc2626", "#cbd5e1", "#16a34a"
 _RED, _GREY, _GREEN = (185, 28, 28), (107, 114, 128), (21, 128, 61)
 
@@ -327,62 +328,13 @@ class Report:
 # -- value helpers -----------------------------------------------------------------------------------
 
 
-def _as_list(value: Any) -> list[Any]:
-    """A list cell as a list: Python lists, NumPy arrays (Parquet) and JSON text (CSV) all work."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                return [value]
-            return list(parsed) if isinstance(parsed, list) else [parsed]
-        return [value] if text else []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if hasattr(value, "tolist"):
-        out = value.tolist()
-        return out if isinstance(out, list) else [out]
-    return [] if _missing(value) else [value]
-
-
-def _missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _num(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) or math.isinf(number) else number
-
-
 def _int(value: Any, default: int = 0) -> int:
     number = _num(value)
     return default if number is None else int(round(number))
 
 
-def _text(value: Any) -> str:
-    return "" if value is None or _missing(value) else str(value)
-
-
-def _clip(value: Any, limit: int = QUOTE_CHARS) -> str:
-    text = " ".join(_text(value).split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def _slug(value: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", value.lower()).strip("-") or "stage"
-
-
-def _utc(values: Any) -> pd.Series:
-    return pd.to_datetime(pd.Series(values), utc=True, errors="coerce")
 
 
 def _day(value: Any) -> str:
@@ -403,14 +355,6 @@ def _when(value: Any) -> str:
 def _frame(result: Any, name: str) -> pd.DataFrame:
     frame = getattr(result, name, None)
     return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame()
-
-
-def _col(frame: pd.DataFrame, name: str) -> pd.Series:
-    return (
-        frame[name]
-        if name in frame.columns
-        else pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    )
 
 
 def net_colour(net: float | None) -> str:
@@ -493,6 +437,15 @@ def fmt_bytes(value: Any) -> str:
 # -- building the report -----------------------------------------------------------------------------
 
 
+def digest_of(result: Any, stage_ids: list[str], verbatims: int) -> Digest:
+    """The result's :class:`~cxnlp.digest.Digest` (a batch run builds one from its chunks), else one of
+    its documents and segments tables."""
+    digest = getattr(result, "digest", None)
+    if isinstance(digest, Digest) and digest.stage_ids == stage_ids and digest.verbatims == verbatims:
+        return digest
+    return Digest.of(_frame(result, "documents"), _frame(result, "segments"), stage_ids, verbatims)
+
+
 def build_report(result: Any, compare: bool = True) -> Report:
     """All the aggregates the renderers show, from a result's attributes only.
 
@@ -500,7 +453,6 @@ def build_report(result: Any, compare: bool = True) -> Report:
     without one, the baseline named in the manifest (``cxnlp analyze --baseline``) is loaded when it
     still exists.
     """
-    documents, segments = _frame(result, "documents"), _frame(result, "segments")
     manifest: dict[str, Any] = getattr(result, "manifest", None) or {}
     report_cfg = getattr(getattr(result, "config", None), "report", None)
     verbatims = _int(getattr(report_cfg, "verbatims", 3), 3)
@@ -508,15 +460,15 @@ def build_report(result: Any, compare: bool = True) -> Report:
     stage_ids = [
         str(s) for s in (getattr(result, "stage_ids", None) or manifest.get("stages") or DEFAULT_STAGES)
     ]
+    digest = digest_of(result, stage_ids, verbatims)
     counts = manifest.get("counts") or {}
     rejects = list(getattr(result, "rejects", None) or [])
 
     every_pain_point = _pain_points(_frame(result, "pain_points"), stage_ids)
     pain_points = [p for p in every_pain_point if p.status != "gone"]  # gone: the baseline's, size 0
-    stages = _stages(result, documents, segments, stage_ids, pain_points, verbatims, top_n)
-    sentiment = _col(segments, "sentiment").value_counts()
-    pos, neu, neg = (int(sentiment.get(k, 0)) for k in ("positive", "neutral", "negative"))
-    n_segments = len(segments)
+    stages = _stages(result, digest, pain_points, top_n)
+    pos, neu, neg = (int(digest.sentiment.get(k, 0)) for k in ("positive", "neutral", "negative"))
+    n_segments = digest.segments
     net = 100.0 * (pos - neg) / n_segments if n_segments else None
     eligible = [s for s in stages if s.net is not None and s.segments >= MIN_SEGMENTS_FOR_WORST]
     worst = min(eligible, key=lambda s: (s.net, s.position)) if eligible else None
@@ -528,12 +480,8 @@ def build_report(result: Any, compare: bool = True) -> Report:
         if clustered
         else None
     )
-    created = _utc(_col(documents, "created_at"))
-    period = (_day(created.min()), _day(created.max())) if created.notna().any() else None
-    ratings = pd.to_numeric(_col(documents, "rating"), errors="coerce")
-    channels = _col(documents, "channel").dropna().astype(str).value_counts()
-    channels = channels[channels.index != ""]
-    languages = _col(documents, "language").dropna().astype(str).value_counts()
+    period = (_day(digest.created[0]), _day(digest.created[1])) if digest.created else None
+    channels = sorted(digest.channels.items(), key=lambda kv: (-kv[1], kv[0]))
     timings = {str(k): v for k, v in (manifest.get("timings") or {}).items() if _num(v) is not None}
     slowest = max((float(v) for v in timings.values()), default=0.0) or 1.0
     now = _now()
@@ -547,11 +495,11 @@ def build_report(result: Any, compare: bool = True) -> Report:
         analysed_at=_when(manifest.get("ended_at") or manifest.get("started_at")),
         inputs=[_input(i) for i in manifest.get("inputs") or []],
         period=period,
-        read=_int(counts.get("read"), len(documents) + len(rejects)),
-        analysed=_int(counts.get("analysed"), len(documents)),
+        read=_int(counts.get("read"), digest.documents + len(rejects)),
+        analysed=_int(counts.get("analysed"), digest.documents),
         rejected=_int(counts.get("rejected"), len(rejects)),
         segments=_int(counts.get("segments"), n_segments),
-        unassigned=int(_col(segments, "stage").isna().sum()) if n_segments else 0,
+        unassigned=digest.unassigned if n_segments else 0,
         positive=pos,
         neutral=neu,
         negative=neg,
@@ -559,20 +507,17 @@ def build_report(result: Any, compare: bool = True) -> Report:
         net_colour=net_colour(net),
         worst=worst,
         biggest=biggest,
-        mean_rating=float(ratings.mean()) if ratings.notna().any() else None,
-        n_rated=int(ratings.notna().sum()),
+        mean_rating=digest.rating_sum / digest.rated if digest.rated else None,
+        n_rated=digest.rated,
         stages=stages,
         pain_points=pain_points[:PAIN_POINT_TABLE_ROWS],
         pain_points_hidden=max(0, len(pain_points) - PAIN_POINT_TABLE_ROWS),
-        trends=_trends(documents, segments, stage_ids, created),
+        trends=_trends(digest),
         rejects=_rejects(rejects, manifest.get("rejects_by_code") or {}),
-        flags=sorted(
-            Counter(_text(f) for v in _col(documents, "flags") for f in _as_list(v)).items(),
-            key=lambda kv: (-kv[1], kv[0]),
-        ),
-        channels=sorted(((str(k), int(v)) for k, v in channels.items()), key=lambda kv: (-kv[1], kv[0]))[:10],
+        flags=sorted(digest.flags.items(), key=lambda kv: (-kv[1], kv[0])),
+        channels=channels[:10],
         n_channels=len(channels),
-        languages=sorted(((str(k), int(v)) for k, v in languages.items()), key=lambda kv: (-kv[1], kv[0])),
+        languages=sorted(digest.languages.items(), key=lambda kv: (-kv[1], kv[0])),
         timings=[(k, float(v), float(v) / slowest) for k, v in timings.items()],
         seconds=_num(manifest.get("seconds")),
         models=_models(manifest.get("models") or {}),
@@ -585,8 +530,8 @@ def build_report(result: Any, compare: bool = True) -> Report:
         baseline = _manifest_baseline(str(manifest["baseline"]))
     if baseline is not None:
         report.comparison = _compare(report, result, every_pain_point, baseline)
-    report.drivers = _drivers(documents, segments, pain_points, stage_ids)
-    report.alerts = _alerts(report, documents, segments, pain_points)
+    report.drivers = _drivers(digest, pain_points)
+    report.alerts = _alerts(report, digest, pain_points)
     return report
 
 
@@ -639,52 +584,24 @@ def _pain_points(table: pd.DataFrame, stage_ids: list[str]) -> list[PainPoint]:
     return sorted(out, key=lambda p: (order.get(p.stage, len(order)), p.stage, p.is_other, -p.size, p.id))
 
 
-def _stages(
-    result: Any,
-    documents: pd.DataFrame,
-    segments: pd.DataFrame,
-    stage_ids: list[str],
-    pain_points: list[PainPoint],
-    verbatims: int,
-    top_n: int,
-) -> list[Stage]:
+def _stages(result: Any, digest: Digest, pain_points: list[PainPoint], top_n: int) -> list[Stage]:
     summary = {_text(r.get("stage")): r for r in _frame(result, "stage_summary").to_dict("records")}
-    # One stage's segments at a time, and only the columns counted here (texts and ids are read for the
-    # verbatim candidates only): a run of a million reviews holds millions of segments.
-    columns = [c for c in _STAGE_COLUMNS if c in segments.columns]
-    codes = _stage_codes(segments, stage_ids) if len(segments) and "stage" in segments.columns else None
-    doc_stages = (
-        Counter(s for v in _col(documents, "stages") for s in set(_as_list(v)))
-        if len(documents)
-        else Counter()
-    )
-    ratings = _stage_ratings(documents)
     stages = []
-    for position, stage_id in enumerate(stage_ids):
-        rows = np.flatnonzero(codes == position) if codes is not None else np.zeros(0, dtype=np.int64)
-        seg = segments[columns].iloc[rows]
+    for position, stage_id in enumerate(digest.stage_ids):
+        sd = digest.stages[position]
         row = summary.get(stage_id)
-        if len(seg) or row is None:  # the segments are the finer source; the summary stands in without them
-            sentiment = _col(seg, "sentiment").value_counts()
-            pos, neu, neg = (int(sentiment.get(k, 0)) for k in ("positive", "neutral", "negative"))
-            n = len(seg)
-            documents_n = (
-                doc_stages.get(stage_id, 0)
-                if len(documents)
-                else segments["doc_id"].iloc[rows].nunique()
-                if "doc_id" in segments.columns
-                else 0
-            )
-            if row is not None:
-                documents_n = _int(row.get("documents"), documents_n)
-            scores = pd.to_numeric(_col(seg, "sentiment_score"), errors="coerce")
-            mean_score = float(scores.mean()) if scores.notna().any() else None
+        if (
+            sd.segments or row is None
+        ):  # the segments are the finer source; the summary stands in without them
+            pos, neu, neg, n = sd.positive, sd.neutral, sd.negative, sd.segments
+            documents_n = _int(row.get("documents"), sd.documents) if row is not None else sd.documents
+            mean_score = sd.mean_score
         else:
             pos, neu, neg = (_int(row.get(k)) for k in ("positive", "neutral", "negative"))
             n = _int(row.get("segments"), pos + neu + neg)
             documents_n = _int(row.get("documents"))
             mean_score = _num(row.get("mean_sentiment_score"))
-        emotions: list[tuple[str, int | None]] = list(_top_emotions(_col(seg, "emotion")))
+        emotions: list[tuple[str, int | None]] = list(digest.top_emotions(position))
         if not emotions and row is not None:
             emotions = [(_text(e), None) for e in _as_list(row.get("top_emotions"))[:3]]
         own = [p for p in pain_points if p.stage == stage_id]
@@ -705,80 +622,14 @@ def _stages(
                 emotions=emotions,
                 pain_points=clustered[:top_n] + [p for p in own if p.is_other],
                 more_pain_points=max(0, len(clustered) - top_n),
-                most_negative=_verbatims(segments, rows, seg, "negative", verbatims),
-                most_positive=_verbatims(segments, rows, seg, "positive", verbatims),
-                mean_rating=ratings.get(stage_id),
+                most_negative=[Quote(*q) for q in digest.verbatims_of(position, "negative")],
+                most_positive=[Quote(*q) for q in digest.verbatims_of(position, "positive")],
+                mean_rating=sd.mean_rating,
                 colour=net_colour(net),
                 bar=split_bar(neg, neu, pos, stage_id),
             )
         )
     return stages
-
-
-def _stage_codes(segments: pd.DataFrame, stage_ids: list[str]) -> np.ndarray:
-    return stage_codes(_col(segments, "stage"), stage_ids)
-
-
-_STAGE_COLUMNS = ("sentiment", "sentiment_score", "emotion")
-
-
-def _top_emotions(emotions: pd.Series, k: int = 3) -> list[tuple[str, int]]:
-    """The most frequent non-neutral emotions; ties in the schema's emotion order, as in aggregate."""
-    counts = emotions.dropna().astype(str).value_counts()
-    counts = counts[(counts.index != "neutral") & (counts.index != "")]
-    order = {e: i for i, e in enumerate(CX_EMOTIONS)}
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], order.get(str(kv[0]), len(order)), str(kv[0])))
-    return [(str(e), int(n)) for e, n in ranked[:k]]
-
-
-def _scores(seg: pd.DataFrame) -> np.ndarray:
-    return pd.to_numeric(_col(seg, "sentiment_score"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-
-
-def _of_sentiment(scores: np.ndarray, labels: pd.Series, kind: str, by_label: bool) -> np.ndarray:
-    """Which rows are of one sentiment: by label, or by the sign of the score."""
-    if by_label:
-        return (labels == kind).to_numpy(dtype=bool, na_value=False)
-    return scores < 0 if kind == "negative" else scores > 0
-
-
-def _most_extreme(scores: np.ndarray, mask: np.ndarray, kind: str, n: int) -> np.ndarray:
-    """Positions of the ``n`` rows of ``mask`` with the lowest scores (``kind`` "negative") or the
-    highest, the most extreme first, ties in table order; rows without a score never count."""
-    rows = np.flatnonzero(mask & ~np.isnan(scores))
-    order = np.argsort(scores[rows] if kind == "negative" else -scores[rows], kind="stable")
-    return rows[order[:n]]
-
-
-def _verbatim_pool(seg: pd.DataFrame, kind: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The positions in ``seg`` of the ``4 * k`` most extreme segments of one sentiment (by label; by
-    score sign when no segment has a label), ties in table order, and their scores: the candidates
-    :func:`_verbatims` quotes."""
-    scores = _scores(seg)
-    labels = _col(seg, "sentiment")
-    by_label = bool(labels.notna().any())
-    rows = _most_extreme(scores, _of_sentiment(scores, labels, kind, by_label), kind, 4 * k)
-    return rows, scores[rows]
-
-
-def _verbatims(segments: pd.DataFrame, rows: np.ndarray, seg: pd.DataFrame, kind: str, k: int) -> list[Quote]:
-    """Up to ``k`` distinct segment texts of one sentiment, the most extreme first, from a stage's
-    segments: ``seg`` holds their scores and labels, ``rows`` their positions in ``segments``, whose texts
-    and ids are read for the candidates only."""
-    if k <= 0 or not len(rows) or "text" not in segments.columns:
-        return []
-    pool, scores = _verbatim_pool(seg, kind, k)
-    picked = segments.iloc[rows[pool]]
-    out: list[Quote] = []
-    seen: set[str] = set()
-    for text, score, sid in zip(picked["text"], scores, _col(picked, "segment_id")):
-        clipped = _clip(text)
-        if clipped and clipped.casefold() not in seen:
-            seen.add(clipped.casefold())
-            out.append(Quote(clipped, float(score), _text(sid)))
-        if len(out) == k:
-            break
-    return out
 
 
 def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
@@ -807,51 +658,6 @@ def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
             for kind, mask in masks:
                 keep[_most_extreme(scores, in_stage & mask, kind, 4 * verbatims)] = True
     return pd.Series(keep, index=segments.index)
-
-
-def _churn_rows(segments: pd.DataFrame, block: int = 65_536) -> np.ndarray:
-    """Positions of the segments that are not positive and speak of leaving (:data:`CHURN_PATTERN`),
-    in table order. Texts become Python strings a block of candidates at a time, not all at once."""
-    if segments.empty or "text" not in segments.columns:
-        return np.zeros(0, dtype=np.int64)
-    text = segments["text"]
-    candidates = np.flatnonzero(
-        ((_col(segments, "sentiment") != "positive") & text.notna()).to_numpy(dtype=bool, na_value=False)
-    )
-    found = [np.zeros(0, dtype=np.int64)]
-    for lo in range(0, len(candidates), block):
-        rows = candidates[lo : lo + block]
-        match = [CHURN_PATTERN.search(t) is not None for t in text.iloc[rows].astype(str).tolist()]
-        found.append(rows[np.asarray(match, dtype=bool)])
-    return np.concatenate(found)
-
-
-def _stage_ratings(documents: pd.DataFrame) -> dict[str, float]:
-    if "rating" not in documents.columns or "stages" not in documents.columns:
-        return {}
-    rating = pd.to_numeric(documents["rating"], errors="coerce")
-    if not rating.notna().any():
-        return {}
-    try:  # one row per (document, stage) by Arrow, without a Python list per document
-        lists = pa.array(documents["stages"].array, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        lists = None
-    if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks()
-    if lists is not None and pa.types.is_list(lists.type):
-        frame = pd.DataFrame(
-            {
-                "stage": pc.list_flatten(lists).to_pandas(),
-                "rating": rating.to_numpy()[pc.list_parent_indices(lists).to_numpy()],
-            }
-        ).dropna()
-    else:  # JSON text (CSV) or mixed cells
-        frame = (
-            pd.DataFrame({"stage": [_as_list(v) for v in documents["stages"]], "rating": rating.to_numpy()})
-            .explode("stage")
-            .dropna()
-        )
-    return {str(k): float(v) for k, v in frame.groupby("stage")["rating"].mean().items()}
 
 
 def _rejects(rejects: list[Any], by_code: dict[str, Any]) -> list[dict[str, Any]]:
@@ -887,63 +693,31 @@ def _models(models: dict[str, Any]) -> list[tuple[str, str]]:
 # -- drivers and alerts ------------------------------------------------------------------------------
 
 
-def _drivers(
-    documents: pd.DataFrame, segments: pd.DataFrame, pain_points: list[PainPoint], stage_ids: list[str]
-) -> Drivers | None:
+def _drivers(digest: Digest, pain_points: list[PainPoint]) -> Drivers | None:
     """Which stages and pain points go with lower ratings: mean rating with the issue vs without it."""
-    if documents.empty or segments.empty or "doc_id" not in segments.columns:
+    found = digest.drivers
+    if found is None or found.rated < MIN_RATED_FOR_DRIVERS:
         return None
-    rating = pd.to_numeric(_col(documents, "rating"), errors="coerce").to_numpy()
-    rated = ~pd.isna(rating)
-    if rated.sum() < MIN_RATED_FOR_DRIVERS:
-        return None
-    # Documents by position among the rated ones (a doc id seen twice: its first rated row), and each
-    # segment's: no Python string is made of the millions of ids a large run has.
-    rated_ids = _col(documents, "doc_id")[rated]
-    values = rating[rated].astype(float)
-    first = positions(rated_ids, rated_ids) == np.arange(len(rated_ids))
-    ratings = pd.Series(values[first])
-    total, count = float(ratings.sum()), len(ratings)
-    doc_pos = positions(segments["doc_id"], rated_ids)
-    negative = (_col(segments, "sentiment") == "negative").to_numpy()
-    codes = np.where(negative, _stage_codes(segments, stage_ids), -1)
-    issues: list[tuple[str, str, str, Any]] = [
-        ("stage", s, s, docs) for s, docs in zip(stage_ids, _documents_of(codes, doc_pos, len(stage_ids)))
+    total, count = found.total, found.rated
+    issues: list[tuple[str, str, str, tuple[int, float] | None]] = [
+        ("stage", s, s, stats if stats[0] else None) for s, stats in zip(digest.stage_ids, found.stages)
     ]
-    clustered = [p for p in pain_points if not p.is_other]
-    pain_ids = list(dict.fromkeys(p.id for p in clustered))
-    pain = positions(_col(segments, "pain_point_id"), pd.Series(pain_ids, dtype=object))
-    by_pain = dict(zip(pain_ids, _documents_of(pain, doc_pos, len(pain_ids))))
-    issues += [("pain point", p.label, p.stage, by_pain.get(p.id)) for p in clustered]
+    issues += [
+        ("pain point", p.label, p.stage, found.pain_points.get(p.id)) for p in pain_points if not p.is_other
+    ]
     rows = []
-    for kind, name, stage, docs in issues:
-        if docs is None:
+    for kind, name, stage, stats in issues:
+        if stats is None:
             continue
-        with_issue = pd.Series(values[docs])
-        n = len(with_issue)
+        n, with_sum = stats
         if n < MIN_DRIVER_DOCUMENTS or count - n < MIN_DRIVER_DOCUMENTS:
             continue
-        mean_with = float(with_issue.mean())
-        rows.append(Driver(kind, name, stage, n, mean_with, (total - float(with_issue.sum())) / (count - n)))
+        rows.append(Driver(kind, name, stage, n, with_sum / n, (total - with_sum) / (count - n)))
     rows.sort(key=lambda d: (d.impact * d.documents, d.kind != "stage", d.name))  # ties: stages first
-    return Drivers(count, total / count, float(ratings.min()), float(ratings.max()), rows[:DRIVER_ROWS])
+    return Drivers(count, total / count, found.low, found.high, rows[:DRIVER_ROWS])
 
 
-def _documents_of(codes: np.ndarray, doc_pos: np.ndarray, k: int) -> list[np.ndarray | None]:
-    """For each code 0..k-1 of the rows' ``codes`` (-1: none), the distinct document positions (>= 0) of
-    its rows in order of first appearance; None for a code no row has."""
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(k + 1))
-    out: list[np.ndarray | None] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        found = doc_pos[order[lo:hi]]
-        out.append(pd.unique(found[found >= 0]) if hi > lo else None)
-    return out
-
-
-def _alerts(
-    report: Report, documents: pd.DataFrame, segments: pd.DataFrame, pain_points: list[PainPoint]
-) -> Alerts:
+def _alerts(report: Report, digest: Digest, pain_points: list[PainPoint]) -> Alerts:
     """Documents at churn risk (words of leaving in a non-positive segment) and pain points on the rise."""
     rising = sorted(
         (
@@ -956,37 +730,12 @@ def _alerts(
         ),
         key=lambda p: (-(p.trend or 0.0), p.stage, p.label),
     )
-    if segments.empty or "text" not in segments.columns:
+    if not digest.segments or not digest.has_text:
         return Alerts(0, None, [], [], rising)
-    # Only the matching rows, and the columns read here, are copied.
-    columns = [c for c in ("text", "stage", "sentiment_score", "doc_id") if c in segments.columns]
-    hits = segments[columns].iloc[_churn_rows(segments)]
-    n_docs = int(_col(hits, "doc_id").nunique())
-    stage = _col(hits, "stage").astype(object).fillna("no stage").astype(str)  # categorical in a batch run
-    per_stage = (
-        hits.assign(_stage=stage.to_numpy()).groupby("_stage")["doc_id"].nunique()
-        if len(hits)
-        else pd.Series(dtype=int)
-    )
     order = {s.id: s.position for s in report.stages}
-    by_stage = sorted(
-        ((str(k), int(v)) for k, v in per_stage.items()), key=lambda kv: (-kv[1], order.get(kv[0], 99), kv[0])
-    )
-    quotes: list[ChurnQuote] = []
-    seen: set[str] = set()
-    ranked = hits.assign(_score=pd.to_numeric(_col(hits, "sentiment_score"), errors="coerce")).sort_values(
-        "_score", na_position="last"
-    )
-    for text, st, score, doc in zip(
-        ranked["text"], _col(ranked, "stage"), ranked["_score"], _col(ranked, "doc_id")
-    ):
-        clipped = _clip(text)
-        if clipped.casefold() in seen or str(doc) in seen:
-            continue
-        seen.update({clipped.casefold(), str(doc)})
-        quotes.append(ChurnQuote(clipped, _text(st), _num(score)))
-        if len(quotes) == CHURN_QUOTES:
-            break
+    by_stage = sorted(digest.churn_by_stage.items(), key=lambda kv: (-kv[1], order.get(kv[0], 99), kv[0]))
+    quotes = [ChurnQuote(*q) for q in digest.churn_quotes()]
+    n_docs = digest.churn_documents
     share = n_docs / report.analysed if report.analysed else None
     return Alerts(n_docs, share, by_stage, quotes, rising)
 
@@ -1184,43 +933,33 @@ def split_bar(negative: int, neutral: int, positive: int, label: str = "") -> Ma
 _BUCKETS = (("week", "W-SUN", 7.0), ("month", "M", 30.4), ("quarter", "Q", 91.3), ("year", "Y", 365.25))
 
 
-def _trends(
-    documents: pd.DataFrame, segments: pd.DataFrame, stage_ids: list[str], created: pd.Series
-) -> Trends | None:
+def _trends(digest: Digest) -> Trends | None:
     """Segment volume and net sentiment per week (or coarser) per stage, as small multiples.
 
-    Each document's bucket is computed once and each segment takes its document's (a doc id seen twice:
-    its first row); the counts are ``np.bincount`` over bucket numbers, so a run of millions of
-    segments makes a few integer arrays here, not a frame of timestamps."""
-    if segments.empty or "doc_id" not in segments.columns or not created.notna().any():
+    The digest counts the segments per day of their document (a doc id seen twice: its first row); the
+    days fall into buckets here, so a run of millions of segments is a few thousand counts."""
+    if digest.trend_span is None or not digest.trend_counts:
         return None
-    doc_pos = positions(segments["doc_id"], _col(documents, "doc_id"))
-    when = created.dt.tz_convert(None)
-    used = np.zeros(len(when), dtype=bool)
-    used[doc_pos[doc_pos >= 0]] = True
-    seen = when[used].dropna()
-    if not len(seen):
-        return None
-    span = (seen.max() - seen.min()).days
+    low, high = digest.trend_span
+    span = (high - low).days
     unit, period = next(
         ((u, p) for u, p, days in _BUCKETS if span / days + 2 <= MAX_BUCKETS), _BUCKETS[-1][:2]
     )
-    first, last = seen.min().to_period(period), seen.max().to_period(period)
-    doc_bucket = np.where(when.isna(), -1, when.dt.to_period(period).array.asi8 - first.ordinal)
-    bucket = np.where(doc_pos >= 0, doc_bucket[np.maximum(doc_pos, 0)], -1)
-    del doc_pos, doc_bucket
+    first, last = low.to_period(period), high.to_period(period)
     n_buckets = last.ordinal - first.ordinal + 1
     buckets = list(pd.period_range(first, last, freq=period).start_time)
-    stage = _stage_codes(segments, stage_ids)
-    sentiment = _col(segments, "sentiment")
-    neg = (sentiment == "negative").to_numpy(dtype=bool, na_value=False)
-    pos = (sentiment == "positive").to_numpy(dtype=bool, na_value=False)
-    valid = bucket >= 0
-    panels = [_panel("all segments", bucket, valid, neg, pos, n_buckets, buckets, unit)]
-    for position, name in enumerate(stage_ids):
-        rows = valid & (stage == position)
-        if rows.any():
-            panels.append(_panel(name, bucket, rows, neg, pos, n_buckets, buckets, unit))
+    keys = np.array(list(digest.trend_counts), dtype=np.int64).reshape(-1, 2)
+    counts = np.array(list(digest.trend_counts.values()), dtype=np.int64).reshape(-1, 3)
+    days = pd.DatetimeIndex(keys[:, 0].astype("datetime64[D]"))
+    bucket = days.to_period(period).asi8 - first.ordinal
+    code = keys[:, 1]
+    panels = [
+        _panel("all segments", bucket, np.ones(len(code), dtype=bool), counts, n_buckets, buckets, unit)
+    ]
+    for position, name in enumerate(digest.stage_ids):
+        rows = code == position
+        if counts[rows, 0].sum():
+            panels.append(_panel(name, bucket, rows, counts, n_buckets, buckets, unit))
     return Trends(unit, _day(buckets[0]), _day(buckets[-1]), panels)
 
 
@@ -1228,18 +967,19 @@ def _panel(
     title: str,
     bucket: np.ndarray,
     rows: np.ndarray,
-    neg: np.ndarray,
-    pos: np.ndarray,
+    counts: np.ndarray,
     n_buckets: int,
     buckets: list[pd.Timestamp],
     unit: str,
 ) -> TrendPanel:
-    """One panel: the segments of ``rows`` counted per bucket (``bucket``: each segment's number)."""
+    """One panel: the day counts of ``rows`` (segments, negative, positive) summed per bucket."""
 
-    def count(mask: np.ndarray) -> list[int]:
-        return np.bincount(bucket[mask], minlength=n_buckets).astype(int).tolist()
+    def count(column: int) -> list[int]:
+        return (
+            np.bincount(bucket[rows], weights=counts[rows, column], minlength=n_buckets).astype(int).tolist()
+        )
 
-    n, negative, positive = count(rows), count(rows & neg), count(rows & pos)
+    n, negative, positive = count(0), count(1), count(2)
     net = [100.0 * (p - q) / c if c else None for p, q, c in zip(positive, negative, n)]
     return TrendPanel(title, int(sum(n)), trend_chart(buckets, n, net, title, unit), buckets, n, net)
 
