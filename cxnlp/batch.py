@@ -51,11 +51,12 @@ import pyarrow.parquet as pq
 from . import cluster, memory, processes
 from .about import __version__
 from .config import Config, config_to_dict
+from .digest import Digest, drivers_of
 from .errors import CxnlpError, Errors, PipelineError
 from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, in_memory, iter_inputs
 from .output import MARKER, TableStream, conform, extra_array, extra_columns, to_arrow, write_rejects
 from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
-from .schema import column_names
+from .schema import column_names, positions
 
 logger = logging.getLogger(__name__)
 
@@ -231,23 +232,34 @@ def save_chunk(chunks: Path, info: ChunkInfo, part: Part) -> Path:
     return final
 
 
-def load_chunk(path: Path, trim: Callable[[pd.DataFrame], None] | None = None) -> tuple[ChunkInfo, Part]:
-    """A committed chunk. With ``trim``, only the columns the corpus-wide steps and the report read
-    (:data:`REDUCE_COLUMNS`), and the segments trimmed by ``trim`` (:func:`_trimmer`)."""
+def load_chunk(path: Path) -> tuple[ChunkInfo, Part]:
+    """A committed chunk, whole (its embeddings memory-mapped)."""
     meta = json.loads((path / "part.json").read_text(encoding="utf-8"))
-    reduce = trim is not None
-    documents = _read_chunk_table(path / "documents.parquet", REDUCE_COLUMNS["documents"] if reduce else None)
+    documents = _read_chunk_table(path / "documents.parquet")
     documents = documents.drop(columns=[c for c in ("n_segments",) if c in documents])
-    segments = _read_chunk_table(path / "segments.parquet", REDUCE_COLUMNS["segments"] if reduce else None)
+    segments = _read_chunk_table(path / "segments.parquet")
     segments = segments.drop(columns=[c for c in ("pain_point_id",) if c in segments])
-    if trim is not None and len(segments):
-        trim(segments)
+    return _chunk_info(meta), Part(
+        documents,
+        segments,
+        _chunk_embeddings(path),
+        _chunk_rejects(path),
+        meta["redactions"],
+        meta["timings"],
+    )
+
+
+def _chunk_info(meta: dict[str, Any]) -> ChunkInfo:
+    return ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
+
+
+def _chunk_embeddings(path: Path) -> np.ndarray:
+    return np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+
+
+def _chunk_rejects(path: Path) -> list[Reject]:
     with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
-        rejects = [Reject.from_dict(json.loads(line)) for line in fh]
-    embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-    info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
-    part = Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
-    return info, part
+        return [Reject.from_dict(json.loads(line)) for line in fh]
 
 
 def _one_chunk_arrow(frame: pd.DataFrame) -> None:
@@ -315,25 +327,51 @@ REDUCE_ARROW = ("phrases", "flags", "stages")
 REDUCE_CATEGORICAL = ("stage", "sentiment", "emotion", "channel")
 
 
-def _trimmer(cfg: Config, stage_ids: list[str], stats: cluster.PhraseStats) -> Callable[[pd.DataFrame], None]:
-    """What the reduce phase drops from a chunk's segments (in place), as it reads them:
+@dataclass
+class ReducedChunk:
+    """One committed chunk as the reduce holds it (:func:`reduce_chunk`)."""
 
-    * text and id, except where the cluster step quotes or labels from them and where the report may
-      quote them;
-    * phrases, except for the segments the cluster step clusters; what it reads of the others is
-      added to ``stats`` (:func:`cluster.trim_phrases`)."""
-    from .report import text_needed
+    path: Path
+    info: ChunkInfo
+    #: the segments the cluster step clusters, with their documents' ids and dates; its phrase_stats
+    #: hold what the cluster step reads of the other segments' phrases
+    part: Part
+    digest: Digest  # every row, counted for the stage summary and the report
+    rows: np.ndarray  # the clustered segments' positions among the chunk's
 
-    def trim(segments: pd.DataFrame) -> None:
-        if "text" in segments.columns:
-            keep = cluster.text_needed(segments, stage_ids, cfg.cluster)
-            keep |= text_needed(segments, cfg.report.verbatims)
-            for col in ("text", "segment_id"):
-                if col in segments.columns:
-                    segments[col] = segments[col].where(keep, None)
-        cluster.trim_phrases(segments, stage_ids, cfg.cluster, stats)
 
-    return trim
+def reduce_chunk(path: Path, config: Config, stage_ids: list[str]) -> ReducedChunk:
+    """Read one committed chunk for the reduce: the :class:`~cxnlp.digest.Digest` of all its documents
+    and segments, and only the rows the cluster step reads (:func:`cluster.text_needed`: the segments
+    it clusters, and their documents' dates). The other segments' phrases are counted into
+    ``part.phrase_stats`` (:func:`cluster.trim_phrases`). What a chunk leaves in memory is then the
+    clustered segments' (the one part of the reduce that grows with the run) and a few counts.
+
+    The part's embeddings stay the whole chunk's, memory-mapped; ``rows`` selects the clustered ones."""
+    meta = json.loads((path / "part.json").read_text(encoding="utf-8"))
+    documents = _read_chunk_table(path / "documents.parquet", REDUCE_COLUMNS["documents"])
+    segments = _read_chunk_table(path / "segments.parquet", REDUCE_COLUMNS["segments"])
+    digest = Digest.of(documents, segments, stage_ids, config.report.verbatims)
+    stats = cluster.PhraseStats()
+    rows = np.zeros(0, dtype=np.int64)
+    if len(segments):
+        rows = np.flatnonzero(cluster.text_needed(segments, stage_ids, config.cluster).to_numpy())
+        cluster.trim_phrases(segments, stage_ids, config.cluster, stats)
+        segments = segments.iloc[rows].reset_index(drop=True)
+        if "doc_id" in documents.columns:
+            documents = documents.loc[positions(documents["doc_id"], segments["doc_id"]) >= 0]
+        documents = documents[[c for c in ("doc_id", "created_at") if c in documents.columns]]
+        documents = documents.reset_index(drop=True)
+    part = Part(
+        documents,
+        segments,
+        _chunk_embeddings(path),
+        _chunk_rejects(path),
+        meta["redactions"],
+        meta["timings"],
+    )
+    part.phrase_stats = stats
+    return ReducedChunk(path, _chunk_info(meta), part, digest, rows)
 
 
 # Loading the committed chunks for the reduce is one core's work per chunk (Parquet, then the phrase
@@ -357,37 +395,30 @@ def loaders_for(analyzer: Analyzer, n_chunks: int) -> int:
     return n if n > 1 else 0
 
 
-def _load_reduced(path: Path, blob: str, stage_ids: list[str]) -> tuple[ChunkInfo, Part, cluster.PhraseStats]:
-    """One chunk as the reduce holds it, in a loader process: trimmed into its own phrase statistics,
-    without its embeddings (the main process maps the chunk's file itself)."""
-    stats = cluster.PhraseStats()
-    info, part = load_chunk(path, _trimmer(_worker_config(blob), stage_ids, stats))
-    part.embeddings = np.zeros((0, 0), dtype=np.float16)
-    return info, part, stats
+def _reduce_chunk(path: Path, blob: str, stage_ids: list[str]) -> ReducedChunk:
+    """:func:`reduce_chunk` in a loader process, without the embeddings (the main process maps the
+    chunk's file itself)."""
+    chunk = reduce_chunk(path, _worker_config(blob), stage_ids)
+    chunk.part.embeddings = np.zeros((0, 0), dtype=np.float16)
+    return chunk
 
 
-def reduced_chunks(
-    analyzer: Analyzer, paths: list[Path], stats: cluster.PhraseStats
-) -> Iterator[tuple[Path, ChunkInfo, Part]]:
-    """The committed chunks in order, each path with what :func:`load_chunk` gives them with the trimmer, the phrase
-    statistics of their segments not clustered added to ``stats``. In :func:`loaders_for` processes
-    when there are enough chunks, with the same result: each loader counts one chunk's statistics,
-    added up here."""
+def reduced_chunks(analyzer: Analyzer, paths: list[Path]) -> Iterator[ReducedChunk]:
+    """The committed chunks in order, as :func:`reduce_chunk` reads them: in :func:`loaders_for`
+    processes when there are enough chunks, with the same result."""
     n = loaders_for(analyzer, len(paths))
+    stage_ids = list(analyzer.stage_ids)
     if n == 0:
-        trim = _trimmer(analyzer.config, analyzer.stage_ids, stats)
         for path in paths:
-            yield (path, *load_chunk(path, trim))
+            yield reduce_chunk(path, analyzer.config, stage_ids)
         return
     from itertools import repeat
 
     blob = json.dumps(config_to_dict(analyzer.config), sort_keys=True, default=str)
     with processes.pool(n) as pool:
-        loaded = pool.map(_load_reduced, paths, repeat(blob), repeat(list(analyzer.stage_ids)))
-        for path, (info, part, own) in zip(paths, loaded):
-            part.embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-            stats.merge(own)
-            yield path, info, part
+        for chunk in pool.map(_reduce_chunk, paths, repeat(blob), repeat(stage_ids)):
+            chunk.part.embeddings = _chunk_embeddings(chunk.path)
+            yield chunk
 
 
 @dataclass
@@ -452,13 +483,10 @@ def _document_extras(chunks: list[_Chunk]) -> dict[str, pa.DataType | pa.Array]:
     return plan
 
 
-def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStream]:
+def _streams(chunks: list[_Chunk], pain_point_ids: _PainPointIds) -> dict[str, TableStream]:
     """The documents and segments tables of a batch run, read back chunk by chunk from the committed
-    chunks and completed with what the corpus-wide steps added (``n_segments``, ``pain_point_id``)."""
-    # Python objects are made for one chunk's rows at a time (a million reviews' pain point ids as a list
-    # are a list of three million and the strings in it)
-    n_segments = result.documents["n_segments"]
-    pain_point_ids = result.segments["pain_point_id"]
+    chunks and completed with what the corpus-wide steps add: each document's ``n_segments`` (counted in
+    its own chunk) and each segment's ``pain_point_id``."""
     extras = _document_extras(chunks)
 
     # Each piece stays in Arrow (output.conform): the chunk's columns as it holds them, the added one
@@ -471,7 +499,6 @@ def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStr
             if not chunk.documents:
                 continue
             table = pq.read_table(chunk.path / "documents.parquet")
-            end = first + chunk.documents
             own = {
                 k: v if isinstance(v, pa.DataType) else v.slice(first, chunk.documents)
                 for k, v in extras.items()
@@ -479,24 +506,63 @@ def _streams(chunks: list[_Chunk], result: AnalysisResult) -> dict[str, TableStr
             present = [c for c in convert if c in table.column_names]
             inputs = _frame(table.select(present)) if present else None
             yield conform(
-                "documents", table, {"n_segments": n_segments.iloc[first:end].tolist()}, own, inputs
+                "documents", table, {"n_segments": _segments_per_document(chunk, table)}, own, inputs
             )
-            first = end
+            first += chunk.documents
 
     def segments() -> Iterator[pa.Table]:
-        first, written = 0, False
-        for chunk in chunks:
+        written = False
+        for i, chunk in enumerate(chunks):
             if not chunk.segments:
                 continue
             table = pq.read_table(chunk.path / "segments.parquet")
-            ids = pain_point_ids.iloc[first : first + chunk.segments].to_numpy(dtype=object, na_value=None)
-            first += chunk.segments
             written = True
-            yield conform("segments", table, {"pain_point_id": ids.tolist()})
+            yield conform("segments", table, {"pain_point_id": pain_point_ids[i].tolist()})
         if not written:
             yield to_arrow("segments", pd.DataFrame())
 
     return {"documents": documents, "segments": segments}
+
+
+def _segments_per_document(chunk: _Chunk, documents: pa.Table) -> list[int]:
+    """Each of a chunk's documents' number of segments (a document's segments are in its own chunk)."""
+    if not chunk.segments:
+        return [0] * documents.num_rows
+    doc_ids = pq.read_table(chunk.path / "segments.parquet", columns=["doc_id"]).column("doc_id").to_pandas()
+    found = positions(doc_ids, documents.column("doc_id").to_pandas())
+    return np.bincount(found[found >= 0], minlength=documents.num_rows).astype(int).tolist()
+
+
+class _PainPointIds:
+    """Each chunk's segments' pain point ids (None where not clustered), made one chunk at a time from
+    the ids of the clustered segments (in chunk order) and their positions in their chunk: a run's
+    millions of segments never get a Python object each at once."""
+
+    def __init__(self, chunks: list[_Chunk], rows: list[np.ndarray], clustered: pd.Series) -> None:
+        self.sizes = [c.segments for c in chunks]
+        self.rows = rows
+        self.starts = np.cumsum([0] + [len(r) for r in rows])
+        self.values = (
+            clustered.to_numpy(dtype=object, na_value=None) if len(clustered) else np.zeros(0, dtype=object)
+        )
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        ids = np.full(self.sizes[i], None, dtype=object)
+        ids[self.rows[i]] = self.values[self.starts[i] : self.starts[i + 1]]
+        return ids
+
+
+def _add_drivers(digest: Digest, chunks: list[_Chunk], pain_point_ids: _PainPointIds) -> None:
+    """The report's drivers need each rated document's issues, pain points included: counted here, a
+    chunk at a time, once the pain points are known."""
+    for i, chunk in enumerate(chunks):
+        if not chunk.documents:
+            continue
+        docs = _read_chunk_table(chunk.path / "documents.parquet", ["doc_id", "rating"])
+        segs = _read_chunk_table(chunk.path / "segments.parquet", ["doc_id", "stage", "sentiment"])
+        if len(segs):
+            segs["pain_point_id"] = pain_point_ids[i]
+        digest.add_drivers(drivers_of(docs, segs, digest.stage_ids))
 
 
 class BatchResult(AnalysisResult):
@@ -941,21 +1007,22 @@ def slices(records: list[Record], n_workers: int) -> list[list[Record]]:
     return [records[i : i + size] for i in range(0, len(records), size)] if records else [records]
 
 
-def _join_embeddings(path: Path, arrays: list[np.ndarray]) -> np.ndarray:
-    """All chunks' float16 embeddings in one memory-mapped file, copied chunk by chunk: the clustering
-    step reads the rows it needs, so the corpus's embeddings never have to fit in memory."""
-    arrays = [a for a in arrays if a.ndim == 2 and len(a)]
-    if not arrays:
+def _join_embeddings(path: Path, chunks: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The clustered segments' float16 embeddings, ``(chunk's embeddings, rows)`` for each chunk, in one
+    memory-mapped file, copied chunk by chunk: the cluster step reads the rows it needs, so they never
+    have to fit in memory."""
+    chunks = [(a, rows) for a, rows in chunks if a.ndim == 2 and len(rows)]
+    if not chunks:
         return np.zeros((0, 0), np.float16)
-    n, dim = sum(len(a) for a in arrays), arrays[0].shape[1]
+    n, dim = sum(len(rows) for _, rows in chunks), chunks[0][0].shape[1]
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
     i = 0
-    for a in arrays:
-        out[i : i + len(a)] = a
+    for a, rows in chunks:
+        out[i : i + len(rows)] = a[rows]
         out.flush()  # written back, so the pages can leave this process's resident memory
-        cluster.release(out, (i, i + len(a)))
+        cluster.release(out, (i, i + len(rows)))
         cluster.release(a)
-        i += len(a)
+        i += len(rows)
     del out
     return np.load(path, mmap_mode="r")
 
@@ -1078,18 +1145,30 @@ def run_batch(
         # on the system allocator, whose freed memory trim_heap hands back (see cxnlp.memory)
         with memory.system_arrow_pool():
             memory.bound_heap()
+            # Each chunk is counted into the run's digest (what the stage summary and the report read) as
+            # it is read; only the segments the cluster step clusters are kept, with their phrase
+            # statistics of the others.
             parts: list[Part] = []
+            rows: list[np.ndarray] = []
             chunks: list[_Chunk] = []
             unchanged = n_read = 0
             stats = cluster.PhraseStats()
+            digest = Digest(list(analyzer.stage_ids), analyzer.config.report.verbatims)
             paths = [path for _index, path in sorted(work.committed().items())]
-            for path, info, part in reduced_chunks(analyzer, paths, stats):
-                unchanged += info.unchanged
-                n_read += info.read
-                parts.append(part)
-                chunks.append(_Chunk(path, len(part.documents), len(part.segments)))
+            for chunk in reduced_chunks(analyzer, paths):
+                unchanged += chunk.info.unchanged
+                n_read += chunk.info.read
+                digest.merge(chunk.digest)
+                if chunk.part.phrase_stats is not None:
+                    stats.merge(chunk.part.phrase_stats)
+                    chunk.part.phrase_stats = None
+                parts.append(chunk.part)
+                rows.append(chunk.rows)
+                chunks.append(_Chunk(chunk.path, chunk.digest.documents, chunk.digest.segments))
             read.n_read = n_read  # the records themselves went to the chunks
-            embeddings = _join_embeddings(work.path / "embeddings.npy", [p.embeddings for p in parts])
+            embeddings = _join_embeddings(
+                work.path / "embeddings.npy", [(p.embeddings, r) for p, r in zip(parts, rows)]
+            )
             for p in parts:
                 p.embeddings = p.embeddings[:0]
             part = merge_parts(parts) if parts else analyzer.prepare([], [])
@@ -1118,11 +1197,18 @@ def run_batch(
                 failed,
                 extra_counts={"unchanged": unchanged} if st is not None else None,
                 extra_manifest=extra_manifest,
+                digest=digest,
             )
             del part
             memory.trim_heap()
-            if not failed and len(result.documents):
-                result.streams = _streams(chunks, result)
+            if not failed and digest.documents:
+                clustered = (
+                    result.segments["pain_point_id"] if "pain_point_id" in result.segments else pd.Series()
+                )
+                pain_point_ids = _PainPointIds(chunks, rows, clustered)
+                if digest.rated:
+                    _add_drivers(digest, chunks, pain_point_ids)
+                result.streams = _streams(chunks, pain_point_ids)
             result.write(outdir)
         result = BatchResult.of(result, outdir)  # the reduced tables go; the full ones are read back
         if st is not None and not failed:

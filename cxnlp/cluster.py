@@ -718,28 +718,39 @@ def trim_phrases(
 
 
 def _clustered_dates(
-    segments: pd.DataFrame, documents: pd.DataFrame, rows: np.ndarray
+    segments: pd.DataFrame,
+    documents: pd.DataFrame,
+    rows: np.ndarray,
+    span: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> tuple[pd.Series, np.ndarray, int]:
     """For the segments at ``rows``: their document's date (a doc id seen twice: its last row, as a dict
     would do) and week (Monday-based, UTC), weeks counted from the first week of any segment's document;
     and the number of weeks from that one to the last. Only the document positions of all segments are
-    made, and dropped before returning."""
+    made, and dropped before returning. ``span``: the first and last date of the run's documents that
+    have segments, where ``segments`` are only some of the run's (a batch run's clustered ones)."""
     last = positions(segments["doc_id"], documents["doc_id"].iloc[::-1])
     doc_pos = np.where(last >= 0, len(documents) - 1 - last, -1)
     del last
     when = pd.to_datetime(documents["created_at"], utc=True, errors="coerce")
-    used = np.zeros(len(documents), dtype=bool)
-    used[doc_pos[doc_pos >= 0]] = True
-    span = when[used].dropna()
+    if span is None:
+        used = np.zeros(len(documents), dtype=bool)
+        used[doc_pos[doc_pos >= 0]] = True
+        dates = when[used].dropna()
+        span = (dates.min(), dates.max()) if len(dates) else None
+        del used
     created = pd.Series(when.array.take(doc_pos[rows], allow_fill=True))
-    del doc_pos, used
+    del doc_pos
     weeks = np.full(len(rows), -1, dtype=np.int64)
-    if not len(span):
+    if span is None:
         return created, weeks, 0
-    first, end = (ts.tz_localize(None).to_period("W-SUN").start_time for ts in (span.min(), span.max()))
+    first, end = (_naive(ts).to_period("W-SUN").start_time for ts in span)
     week_start = created.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
     weeks = np.where(week_start.notna(), ((week_start - first).dt.days // 7).fillna(-1), -1).astype(np.int64)
     return created, weeks, (end - first).days // 7 + 1
+
+
+def _naive(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.tz_convert(None) if ts.tzinfo is not None else ts
 
 
 def find_pain_points(
@@ -751,10 +762,14 @@ def find_pain_points(
     seed: int = 0,
     baseline: Baseline | None = None,
     phrase_stats: PhraseStats | None = None,
+    run: tuple[int, tuple[pd.Timestamp, pd.Timestamp] | None] | None = None,
 ) -> tuple[pd.DataFrame, list[str | None]]:
     """Returns the pain_points table and a pain_point_id per segment (None where not clustered).
 
-    ``phrase_stats``: what :func:`trim_phrases` took from segments whose phrases it dropped."""
+    ``phrase_stats``: what :func:`trim_phrases` took from segments whose phrases it dropped. ``run``:
+    where ``segments`` (and ``documents``) are only part of the run, as in a batch run, which holds just
+    the segments it clusters: the run's number of segments (the baseline's sizes are scaled by it) and
+    the first and last date of its documents that have segments (the weeks are counted from there)."""
     assignment: list[str | None] = [None] * len(segments)
     rows: list[dict] = []
     if not config.enabled or segments.empty:
@@ -769,7 +784,7 @@ def find_pain_points(
     in_any = stage_code >= 0
     scope_any = in_any & negative if config.scope == "negative" else in_any
     rows_all = np.flatnonzero(scope_any)
-    created, weeks, n_weeks = _clustered_dates(segments, documents, rows_all)
+    created, weeks, n_weeks = _clustered_dates(segments, documents, rows_all, run[1] if run else None)
     # For the clustered segments: phrase keys (as ids into one list of keys: a corpus repeats the same
     # phrases) and the keys that say something of a noun ("late box", "code failed at checkout"). Of
     # the others, only what PhraseStats keeps: each stage's count of each key (the background its
@@ -896,7 +911,7 @@ def find_pain_points(
             trim_heap()  # each stage's temporaries, handed back before the next stage's
     table = pd.DataFrame(rows, columns=PAIN_POINT_COLUMNS)
     if baseline is not None:
-        table, renames = match_baseline(table, baseline, len(segments), config)
+        table, renames = match_baseline(table, baseline, run[0] if run else len(segments), config)
         assignment = [renames.get(a, a) if a is not None else None for a in assignment]
     if not table.empty:
         table["first_seen"] = pd.to_datetime(table["first_seen"], utc=True)

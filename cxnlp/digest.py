@@ -303,7 +303,7 @@ class Drivers:
 def drivers_of(documents: pd.DataFrame, segments: pd.DataFrame, stage_ids: list[str]) -> Drivers | None:
     """Per issue, the rated documents that have it: a negative segment in a stage, a segment in a pain
     point (``segments.pain_point_id``). A doc id seen twice counts its first rated row."""
-    if documents.empty or segments.empty or "doc_id" not in segments.columns:
+    if documents.empty or (len(segments) and "doc_id" not in segments.columns):
         return None
     rating = pd.to_numeric(_col(documents, "rating"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     rated = ~np.isnan(rating)
@@ -313,6 +313,9 @@ def drivers_of(documents: pd.DataFrame, segments: pd.DataFrame, stage_ids: list[
     out = Drivers(int(first.sum()), float(values[first].sum()))
     if first.any():
         out.low, out.high = float(values[first].min()), float(values[first].max())
+    if segments.empty:  # its rated documents still count towards the mean without an issue
+        out.stages = [(0, 0.0)] * len(stage_ids)
+        return out
     doc_pos = positions(segments["doc_id"], rated_ids)
     negative = (_col(segments, "sentiment") == "negative").to_numpy(dtype=bool, na_value=False)
     codes = np.where(negative, stage_codes(_col(segments, "stage"), stage_ids), -1)

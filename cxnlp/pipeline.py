@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -271,9 +272,15 @@ class Analyzer:
         cluster_space."""
         return [s for s in self._steps(progress, None) if s.name not in REDUCE_STEPS]
 
-    def reduce_steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
-        """Steps that need the whole corpus: cluster, aggregate."""
-        return [s for s in self._steps(progress, baseline) if s.name in REDUCE_STEPS]
+    def reduce_steps(
+        self, progress: Progress | None, baseline: cluster.Baseline | None = None, counted: bool = False
+    ) -> list[Step]:
+        """Steps that need the whole corpus: cluster, aggregate. ``counted``: the corpus holds only the
+        segments the cluster step clusters, and a digest of the whole run (a batch run's reduce)."""
+        steps = [s for s in self._steps(progress, baseline) if s.name in REDUCE_STEPS]
+        if counted:  # the documents are the clustered segments' only: aggregate from the digest alone
+            steps = [Step(s.name, s.run) if s.name == "aggregate" else s for s in steps]
+        return steps
 
     def _steps(self, progress: Progress | None, baseline: cluster.Baseline | None = None) -> list[Step]:
         cfg = self.config
@@ -329,19 +336,21 @@ class Analyzer:
                 cfg.seed,
                 self.comparable_baseline(baseline),
                 c.phrase_stats,
+                (c.digest.segments, c.digest.trend_span) if c.digest is not None else None,
             )
             c.segments["pain_point_id"] = assignment
 
         def aggregate_step(c: Corpus) -> None:
-            c.documents["n_segments"] = (
-                c.documents["doc_id"].map(c.segments.groupby("doc_id").size()).fillna(0).astype("int32")
-            )
+            if c.digest is None:  # else a batch run counted its chunks (and adds n_segments as it writes)
+                c.documents["n_segments"] = (
+                    c.documents["doc_id"].map(c.segments.groupby("doc_id").size()).fillna(0).astype("int32")
+                )
+                c.digest = Digest.of(c.documents, c.segments, self.stage_ids, cfg.report.verbatims)
             live = (
                 c.pain_points[c.pain_points["status"].fillna("") != "gone"]
                 if "status" in c.pain_points
                 else c.pain_points
             )
-            c.digest = Digest.of(c.documents, c.segments, self.stage_ids, cfg.report.verbatims)
             c.stage_summary = aggregate.summary_of(c.digest, live, cfg.report.top_pain_points)
 
         return [
@@ -482,25 +491,31 @@ class Analyzer:
         failed: bool = False,
         extra_counts: dict[str, int] | None = None,
         extra_manifest: dict[str, Any] | None = None,
+        digest: Digest | None = None,
     ) -> AnalysisResult:
         """The corpus-wide steps (cluster, aggregate) over the annotated documents, and the run manifest.
 
         Embeddings go through float16 here whatever their source, so an in-memory run, a chunked run
-        (which stores them as float16 on disk) and a Ray run cluster exactly the same numbers."""
+        (which stores them as float16 on disk) and a Ray run cluster exactly the same numbers.
+
+        ``digest``: the run's documents and segments, counted (a batch run's, chunk by chunk); ``part``
+        then holds only the segments the cluster step clusters and their documents."""
         timings = dict(part.timings)
         corpus = Corpus(part.documents, part.segments, np.asarray(part.embeddings, dtype=np.float16))
         corpus.phrase_stats = part.phrase_stats
-        if len(corpus.documents) and not failed:
-            self._run(self.reduce_steps(progress, baseline), corpus, timings)
+        corpus.digest = digest
+        n_documents = digest.documents if digest is not None else len(corpus.documents)
+        if n_documents and not failed:
+            self._run(self.reduce_steps(progress, baseline, counted=digest is not None), corpus, timings)
         else:
             _empty_annotations(corpus)
         ended = datetime.now(timezone.utc)
         rejects = part.rejects
         counts = {
             "read": read.read,
-            "analysed": len(corpus.documents),
+            "analysed": n_documents,
             "rejected": len(rejects),
-            "segments": len(corpus.segments),
+            "segments": digest.segments if digest is not None else len(corpus.segments),
             **(extra_counts or {}),
         }
         accounted = counts["analysed"] + counts["rejected"] + counts.get("unchanged", 0)
@@ -528,9 +543,7 @@ class Analyzer:
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "baseline": baseline.path if baseline is not None else None,
             "redactions": part.redactions,
-            "languages": {str(k): int(v) for k, v in corpus.documents["language"].value_counts().items()}
-            if "language" in corpus.documents
-            else {},
+            "languages": _languages(corpus.documents, digest),
             "status": "failed" if failed else "complete",
             "reject_limit": self.config.input.reject_limit(read.read),
             **(extra_manifest or {}),
@@ -661,6 +674,17 @@ def _raise_if_out_of_memory(exc: Exception, step: str, device: str, batch_size: 
             smaller=max(1, batch_size // 4),
             cpu_hint=cpu_hint,
         ) from exc
+
+
+def _languages(documents: pd.DataFrame, digest: Digest | None) -> dict[str, int]:
+    """Documents per detected language, the most frequent first."""
+    if digest is not None:
+        counts = digest.languages
+    elif "language" in documents:
+        counts = Counter(documents["language"].dropna().astype(str).tolist())
+    else:
+        return {}
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _empty_annotations(corpus: Corpus) -> None:

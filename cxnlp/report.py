@@ -35,24 +35,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from .about import SCHEMA_VERSION
-from .digest import (  # noqa: F401 - _stage_ratings and _churn_rows are read from here too
-    CHURN_PATTERN,
-    CHURN_QUOTES,
-    QUOTE_CHARS,
-    Digest,
-    _as_list,
-    _churn_rows,
-    _clip,
-    _col,
-    _missing,
-    _most_extreme,
-    _num,
-    _of_sentiment,
-    _scores,
-    _stage_ratings,
-    _text,
-    _utc,
-)
+from .digest import QUOTE_CHARS, Digest, _as_list, _clip, _missing, _num, _text
 from .schema import DEFAULT_STAGES, OTHER_PAIN_POINT, list_columns
 
 logger = logging.getLogger(__name__)
@@ -632,34 +615,6 @@ def _stages(result: Any, digest: Digest, pain_points: list[PainPoint], top_n: in
     return stages
 
 
-def text_needed(segments: pd.DataFrame, verbatims: int) -> pd.Series:
-    """Which segments' text :func:`build_report` may show: the verbatim candidates of each stage and the
-    churn-risk segments.
-
-    On part of a corpus (a batch run's chunk) this is a superset of what the report shows from the whole
-    corpus: a segment among the ``4 * k`` most extreme of the whole is among those of its own part, ties
-    broken by position in both. So the batch runner keeps only these texts in memory. The candidates are
-    :func:`_verbatim_pool`'s, by label and by score sign, chosen by the same :func:`_most_extreme`."""
-    keep = np.zeros(len(segments), dtype=bool)
-    if segments.empty or "text" not in segments.columns:
-        return pd.Series(keep, index=segments.index)
-    keep[_churn_rows(segments)] = True
-    if verbatims > 0 and "stage" in segments.columns:
-        scores = _scores(segments)
-        labels = _col(segments, "sentiment")
-        masks = [  # the whole corpus decides whether by label or by sign; keep both
-            (kind, _of_sentiment(scores, labels, kind, by_label))
-            for kind in ("negative", "positive")
-            for by_label in (True, False)
-        ]
-        codes, _ = pd.factorize(segments["stage"])  # a missing stage: -1, in no group (as groupby does)
-        for code in range(int(codes.max(initial=-1)) + 1):
-            in_stage = codes == code
-            for kind, mask in masks:
-                keep[_most_extreme(scores, in_stage & mask, kind, 4 * verbatims)] = True
-    return pd.Series(keep, index=segments.index)
-
-
 def _rejects(rejects: list[Any], by_code: dict[str, Any]) -> list[dict[str, Any]]:
     counts: Counter[str] = Counter({str(k): _int(v) for k, v in by_code.items()})
     examples: dict[str, list[str]] = {}
@@ -696,7 +651,7 @@ def _models(models: dict[str, Any]) -> list[tuple[str, str]]:
 def _drivers(digest: Digest, pain_points: list[PainPoint]) -> Drivers | None:
     """Which stages and pain points go with lower ratings: mean rating with the issue vs without it."""
     found = digest.drivers
-    if found is None or found.rated < MIN_RATED_FOR_DRIVERS:
+    if found is None or not digest.segments or found.rated < MIN_RATED_FOR_DRIVERS:
         return None
     total, count = found.total, found.rated
     issues: list[tuple[str, str, str, tuple[int, float] | None]] = [

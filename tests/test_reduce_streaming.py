@@ -16,29 +16,38 @@ from cxnlp.batch import REDUCE_COLUMNS, run_batch
 from cxnlp.output import read_outputs
 
 
-def test_reduce_holds_only_the_columns_the_corpus_wide_steps_read(analyzer, reviews, tmp_path, monkeypatch):
+def test_reduce_holds_only_the_segments_it_clusters(analyzer, reviews, tmp_path, monkeypatch):
+    """The reduce counts every chunk into the run's digest as it reads it and keeps only the segments
+    the cluster step clusters (negative ones with a stage), with their documents' ids and dates."""
     seen = {}
     real = batch.Analyzer.finish
 
     def spy(self, part, *args, **kwargs):
         seen["documents"], seen["segments"] = part.documents.copy(), part.segments.copy()
+        seen["digest"] = kwargs["digest"]
         return real(self, part, *args, **kwargs)
 
     monkeypatch.setattr(batch.Analyzer, "finish", spy)
     run = run_batch(analyzer, [str(reviews)], tmp_path / "out", chunk_size=7)
-    docs, segs = seen["documents"], seen["segments"]
-    assert set(docs.columns) <= set(REDUCE_COLUMNS["documents"]) | {"n_segments"}
-    assert set(segs.columns) <= set(REDUCE_COLUMNS["segments"]) | {"pain_point_id"}
-    assert "text" not in docs.columns and "emotion_scores" not in segs.columns
-    for frame, col in [(segs, "stage"), (segs, "sentiment"), (segs, "emotion"), (docs, "channel")]:
-        assert isinstance(frame[col].dtype, pd.CategoricalDtype), col  # a byte a row, across all chunks
-    kept = segs["text"].notna()
-    assert 0 < kept.sum() < len(segs), "only the texts that clustering and the report may quote are kept"
-    # ...and the texts the pain points and the report quote are among them
-    quoted = {q for qs in run.result.pain_points["example_quotes"] for q in qs}
-    assert quoted <= set(segs.loc[kept, "text"])
+    docs, segs, digest = seen["documents"], seen["segments"], seen["digest"]
     written = pd.read_parquet(tmp_path / "out" / "segments.parquet")
-    assert written["text"].notna().all() and len(written) == len(segs)
+    assert digest.segments == len(written) == run.result.counts["segments"]
+    assert digest.documents == run.result.counts["analysed"] == 60
+    clustered = written["sentiment"].eq("negative") & written["stage"].isin(analyzer.stage_ids)
+    assert 0 < len(segs) == clustered.sum() < len(written)
+    assert segs["segment_id"].tolist() == written.loc[clustered, "segment_id"].tolist()
+    assert written.loc[~clustered, "pain_point_id"].isna().all()
+    assert written.loc[clustered, "pain_point_id"].notna().all()
+    assert set(docs.columns) == {"doc_id", "created_at"} and set(docs["doc_id"]) == set(segs["doc_id"])
+    assert set(segs.columns) <= set(REDUCE_COLUMNS["segments"]) | {"pain_point_id"}
+    for col in ("stage", "sentiment", "emotion"):
+        assert isinstance(segs[col].dtype, pd.CategoricalDtype), col  # a byte a row, across all chunks
+    quoted = {q for qs in run.result.pain_points["example_quotes"] for q in qs}
+    assert quoted <= set(segs["text"])
+    documents = pd.read_parquet(tmp_path / "out" / "documents.parquet")
+    assert documents["n_segments"].tolist() == [
+        int((written["doc_id"] == d).sum()) for d in documents["doc_id"]
+    ]
 
 
 def test_merge_parts_unifies_categories_and_keeps_every_value():
@@ -194,19 +203,22 @@ def test_reduce_loads_chunks_in_processes_with_the_same_result(analyzer, reviews
     monkeypatch.undo()
     paths = sorted(p for p in (tmp_path / ".out.work" / "chunks").iterdir() if p.name.isdigit())
     assert len(paths) == 5 and batch.loaders_for(analyzer, len(paths)) == 0  # auto: none on the CPU
-    one, many = PhraseStats(), PhraseStats()
-    serial = list(batch.reduced_chunks(analyzer, paths, one))
+    serial = list(batch.reduced_chunks(analyzer, paths))
     monkeypatch.setattr(analyzer.config.batch, "workers", 2)
     assert batch.loaders_for(analyzer, len(paths)) == 2
     assert batch.loaders_for(analyzer, batch.MIN_PARALLEL_LOAD - 1) == 0
-    parallel = list(batch.reduced_chunks(analyzer, paths, many))
+    parallel = list(batch.reduced_chunks(analyzer, paths))
     assert len(parallel) == len(serial)
-    for (path_a, info_a, a), (path_b, info_b, b) in zip(serial, parallel):
-        assert path_a == path_b and info_a == info_b
-        pd.testing.assert_frame_equal(a.documents, b.documents)
-        pd.testing.assert_frame_equal(a.segments, b.segments)
-        assert np.array_equal(a.embeddings, b.embeddings) and a.rejects == b.rejects
-        assert a.segments["phrases"].isna().any() and a.segments["phrases"].notna().any()  # trimmed
+    one, many = PhraseStats(), PhraseStats()
+    for a, b in zip(serial, parallel):
+        assert a.path == b.path and a.info == b.info and np.array_equal(a.rows, b.rows)
+        pd.testing.assert_frame_equal(a.part.documents, b.part.documents)
+        pd.testing.assert_frame_equal(a.part.segments, b.part.segments)
+        assert np.array_equal(a.part.embeddings, b.part.embeddings) and a.part.rejects == b.part.rejects
+        assert len(a.rows) == len(a.part.segments) < a.digest.segments  # only the clustered ones
+        assert a.digest.sentiment == b.digest.sentiment and a.digest.trend_counts == b.digest.trend_counts
+        one.merge(a.part.phrase_stats)
+        many.merge(b.part.phrase_stats)
     assert one.said and one.said == many.said
     assert one.background == many.background  # (their order varies with Python's string hashes anyway)
 
@@ -232,7 +244,7 @@ def test_reduce_holds_arrow_columns_in_one_chunk(analyzer, reviews, tmp_path, mo
         for col in frame.columns
         if isinstance(frame[col].array, pd.arrays.ArrowExtensionArray)
     ]
-    assert {col for _, col in arrow} >= {"phrases", "flags", "stages"}
+    assert {col for _, col in arrow} >= {"phrases"}
     for frame, col in arrow:
         arr = pa.array(frame[col].array)
         assert not isinstance(arr, pa.ChunkedArray) or arr.num_chunks == 1, col

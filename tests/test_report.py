@@ -693,7 +693,7 @@ def test_report_drivers_compare_ratings_with_and_without_the_issue() -> None:
 
 
 def test_report_churn_rows_are_matched_a_block_at_a_time_with_the_same_result() -> None:
-    from cxnlp.report import CHURN_PATTERN, _churn_rows
+    from cxnlp.digest import CHURN_PATTERN, _churn_rows
 
     texts = [
         "I am cancelling my subscription.",
@@ -723,7 +723,8 @@ def test_report_from_arrow_backed_tables_equals_the_report_from_python_objects()
     import pyarrow as pa
 
     from cxnlp.batch import REDUCE_ARROW, REDUCE_CATEGORICAL, _frame
-    from cxnlp.report import _stage_ratings, build_report, build_summary
+    from cxnlp.digest import _stage_ratings
+    from cxnlp.report import build_report, build_summary
 
     run = _rated_run()
     churn = run.segments.index[run.segments["text"].str.contains("cancelling", na=False)]
