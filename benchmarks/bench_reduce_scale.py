@@ -20,6 +20,11 @@ tables and writing the reports. This measures that phase at full scale on real o
 
 What it does not show: the texts repeat K times, so the clustering sample holds duplicates (the clusters
 differ from a real corpus's; the memory does not, as the sample size is capped by `cluster.fit_sample`).
+With ``--phases``, each size's reduce runs a second time in a fresh process of its own, with its resident
+memory sampled every 20 ms and each sample put down to the phase running (:func:`profile_run`): what
+the models, the chunks read, the cluster step, the stage summary, the drivers pass and the writing each
+hold at their peak.
+
 Results are appended to benchmarks/results.jsonl with the machine they ran on.
 """
 
@@ -30,6 +35,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from datetime import date, datetime, timezone
@@ -153,6 +159,79 @@ def reduce_run(path: Path, out: Path) -> dict:
     }
 
 
+PHASES = (
+    ("load", "cxnlp.batch", "reduced_chunks"),
+    ("cluster", "cxnlp.cluster", "find_pain_points"),
+    ("aggregate", "cxnlp.aggregate", "summary_of"),
+    ("drivers", "cxnlp.batch", "_add_drivers"),
+    ("write", "cxnlp.output", "write_outputs"),
+)
+
+
+def profile_run(path: Path, out: Path) -> dict:
+    """The reduce of ``path`` (every chunk committed) in this process, with its resident memory sampled
+    every 20 ms and each sample put down to the phase running: the models loaded, the chunks read
+    (``load``), the ``cluster`` step, the stage summary (``aggregate``), the report's ``drivers`` pass
+    and the tables and reports written (``write``). Each phase starts when its function is first
+    called; the peak of each is what that phase holds on top of what came before."""
+    import importlib
+    import threading
+
+    from cxnlp.batch import run_batch
+    from cxnlp.config import load_config
+    from cxnlp.pipeline import Analyzer
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    phase = ["models"]
+    peaks: dict[str, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            while not done.is_set():
+                fh.seek(0)
+                mb = int(fh.read().split()[1]) * page / 2**20
+                peaks[phase[0]] = max(peaks.get(phase[0], 0.0), mb)
+                done.wait(0.02)
+
+    def marked(name: str, fn):  # type: ignore[no-untyped-def]
+        def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+            phase[0] = name
+            return fn(*args, **kwargs)
+
+        return run
+
+    for name, module, attr in PHASES:
+        mod = importlib.import_module(module)
+        setattr(mod, attr, marked(name, getattr(mod, attr)))
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    analyzer = Analyzer(load_config(None, None))
+    phase[0] = "read"
+    t = time.perf_counter()
+    run = run_batch(analyzer, [str(path)], out)
+    seconds = time.perf_counter() - t
+    done.set()
+    thread.join()
+    return {
+        "seconds": round(seconds, 1),
+        "phase_peak_rss_mb": {k: round(v, 1) for k, v in peaks.items()},
+        "counts": run.result.counts,
+        "timings": {k: round(v, 2) for k, v in run.result.manifest["timings"].items()},
+    }
+
+
+def profiled(path: Path, out: Path) -> dict:
+    """:func:`profile_run` in a fresh process (so that one size's peaks do not carry into the next)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--profile-run", str(path), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=int, default=10_000, help="reviews through the real map phase")
@@ -164,7 +243,16 @@ def main() -> None:
         type=Path,
         help="committed chunks of an earlier map phase over the same --base reviews (skips the map)",
     )
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="also run each reduce in-process, with the peak resident memory of each phase (profile_run)",
+    )
+    ap.add_argument("--profile-run", nargs=2, type=Path, metavar=("INPUT", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.profile_run:
+        print(json.dumps(profile_run(*args.profile_run)), flush=True)
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = make_corpus(args.base, 0)
     base = args.workdir / f"base-{args.base}.jsonl"
@@ -177,6 +265,10 @@ def main() -> None:
         print(f"{k} copies: input and chunks written in {time.perf_counter() - t:.0f}s", flush=True)
         res = {"reviews": args.base * k, **reduce_run(path, out)}
         print(json.dumps(res), flush=True)
+        if args.phases:
+            path, out = scaled(rows, chunks, k, args.workdir)  # the run above used up its work folder
+            res["in_process"] = profiled(path, out)
+            print(json.dumps(res["in_process"]), flush=True)
         results.append(res)
         if not args.keep:
             path.unlink()

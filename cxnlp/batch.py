@@ -1206,6 +1206,14 @@ def run_batch(
                     result.segments["pain_point_id"] if "pain_point_id" in result.segments else pd.Series()
                 )
                 pain_point_ids = _PainPointIds(chunks, rows, clustered)
+                # The clustered segments have served: the tables stream from the chunks, and the report
+                # reads the digest.
+                result.documents, result.segments = (
+                    result.documents.iloc[:0].copy(),
+                    result.segments.iloc[:0].copy(),
+                )
+                del clustered
+                memory.trim_heap()
                 if digest.rated:
                     _add_drivers(digest, chunks, pain_point_ids)
                 result.streams = _streams(chunks, pain_point_ids)
