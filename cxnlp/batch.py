@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import gc
 import hashlib
 import itertools
 import json
@@ -1145,6 +1146,8 @@ def run_batch(
         # on the system allocator, whose freed memory trim_heap hands back (see cxnlp.memory)
         with memory.system_arrow_pool():
             memory.bound_heap()
+            gc.collect()  # what reading the input held (every doc id seen, for the duplicate check)
+            memory.trim_heap()
             # Each chunk is counted into the run's digest (what the stage summary and the report read) as
             # it is read; only the segments the cluster step clusters are kept, with their phrase
             # statistics of the others.
@@ -1199,7 +1202,7 @@ def run_batch(
                 extra_manifest=extra_manifest,
                 digest=digest,
             )
-            del part
+            del part, embeddings, stats  # the cluster step's: its clustered rows' file and phrase counts
             memory.trim_heap()
             if not failed and digest.documents:
                 clustered = (
