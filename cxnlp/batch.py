@@ -543,13 +543,14 @@ class _PainPointIds:
         self.sizes = [c.segments for c in chunks]
         self.rows = rows
         self.starts = np.cumsum([0] + [len(r) for r in rows])
-        self.values = (
-            clustered.to_numpy(dtype=object, na_value=None) if len(clustered) else np.zeros(0, dtype=object)
-        )
+        # as codes into the few distinct ids (a Python string per clustered segment would be ~60 bytes each)
+        codes, names = pd.factorize(clustered, use_na_sentinel=True)
+        self.codes = np.asarray(codes, dtype=np.int32)
+        self.names = np.asarray([*names, None], dtype=object)  # code -1 (the last): not clustered
 
     def __getitem__(self, i: int) -> np.ndarray:
         ids = np.full(self.sizes[i], None, dtype=object)
-        ids[self.rows[i]] = self.values[self.starts[i] : self.starts[i + 1]]
+        ids[self.rows[i]] = self.names[self.codes[self.starts[i] : self.starts[i + 1]]]
         return ids
 
 
