@@ -2,9 +2,10 @@
 
 ``cxnlp analyze`` reads its input in chunks of ``batch.chunk_size`` records. Each chunk goes through the
 per-document steps (normalize, redact, segment, embed, journey, sentiment, emotion, cluster_space) and is committed to
-a work folder next to OUTDIR as soon as it is done; then the corpus-wide steps (cluster, aggregate) run
-over all chunks, reading only the columns they need (:data:`REDUCE_COLUMNS`), the final tables are
-streamed from the chunks one at a time, and OUTDIR is swapped in atomically::
+a work folder next to OUTDIR as soon as it is done; then each chunk is read once more, counted into the
+run's :class:`~cxnlp.digest.Digest` (what the stage summary and the report read) and trimmed to the
+segments the cluster step clusters (:func:`reduce_chunk`), the pain points are found over those, the
+final tables are streamed from the chunks one at a time, and OUTDIR is swapped in atomically::
 
     .NAME.work/
       plan.json              what this work folder belongs to (fingerprint of inputs, config, models)
@@ -240,27 +241,19 @@ def load_chunk(path: Path) -> tuple[ChunkInfo, Part]:
     documents = documents.drop(columns=[c for c in ("n_segments",) if c in documents])
     segments = _read_chunk_table(path / "segments.parquet")
     segments = segments.drop(columns=[c for c in ("pain_point_id",) if c in segments])
-    return _chunk_info(meta), Part(
-        documents,
-        segments,
-        _chunk_embeddings(path),
-        _chunk_rejects(path),
-        meta["redactions"],
-        meta["timings"],
-    )
+    return _chunk_info(meta), _chunk_part(path, meta, documents, segments)
+
+
+def _chunk_part(path: Path, meta: dict[str, Any], documents: pd.DataFrame, segments: pd.DataFrame) -> Part:
+    """A chunk's Part from these of its rows, with its embeddings (memory-mapped) and rejects."""
+    embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
+        rejects = [Reject.from_dict(json.loads(line)) for line in fh]
+    return Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
 
 
 def _chunk_info(meta: dict[str, Any]) -> ChunkInfo:
     return ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
-
-
-def _chunk_embeddings(path: Path) -> np.ndarray:
-    return np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-
-
-def _chunk_rejects(path: Path) -> list[Reject]:
-    with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
-        return [Reject.from_dict(json.loads(line)) for line in fh]
 
 
 def _one_chunk_arrow(frame: pd.DataFrame) -> None:
@@ -298,10 +291,10 @@ def _read_chunk_table(path: Path, columns: list[str] | None = None) -> pd.DataFr
 
 # ------------------------------------------------------------------------------------------- reduce
 
-#: The columns the corpus-wide steps (cluster, aggregate), the manifest and the report read. The reduce
-#: phase holds only these for the whole corpus (segment text and id only where it may be quoted); everything else
-#: (document text, emotion scores, input columns, ...) stays in the chunks and is streamed into the final
-#: tables, one chunk at a time.
+#: The columns the corpus-wide steps (cluster, aggregate), the manifest and the report read of each chunk
+#: (:func:`reduce_chunk`): counted into the run's digest, and kept for the segments the cluster step
+#: clusters. Everything else (document text, emotion scores, input columns, ...) stays in the chunks and
+#: is streamed into the final tables, one chunk at a time.
 REDUCE_COLUMNS = {
     "documents": ["doc_id", "created_at", "rating", "channel", "language", "flags", "stages"],
     "segments": [
@@ -363,14 +356,7 @@ def reduce_chunk(path: Path, config: Config, stage_ids: list[str]) -> ReducedChu
             documents = documents.loc[positions(documents["doc_id"], segments["doc_id"]) >= 0]
         documents = documents[[c for c in ("doc_id", "created_at") if c in documents.columns]]
         documents = documents.reset_index(drop=True)
-    part = Part(
-        documents,
-        segments,
-        _chunk_embeddings(path),
-        _chunk_rejects(path),
-        meta["redactions"],
-        meta["timings"],
-    )
+    part = _chunk_part(path, meta, documents, segments)
     part.phrase_stats = stats
     return ReducedChunk(path, _chunk_info(meta), part, digest, rows)
 
@@ -418,7 +404,7 @@ def reduced_chunks(analyzer: Analyzer, paths: list[Path]) -> Iterator[ReducedChu
     blob = json.dumps(config_to_dict(analyzer.config), sort_keys=True, default=str)
     with processes.pool(n) as pool:
         for chunk in pool.map(_reduce_chunk, paths, repeat(blob), repeat(stage_ids)):
-            chunk.part.embeddings = _chunk_embeddings(chunk.path)
+            chunk.part.embeddings = np.load(chunk.path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
             yield chunk
 
 
