@@ -234,28 +234,6 @@ def save_chunk(chunks: Path, info: ChunkInfo, part: Part) -> Path:
     return final
 
 
-def load_chunk(path: Path) -> tuple[ChunkInfo, Part]:
-    """A committed chunk, whole (its embeddings memory-mapped)."""
-    meta = json.loads((path / "part.json").read_text(encoding="utf-8"))
-    documents = _read_chunk_table(path / "documents.parquet")
-    documents = documents.drop(columns=[c for c in ("n_segments",) if c in documents])
-    segments = _read_chunk_table(path / "segments.parquet")
-    segments = segments.drop(columns=[c for c in ("pain_point_id",) if c in segments])
-    return _chunk_info(meta), _chunk_part(path, meta, documents, segments)
-
-
-def _chunk_part(path: Path, meta: dict[str, Any], documents: pd.DataFrame, segments: pd.DataFrame) -> Part:
-    """A chunk's Part from these of its rows, with its embeddings (memory-mapped) and rejects."""
-    embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-    with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
-        rejects = [Reject.from_dict(json.loads(line)) for line in fh]
-    return Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
-
-
-def _chunk_info(meta: dict[str, Any]) -> ChunkInfo:
-    return ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
-
-
 def _one_chunk_arrow(frame: pd.DataFrame) -> None:
     """The Arrow-backed columns of a merged frame (one Arrow chunk per batch chunk) as one Arrow chunk
     each, in place, dtypes unchanged: lists (phrases, flags, stages) and, with pandas' Arrow strings,
@@ -276,10 +254,8 @@ def _one_chunk_arrow(frame: pd.DataFrame) -> None:
         frame[col] = pd.Series(pd.array(whole, dtype=frame[col].dtype), index=frame.index)
 
 
-def _read_chunk_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A chunk's table, or those of ``columns`` it has (then with :data:`REDUCE_ARROW` kept in Arrow)."""
-    if columns is None:
-        return _frame(pq.read_table(path))
+def _read_chunk_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Those of ``columns`` a chunk's table has, with :data:`REDUCE_ARROW` kept in Arrow."""
     names = pq.read_schema(path).names
     columns = [c for c in columns if c in names]
     frame = _frame(pq.read_table(path, columns=columns), REDUCE_ARROW)
@@ -356,9 +332,13 @@ def reduce_chunk(path: Path, config: Config, stage_ids: list[str]) -> ReducedChu
             documents = documents.loc[positions(documents["doc_id"], segments["doc_id"]) >= 0]
         documents = documents[[c for c in ("doc_id", "created_at") if c in documents.columns]]
         documents = documents.reset_index(drop=True)
-    part = _chunk_part(path, meta, documents, segments)
+    embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    with (path / "rejects.jsonl").open(encoding="utf-8") as fh:
+        rejects = [Reject.from_dict(json.loads(line)) for line in fh]
+    part = Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
     part.phrase_stats = stats
-    return ReducedChunk(path, _chunk_info(meta), part, digest, rows)
+    info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
+    return ReducedChunk(path, info, part, digest, rows)
 
 
 # Loading the committed chunks for the reduce is one core's work per chunk (Parquet, then the phrase
