@@ -173,15 +173,18 @@ def _entries(documents: pd.DataFrame, column: str = "stages") -> tuple[np.ndarra
     return parent[keep], values[keep].reset_index(drop=True)
 
 
-def _rating_sums(documents: pd.DataFrame) -> dict[str, tuple[float, int]]:
+def _rating_sums(
+    documents: pd.DataFrame, entries: tuple[np.ndarray, pd.Series] | None = None
+) -> dict[str, tuple[float, int]]:
     """Per stage named in the documents' ``stages``: the sum and count of those documents' ratings
-    (a stage named twice in one document counts twice, as an explode would)."""
+    (a stage named twice in one document counts twice, as an explode would). ``entries``: the
+    documents' :func:`_entries`, where the caller has them already."""
     if "rating" not in documents.columns or "stages" not in documents.columns:
         return {}
     rating = pd.to_numeric(documents["rating"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     if np.isnan(rating).all():
         return {}
-    parent, values = _entries(documents)
+    parent, values = entries if entries is not None else _entries(documents)
     frame = pd.DataFrame({"stage": values.astype(str).to_numpy(), "rating": rating[parent]}).dropna()
     grouped = frame.groupby("stage")["rating"].agg(["sum", "count"])
     return {str(k): (float(t), int(n)) for k, t, n in zip(grouped.index, grouped["sum"], grouped["count"])}
@@ -422,7 +425,7 @@ class Digest:
         named = np.bincount(once, minlength=k + 1)[1:]
         for i, sd in enumerate(self.stages):
             sd.mentions, sd.documents = int(mentions[i]), int(named[i])
-        for stage, (total, n) in _rating_sums(documents).items():
+        for stage, (total, n) in _rating_sums(documents, (parent, values)).items():
             if stage in index:
                 self.stages[index[stage]].rating_sum, self.stages[index[stage]].rated = total, n
 
