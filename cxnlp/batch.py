@@ -55,7 +55,7 @@ from .about import __version__
 from .config import Config, config_to_dict
 from .digest import Digest, drivers_of
 from .errors import CxnlpError, Errors, PipelineError
-from .io import ReadResult, Record, Reject, _file_digest, expand_inputs, in_memory, iter_inputs
+from .io import ReadResult, Record, Reject, SeenIds, _file_digest, expand_inputs, in_memory, iter_inputs
 from .output import MARKER, TableStream, conform, extra_array, extra_columns, to_arrow, write_rejects
 from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
 from .schema import column_names, positions
@@ -767,6 +767,11 @@ class _WorkFolder:
         for tmp in self.chunks.glob("*.tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def scratch(self) -> Path:
+        """The folder, created and locked, for scratch files the run removes itself."""
+        self.ensure()
+        return self.path
+
     def set_run_id(self, run_id: str) -> None:
         """Record the run id in the plan (written now if the folder exists, else by ``ensure``)."""
         if self.plan.get("run_id") != run_id:
@@ -1080,7 +1085,15 @@ def run_batch(
                 yield batch
 
         def todo() -> Iterator[tuple[ChunkInfo, list[Record], list[Reject]]]:
-            items = _chunked(iter_inputs(inputs, analyzer.config.input.fields, read), chunk_size)
+            # The ids read so far (for the duplicate check) go to the work folder past the first 100k.
+            seen_ids = SeenIds(spill=work.scratch)
+            try:
+                yield from chunks_todo(seen_ids)
+            finally:
+                seen_ids.close()
+
+        def chunks_todo(seen_ids: SeenIds) -> Iterator[tuple[ChunkInfo, list[Record], list[Reject]]]:
+            items = _chunked(iter_inputs(inputs, analyzer.config.input.fields, read, seen_ids), chunk_size)
             for index, batch in enumerate(timed(items)):
                 if index in done:
                     continue
@@ -1113,7 +1126,7 @@ def run_batch(
         # on the system allocator, whose freed memory trim_heap hands back (see cxnlp.memory)
         with memory.system_arrow_pool():
             memory.bound_heap()
-            gc.collect()  # what reading the input held (every doc id seen, for the duplicate check)
+            gc.collect()  # what reading the input held
             memory.trim_heap()
             # Each chunk is counted into the run's digest (what the stage summary and the report read) as
             # it is read; only the segments the cluster step clusters are kept, with their phrase

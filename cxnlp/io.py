@@ -18,9 +18,10 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -478,6 +479,97 @@ def stable_id(text: str) -> str:
     return "doc-" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:16]
 
 
+class SeenIds:
+    """The doc ids read so far, each with where it was first read: the duplicate-id check's memory.
+
+    Held in a dict while there are few. With ``spill`` (a callable giving the folder to write to, called
+    once), every ``buffer`` ids go to an SQLite file there instead, so memory stays bounded however
+    large the input: the buffer, a fixed Bloom filter of 16 MiB and SQLite's page cache. The filter holds
+    two bits per spilled id, so an id never seen (nearly all) is answered without reading the file; a
+    false positive of the filter only costs a lookup, it never rejects a record.
+
+    ``first(doc_id)`` is where the id was first read (``"file:line"``) or None; ``add`` records it.
+    """
+
+    FILE = "seen-ids.sqlite"
+    _BITS = 1 << 27  # the filter: 16 MiB; about 2 in 10,000 false positives at 1M ids, 2% at 10M
+
+    BUFFER = 100_000
+
+    def __init__(self, spill: Callable[[], Path] | None = None, buffer: int | None = None) -> None:
+        self._spill = spill
+        self._buffer_size = buffer or self.BUFFER
+        self._recent: dict[str, str] = {}
+        self._db: sqlite3.Connection | None = None
+        self._path: Path | None = None
+        self._filter: bytearray | None = None
+        self.spilled = 0
+
+    def __contains__(self, doc_id: str) -> bool:
+        return self.first(doc_id) is not None
+
+    def __len__(self) -> int:
+        return self.spilled + len(self._recent)
+
+    def first(self, doc_id: str) -> str | None:
+        where = self._recent.get(doc_id)
+        if where is not None or self._db is None or not self._may_hold(doc_id):
+            return where
+        row = self._db.execute("SELECT at FROM seen WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def add(self, doc_id: str, where: str) -> None:
+        self._recent[doc_id] = where
+        if self._spill is not None and len(self._recent) >= self._buffer_size:
+            self._flush()
+
+    def close(self) -> None:
+        """Drop the spill file, if any (the ids are gone; reading is over)."""
+        self._recent = {}
+        self._filter = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
+    def _positions(self, doc_id: str) -> tuple[int, int]:
+        h = hash(doc_id)  # salted per process; the filter lives only in this one
+        return h & (self._BITS - 1), (h >> 32) & (self._BITS - 1)
+
+    def _may_hold(self, doc_id: str) -> bool:
+        bits = self._filter
+        assert bits is not None
+        a, b = self._positions(doc_id)
+        return bool(bits[a >> 3] & (1 << (a & 7))) and bool(bits[b >> 3] & (1 << (b & 7)))
+
+    def _flush(self) -> None:
+        if self._db is None:
+            assert self._spill is not None
+            folder = self._spill()
+            folder.mkdir(parents=True, exist_ok=True)
+            self._path = folder / self.FILE
+            self._path.unlink(missing_ok=True)  # a killed run's
+            # Autocommit; no journal and no fsync: the file is scratch, rebuilt by every run.
+            self._db = sqlite3.connect(self._path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode = OFF")
+            self._db.execute("PRAGMA synchronous = OFF")
+            self._db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID")
+            self._filter = bytearray(self._BITS >> 3)
+        bits = self._filter
+        assert bits is not None
+        for doc_id in self._recent:
+            a, b = self._positions(doc_id)
+            bits[a >> 3] |= 1 << (a & 7)
+            bits[b >> 3] |= 1 << (b & 7)
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", self._recent.items())
+        self._db.execute("COMMIT")
+        self.spilled += len(self._recent)
+        self._recent = {}
+
+
 def read_inputs(
     inputs: Iterable[str | os.PathLike[str]] | list[dict[str, Any]],
     fields: FieldsConfig | None = None,
@@ -499,11 +591,14 @@ def iter_inputs(
     inputs: Iterable[str | os.PathLike[str]] | list[dict[str, Any]],
     fields: FieldsConfig | None = None,
     result: ReadResult | None = None,
+    seen_ids: SeenIds | None = None,
 ) -> Iterator[Record | Reject]:
     """Stream records and rejects in input order, one at a time (the batch runner reads in chunks).
 
     ``result`` collects the file list and the detected field roles as reading goes; its ``records`` and
-    ``rejects`` stay empty (the caller decides where each item goes)."""
+    ``rejects`` stay empty (the caller decides where each item goes). ``seen_ids`` holds the ids read,
+    for the duplicate check: a dict by default; the batch runner passes one that spills to its work
+    folder (the caller closes it)."""
     fields = fields or FieldsConfig()
     result = result if result is not None else ReadResult()
     inputs = list(inputs)  # type: ignore[assignment]
@@ -532,7 +627,7 @@ def iter_inputs(
             result.files.append(info)
             sources.append((path, iter_file(path, fmt, compressed)))
 
-    seen_ids: dict[str, str] = {}
+    seen_ids = seen_ids if seen_ids is not None else SeenIds()
     for (path, rows), info in zip(sources, result.files):
         roles: dict[str, str | None] | None = None
         # Records seen before the field roles could be detected (their keys held no text field).
@@ -579,7 +674,7 @@ def _add(result: ReadResult, item: Record | Reject) -> None:
 
 
 def _validate(
-    path: str, line: int, obj: dict[str, Any], roles: dict[str, str | None], seen_ids: dict[str, str]
+    path: str, line: int, obj: dict[str, Any], roles: dict[str, str | None], seen_ids: SeenIds
 ) -> Record | Reject:
     text_field = roles["text"]
     assert text_field is not None
@@ -608,8 +703,9 @@ def _validate(
         data["__id_generated__"] = True
     else:
         doc_id = str(raw_id).strip()
-        if doc_id in seen_ids:
-            return _reject(path, line, Errors.R006, obj, doc_id=doc_id, first=seen_ids[doc_id])
-    seen_ids[doc_id] = f"{path}:{line}"
+        first = seen_ids.first(doc_id)
+        if first is not None:
+            return _reject(path, line, Errors.R006, obj, doc_id=doc_id, first=first)
+    seen_ids.add(doc_id, f"{path}:{line}")
     data["__doc_id__"] = doc_id
     return Record(path, line, data)

@@ -17,6 +17,7 @@ import pytest
 
 from cxnlp import batch
 from cxnlp.batch import read_state_table, run_batch
+from cxnlp.io import SeenIds
 from cxnlp.pipeline import MODEL_STEPS
 
 LABEL_COLUMNS = {
@@ -62,7 +63,13 @@ def test_batch_chunked_run_equals_in_memory_run(analyzer, reviews, tmp_path):
     assert not (tmp_path / ".chunked.work").exists(), "the work folder is removed after a complete run"
 
 
-def test_batch_rejects_and_counts_add_up_across_chunks(analyzer, tmp_path):
+@pytest.mark.parametrize("id_buffer", [None, 2])
+def test_batch_rejects_and_counts_add_up_across_chunks(analyzer, tmp_path, monkeypatch, id_buffer):
+    if id_buffer:  # the ids read go to the work folder's SQLite file every two ids
+        monkeypatch.setattr(SeenIds, "BUFFER", id_buffer)
+        spilled = []
+        real_close = SeenIds.close
+        monkeypatch.setattr(SeenIds, "close", lambda self: (spilled.append(self.spilled), real_close(self)))
     src = tmp_path / "in.jsonl"
     rows = [json.dumps({"id": f"d{i}", "text": f"Delivery number {i} arrived late again."}) for i in range(9)]
     rows[2] = "{not json"
@@ -74,6 +81,10 @@ def test_batch_rejects_and_counts_add_up_across_chunks(analyzer, tmp_path):
     assert (c["read"], c["analysed"], c["rejected"]) == (9, 6, 3)
     rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert sorted(r["source_line"] for r in rejects) == [3, 6, 8]
+    assert f"{src}:2" in next(r["reason"] for r in rejects if r["code"] == "R006")
+    if id_buffer:
+        assert spilled == [6]  # the duplicate was looked up in the file
+        assert not (tmp_path / ".out.work").exists()
 
 
 def _fail_after(n: int):

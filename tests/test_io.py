@@ -9,7 +9,7 @@ import pytest
 
 from cxnlp.config import FieldsConfig
 from cxnlp.errors import InputError
-from cxnlp.io import detect_format, read_inputs, stable_id
+from cxnlp.io import SeenIds, detect_format, iter_inputs, read_inputs, stable_id
 from tests.conftest import FIXTURES
 
 
@@ -124,3 +124,48 @@ def test_io_partial_utf8_bom_is_not_swallowed(tmp_path, data):
 def test_io_utf8_bom_is_stripped(tmp_path):
     (tmp_path / "in.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "late box"}\n')
     assert [r.data["text"] for r in read_inputs([str(tmp_path / "in.jsonl")]).records] == ["late box"]
+
+
+def test_io_seen_ids_spill_to_sqlite_and_answer_like_a_dict(tmp_path):
+    spills = []
+
+    def folder():
+        spills.append(1)
+        return tmp_path / "work"
+
+    seen = SeenIds(spill=folder, buffer=3)
+    reference: dict[str, str] = {}
+    for i in range(11):
+        seen.add(f"id-{i}", f"f.jsonl:{i + 1}")
+        reference[f"id-{i}"] = f"f.jsonl:{i + 1}"
+    assert spills == [1] and seen.spilled == 9 and len(seen) == 11  # three flushes, one file
+    assert (tmp_path / "work" / SeenIds.FILE).is_file()
+    for doc_id, where in reference.items():  # spilled and still buffered alike
+        assert seen.first(doc_id) == where and doc_id in seen
+    # Ids never added are not found, including ones whose filter bits another id set.
+    assert all(seen.first(f"other-{i}") is None for i in range(2000))
+    seen.close()
+    assert not (tmp_path / "work" / SeenIds.FILE).exists()
+
+
+def test_io_duplicate_ids_are_found_across_spills(tmp_path):
+    path = tmp_path / "in.jsonl"
+    rows = [{"id": f"d{i}", "text": f"Review {i}."} for i in range(20)]
+    rows[13] = {"id": "d2", "text": "A second record with an id read long before."}
+    rows[17] = {"text": "Same words, no id."}
+    rows[19] = {"text": "Same words, no id."}
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    seen = SeenIds(spill=lambda: tmp_path / "work", buffer=4)
+    items = list(iter_inputs([str(path)], seen_ids=seen))
+    assert seen.spilled >= 16  # d2 and the first "Same words" were in the file when looked up
+    rejects = [x for x in items if not hasattr(x, "data")]
+    assert [(r.source_line, r.code) for r in rejects] == [(14, "R006")]
+    assert f"{path}:3" in rejects[0].reason
+    ids = [x.data["__doc_id__"] for x in items if hasattr(x, "data")]
+    same = stable_id("Same words, no id.")
+    assert (ids[16], ids[18]) == (same, same + "-2")  # lines 18 and 20: both kept, distinct ids
+    # The same reading with every id in a dict.
+    plain = read_inputs([str(path)])
+    assert [r.data["__doc_id__"] for r in plain.records] == ids
+    assert [(r.source_line, r.reason) for r in plain.rejects] == [(r.source_line, r.reason) for r in rejects]
+    seen.close()
