@@ -191,6 +191,13 @@ def _loose(name: str, frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(table.columns, schema=schema)
 
 
+def _emptied(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s columns with no rows, sharing no memory with it. (An empty slice, even copied, of an
+    Arrow-backed column holds the whole column's buffers: pandas copies immutable Arrow data by
+    reference.)"""
+    return pd.DataFrame({c: pd.Series([], dtype=frame[c].dtype) for c in frame.columns})
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -1191,10 +1198,7 @@ def run_batch(
                 pain_point_ids = _PainPointIds(chunks, rows, clustered)
                 # The clustered segments have served: the tables stream from the chunks, and the report
                 # reads the digest.
-                result.documents, result.segments = (
-                    result.documents.iloc[:0].copy(),
-                    result.segments.iloc[:0].copy(),
-                )
+                result.documents, result.segments = _emptied(result.documents), _emptied(result.segments)
                 del clustered
                 memory.trim_heap()
                 if digest.rated:

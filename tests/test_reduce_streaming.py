@@ -262,3 +262,26 @@ def test_reduce_holds_arrow_columns_in_one_chunk(analyzer, reviews, tmp_path, mo
     for col in ("phrases", "text"):
         arr = pa.array(frame[col].array)
         assert not isinstance(arr, pa.ChunkedArray) or arr.num_chunks == 1, col
+
+
+def test_reduce_emptied_tables_let_the_clustered_rows_arrow_buffers_go():
+    import gc
+
+    import pyarrow as pa
+
+    before = pa.total_allocated_bytes()
+    texts = pd.array([f"segment {i} " * 20 for i in range(5000)], dtype=pd.ArrowDtype(pa.string()))
+    frame = pd.DataFrame(
+        {"text": texts, "stage": pd.Categorical(["billing"] * 5000), "score": 0.5, "n": range(5000)}
+    )
+    assert pa.total_allocated_bytes() - before > 500_000
+    sliced = frame.iloc[:0].copy()  # what the reduce did: this keeps every text's buffer
+    emptied = batch._emptied(frame)
+    del frame, texts
+    gc.collect()
+    assert pa.total_allocated_bytes() - before > 500_000
+    del sliced
+    gc.collect()
+    assert pa.total_allocated_bytes() - before < 1000  # the emptied frame's own empty buffers
+    assert len(emptied) == 0 and list(emptied.columns) == ["text", "stage", "score", "n"]
+    assert list(emptied.dtypes.astype(str)) == ["string[pyarrow]", "category", "float64", "int64"]
