@@ -57,7 +57,7 @@ from .digest import Digest, drivers_of
 from .errors import CxnlpError, Errors, PipelineError
 from .io import ReadResult, Record, Reject, SeenIds, _file_digest, expand_inputs, in_memory, iter_inputs
 from .output import MARKER, TableStream, conform, extra_array, extra_columns, to_arrow, write_rejects
-from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, merge_parts, prepare
+from .pipeline import MODEL_STEPS, AnalysisResult, Analyzer, Part, Progress, emptied, merge_parts, prepare
 from .schema import column_names, positions
 
 logger = logging.getLogger(__name__)
@@ -189,13 +189,6 @@ def _loose(name: str, frame: pd.DataFrame) -> pa.Table:
             table = table.append_column(col, pa.array(frame[col].tolist(), from_pandas=True))
     schema = pa.schema([f.with_nullable(True) for f in table.schema], metadata=table.schema.metadata)
     return pa.Table.from_arrays(table.columns, schema=schema)
-
-
-def _emptied(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame``'s columns with no rows, sharing no memory with it. (An empty slice, even copied, of an
-    Arrow-backed column holds the whole column's buffers: pandas copies immutable Arrow data by
-    reference.)"""
-    return pd.DataFrame({c: pd.Series([], dtype=frame[c].dtype) for c in frame.columns})
 
 
 def _fsync_dir(path: Path) -> None:
@@ -1198,7 +1191,7 @@ def run_batch(
                 pain_point_ids = _PainPointIds(chunks, rows, clustered)
                 # The clustered segments have served: the tables stream from the chunks, and the report
                 # reads the digest.
-                result.documents, result.segments = _emptied(result.documents), _emptied(result.segments)
+                result.documents, result.segments = emptied(result.documents), emptied(result.segments)
                 del clustered
                 memory.trim_heap()
                 if digest.rated:

@@ -139,6 +139,13 @@ class Part:
     phrase_stats: cluster.PhraseStats | None = None
 
 
+def emptied(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s columns with no rows, sharing no memory with it. (An empty slice, even copied, of an
+    Arrow-backed column holds the whole column's buffers: pandas copies immutable Arrow data by
+    reference.)"""
+    return pd.DataFrame({c: pd.Series([], dtype=frame[c].dtype) for c in frame.columns})
+
+
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """``pd.concat``, keeping a column categorical where every frame has it so: their categories are
     unified first (pandas turns categoricals whose categories differ into objects)."""
@@ -338,7 +345,13 @@ class Analyzer:
                 c.phrase_stats,
                 (c.digest.segments, c.digest.trend_span) if c.digest is not None else None,
             )
-            c.segments["pain_point_id"] = assignment
+            if c.digest is None:
+                c.segments["pain_point_id"] = assignment
+            else:
+                # A batch run's reduce: the rows clustered go here (the stage summary reads the digest);
+                # what the run needs of them is each one's pain point id.
+                c.segments = pd.DataFrame({"pain_point_id": assignment})
+                c.documents = emptied(c.documents)
 
         def aggregate_step(c: Corpus) -> None:
             if c.digest is None:  # else a batch run counted its chunks (and adds n_segments as it writes)
@@ -504,6 +517,8 @@ class Analyzer:
         corpus = Corpus(part.documents, part.segments, np.asarray(part.embeddings, dtype=np.float16))
         corpus.phrase_stats = part.phrase_stats
         corpus.digest = digest
+        if digest is not None:  # the corpus holds the clustered rows alone: the cluster step lets them go
+            part.documents, part.segments = emptied(part.documents), emptied(part.segments)
         n_documents = digest.documents if digest is not None else len(corpus.documents)
         if n_documents and not failed:
             self._run(self.reduce_steps(progress, baseline, counted=digest is not None), corpus, timings)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLES
 
-from cxnlp import batch
+from cxnlp import batch, pipeline
 from cxnlp.batch import REDUCE_COLUMNS, run_batch
 from cxnlp.output import read_outputs
 
@@ -276,7 +276,7 @@ def test_reduce_emptied_tables_let_the_clustered_rows_arrow_buffers_go():
     )
     assert pa.total_allocated_bytes() - before > 500_000
     sliced = frame.iloc[:0].copy()  # what the reduce did: this keeps every text's buffer
-    emptied = batch._emptied(frame)
+    emptied = pipeline.emptied(frame)
     del frame, texts
     gc.collect()
     assert pa.total_allocated_bytes() - before > 500_000
