@@ -486,8 +486,8 @@ class SeenIds:
 
     Held in a dict while there are few. With ``spill`` (a callable giving the folder to write to, called
     once), every ``buffer`` ids go to an SQLite file there instead, so memory stays bounded however
-    large the input: the buffer, a fixed Bloom filter of 16 MiB and SQLite's page cache. The filter sets
-    a bit per spilled id, so an id never seen (nearly all) is answered without reading the file; a
+    large the input: the buffer, a fixed filter of 16 MiB (a Bloom filter with one hash) and SQLite's
+    page cache. The filter sets a bit per spilled id, so an id never seen (nearly all) is answered without reading the file; a
     false positive of the filter only costs a lookup, it never rejects a record.
 
     ``first(doc_id)`` is where the id was first read (``"file:line"``) or None; ``add`` records it.
@@ -548,8 +548,9 @@ class SeenIds:
             folder.mkdir(parents=True, exist_ok=True)
             self._path = folder / self.FILE
             self._path.unlink(missing_ok=True)  # a killed run's
-            # Autocommit; no journal and no fsync: the file is scratch, rebuilt by every run.
-            self._db = sqlite3.connect(self._path, isolation_level=None)
+            # Autocommit; no journal and no fsync: the file is scratch, rebuilt by every run. One reader
+            # uses it at a time, whichever thread advances the reading.
+            self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode = OFF")
             self._db.execute("PRAGMA synchronous = OFF")
             self._db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID")
