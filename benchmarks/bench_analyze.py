@@ -56,6 +56,21 @@ def machine() -> dict:
     return info
 
 
+def record(benchmark: str, **fields: object) -> dict:
+    """Append one result to benchmarks/results.jsonl, stamped with the time and :func:`machine`."""
+    from datetime import datetime, timezone
+
+    entry = {
+        "benchmark": benchmark,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **fields,
+    }
+    with (ROOT / "benchmarks" / "results.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    return entry
+
+
 def run_cxnlp(path: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "cxnlp.cli", "analyze", str(path), "-o", str(out), "-q"]

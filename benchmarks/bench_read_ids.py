@@ -22,11 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analyze import machine  # noqa: E402
+from bench_analyze import record  # noqa: E402
 from make_corpus import make_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,15 +82,7 @@ def main() -> None:
             print(json.dumps(res), flush=True)
             results.append(res)
     path.unlink()
-    record = {
-        "benchmark": "read_ids",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "n": args.n,
-        "results": results,
-    }
-    with (ROOT / "benchmarks/results.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    record("read_ids", n=args.n, results=results)
 
 
 if __name__ == "__main__":

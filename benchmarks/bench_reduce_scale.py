@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analyze import machine  # noqa: E402
+from bench_analyze import record  # noqa: E402
 from bench_batch import run_cxnlp  # noqa: E402
 from make_corpus import make_corpus  # noqa: E402
 
@@ -273,15 +273,7 @@ def main() -> None:
         if not args.keep:
             path.unlink()
             shutil.rmtree(out, ignore_errors=True)
-    record = {
-        "benchmark": "reduce_scale",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "base_reviews": args.base,
-        "results": results,
-    }
-    with (ROOT / "benchmarks/results.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    record("reduce_scale", base_reviews=args.base, results=results)
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
 
