@@ -40,7 +40,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -1148,12 +1148,13 @@ def run_batch(
                 parts.append(chunk.part)
                 rows.append(chunk.rows)
                 chunks.append(_Chunk(chunk.path, chunk.digest.documents, chunk.digest.segments))
+                del chunk  # its part is in parts (else the last chunk's would outlive the loop)
             read.n_read = n_read  # the records themselves went to the chunks
             embeddings = _join_embeddings(
                 work.path / "embeddings.npy", [(p.embeddings, r) for p, r in zip(parts, rows)]
             )
-            for p in parts:
-                p.embeddings = p.embeddings[:0]
+            # the parts merge without their embeddings (a comprehension, whose variable goes with it)
+            parts = [replace(p, embeddings=p.embeddings[:0]) for p in parts]
             part = merge_parts(parts) if parts else analyzer.prepare([], [])
             del parts  # the merged part holds the same rows
             _one_chunk_arrow(part.segments)

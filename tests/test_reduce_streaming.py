@@ -50,6 +50,31 @@ def test_reduce_holds_only_the_segments_it_clusters(analyzer, reviews, tmp_path,
     ]
 
 
+def test_reduce_lets_the_clustered_rows_go_before_the_stage_summary(analyzer, reviews, tmp_path, monkeypatch):
+    """Once the cluster step has its pain points, nothing holds the clustered segments' rows: the stage
+    summary, the drivers pass and the writing run without them."""
+    import gc
+
+    from cxnlp import aggregate
+
+    alive = []
+    real = aggregate.summary_of
+
+    def spy(*args, **kwargs):
+        gc.collect()
+        alive.extend(
+            (o.shape, list(o.columns))
+            for o in gc.get_objects()
+            if isinstance(o, pd.DataFrame) and len(o) and {"text", "segment_id"} & set(o.columns)
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(aggregate, "summary_of", spy)
+    run = run_batch(analyzer, [str(reviews)], tmp_path / "out", chunk_size=7)
+    assert run.result.counts["segments"] > 0 and len(run.result.pain_points)
+    assert alive == []
+
+
 def test_merge_parts_unifies_categories_and_keeps_every_value():
     import numpy as np
 
