@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .config import FieldsConfig
-from .errors import Errors, InputError, did_you_mean
+from .errors import Errors, InputError, PipelineError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -522,7 +522,10 @@ class SeenIds:
         if not self._filter[bit >> 3] & (1 << (bit & 7)):
             return None
         assert self._db is not None
-        row = self._db.execute("SELECT at FROM seen WHERE id = ?", (doc_id,)).fetchone()
+        try:
+            row = self._db.execute("SELECT at FROM seen WHERE id = ?", (doc_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
         return None if row is None else str(row[0])
 
     def add(self, doc_id: str, where: str) -> None:
@@ -541,12 +544,23 @@ class SeenIds:
             self._path.unlink(missing_ok=True)
             self._path = None
 
+    def _error(self, exc: BaseException) -> PipelineError:
+        where = self._path.parent if self._path is not None else "the work folder"
+        problem = f"the ids read could not be kept in {self.FILE} ({exc}); it needs to be a writable folder with free space"
+        return PipelineError(Errors.E208, path=str(where), problem=problem)
+
     def _flush(self) -> None:
+        try:
+            self._spill_recent()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from exc
+
+    def _spill_recent(self) -> None:
         if self._db is None:
             assert self._spill is not None
             folder = self._spill()
-            folder.mkdir(parents=True, exist_ok=True)
             self._path = folder / self.FILE
+            folder.mkdir(parents=True, exist_ok=True)
             self._path.unlink(missing_ok=True)  # a killed run's
             # Autocommit; no journal and no fsync: the file is scratch, rebuilt by every run. One reader
             # uses it at a time, whichever thread advances the reading.

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cxnlp.config import FieldsConfig
-from cxnlp.errors import InputError
+from cxnlp.errors import InputError, PipelineError
 from cxnlp.io import SeenIds, detect_format, iter_inputs, read_inputs, stable_id
 from tests.conftest import FIXTURES
 
@@ -169,3 +169,14 @@ def test_io_duplicate_ids_are_found_across_spills(tmp_path):
     assert [r.data["__doc_id__"] for r in plain.records] == ids
     assert [(r.source_line, r.reason) for r in plain.rejects] == [(r.source_line, r.reason) for r in rejects]
     seen.close()
+
+
+def test_io_seen_ids_that_cannot_spill_say_where_and_why(tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the work folder should be")
+    seen = SeenIds(spill=lambda: blocked / "work", buffer=2)
+    seen.add("a", "f:1")
+    with pytest.raises(PipelineError) as exc:
+        seen.add("b", "f:2")
+    msg = str(exc.value)
+    assert "[E208]" in msg and str(blocked / "work") in msg and SeenIds.FILE in msg and "free space" in msg
