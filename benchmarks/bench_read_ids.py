@@ -16,6 +16,7 @@ Results are appended to benchmarks/results.jsonl with the machine they ran on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -82,6 +83,8 @@ def main() -> None:
             print(json.dumps(res), flush=True)
             results.append(res)
     path.unlink()
+    with contextlib.suppress(OSError):  # the default folder, if nothing else is in it
+        args.workdir.rmdir()
     record("read_ids", n=args.n, results=results)
 
 
