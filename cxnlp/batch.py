@@ -337,7 +337,8 @@ def reduce_chunk(path: Path, config: Config, stage_ids: list[str]) -> ReducedChu
         rejects = [Reject.from_dict(json.loads(line)) for line in fh]
     part = Part(documents, segments, embeddings, rejects, meta["redactions"], meta["timings"])
     part.phrase_stats = stats
-    info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"], [tuple(x) for x in meta["hashes"]])
+    # without the record hashes: the state reads them back chunk by chunk when it commits (_hashes)
+    info = ChunkInfo(meta["index"], meta["read"], meta["unchanged"])
     return ReducedChunk(path, info, part, digest, rows)
 
 
