@@ -487,8 +487,9 @@ class SeenIds:
     Held in a dict while there are few. With ``spill`` (a callable giving the folder to write to, called
     once), every ``buffer`` ids go to an SQLite file there instead, so memory stays bounded however
     large the input: the buffer, a fixed filter of 16 MiB (a Bloom filter with one hash) and SQLite's
-    page cache. The filter sets a bit per spilled id, so an id never seen (nearly all) is answered without reading the file; a
-    false positive of the filter only costs a lookup, it never rejects a record.
+    page cache. The filter sets a bit per spilled id, so an id never seen (nearly all) is answered
+    without reading the file; a false positive of the filter only costs a lookup, it never rejects a
+    record.
 
     ``first(doc_id)`` is where the id was first read (``"file:line"``) or None; ``add`` records it.
     """
@@ -546,7 +547,10 @@ class SeenIds:
 
     def _error(self, exc: BaseException) -> PipelineError:
         where = self._path.parent if self._path is not None else "the work folder"
-        problem = f"the ids read could not be kept in {self.FILE} ({exc}); it needs to be a writable folder with free space"
+        problem = (
+            f"the ids read could not be kept in {self.FILE} ({exc}); it needs to be a writable folder with "
+            "free space"
+        )
         return PipelineError(Errors.E208, path=str(where), problem=problem)
 
     def _flush(self) -> None:
