@@ -25,6 +25,7 @@ LICENCES = {
     "banking77": "banking77 (Casanueva et al., 2020), PolyAI; CC BY 4.0",
     "clinc150": "clinc150 (Larson et al., 2019); CC BY 3.0",
     "cxnlp-taxonomy": "examples written by the cxnlp project; Apache-2.0",
+    "cxnlp-stage-examples": "data/train/stage_examples.jsonl, written and labelled by the cxnlp project; Apache-2.0",
     "cxnlp-sentiment": "data/train/cx_sentiment.jsonl, sentences written and labelled by the cxnlp project; Apache-2.0",
 }
 
@@ -175,6 +176,32 @@ def project_sentiment(path: Path) -> Labelled:
     return Labelled(
         [r["text"] for r in rows], [[r["sentiment"]] for r in rows], f"cxnlp-written CX sentences ({path})"
     )
+
+
+def project_stages(path: Path, stage_ids: list[str]) -> Labelled:
+    """Journey-stage examples written and labelled by the project ({"text", "stages"} JSONL; ``["none"]``
+    for a text about no stage). A line that does not parse, lacks a text or names a stage outside
+    ``stage_ids`` is an error naming the line: these examples are meant to be exact, unlike weak labels."""
+    valid = {*stage_ids, "none"}
+    texts: list[str] = []
+    labels: list[list[str]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, stages = str(row["text"]).strip(), list(row["stages"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f'{path}, line {number}: not a {{"text", "stages"}} object ({exc})') from exc
+        unknown = sorted(set(stages) - valid)
+        if not text or not stages or unknown or ("none" in stages and len(stages) > 1):
+            problem = (
+                f"unknown stage ids {unknown}" if unknown else "an empty text, or none with other stages"
+            )
+            raise ValueError(f"{path}, line {number}: {problem}; stage ids are {', '.join(sorted(valid))}")
+        texts.append(text)
+        labels.append(stages)
+    return Labelled(texts, labels, f"cxnlp-written stage examples ({path})")
 
 
 def sample(data: Labelled, n: int | None, seed: int) -> Labelled:

@@ -127,12 +127,19 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         out += [
             "### Journey stage",
             "",
-            "- 5-fold cross-validation over the taxonomy examples (out-of-fold predictions, which also tune the thresholds"
+            "- 5-fold cross-validation over the taxonomy examples"
+            + (" and the written examples" if "taxonomy_cv_taxonomy_only" in m else "")
+            + " (out-of-fold predictions, which also tune the thresholds"
             + (f"; scored on {m['taxonomy_cv_rows']}" if m.get("taxonomy_cv_rows") else "")
             + f"): {_fmt(m['taxonomy_cv'])}.",
             *(
+                [f"  On the taxonomy's rows alone: {_fmt(m['taxonomy_cv_taxonomy_only'])}."]
+                if "taxonomy_cv_taxonomy_only" in m
+                else []
+            ),
+            *(
                 [
-                    f"- The stage probability blends the MLP with a vote of the {m['blend']['k']} nearest taxonomy"
+                    f"- The stage probability blends the MLP with a vote of the {m['blend']['k']} nearest training"
                     f" examples (weight {m['blend']['weight']}), chosen on the same out-of-fold predictions from"
                     f" {len(m['blend_candidates'])} candidates (macro-F1: "
                     + ", ".join(f"{k} {v:.3f}" for k, v in m["blend_candidates"].items())

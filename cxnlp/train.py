@@ -96,6 +96,10 @@ class StageTrainConfig(HeadTrainConfig):
     taxonomy: str = "default"
     weak_labels: str | None = None
     weak_cap: int = 150
+    # Project-written stage examples ({"text", "stages"} JSONL) that no encoder trained on: cross-validated
+    # with the taxonomy's examples, their out-of-fold predictions tune the thresholds (with the fold the
+    # encoder held out) and join the cross-validated figures; the final head trains on them.
+    extra_file: str | None = None
     folds: int = Field(5, ge=2, le=10)
     # Blend with a vote of the nearest labelled examples; k and the weight are picked by the same
     # out-of-fold predictions that tune the thresholds (weight 0 = the MLP alone).
@@ -498,6 +502,8 @@ def emotion_out_of_fold(X: np.ndarray, Y: np.ndarray, ec: EmotionTrainConfig, se
 
 
 def stage_training_data(taxonomy: Taxonomy, weak: corpora.Labelled | None) -> corpora.Labelled:
+    """The taxonomy's own examples, then ``weak`` (examples that only ever train), with any label outside
+    the taxonomy dropped from them."""
     own = taxonomy.labelled
     texts = [t for t, _ in own]
     labels = [list(ls) for _, ls in own]
@@ -520,37 +526,50 @@ def train_stage_head(
     device: str = "cpu",
     embed: Any = None,
     tune_on: np.ndarray | None = None,
+    extra: corpora.Labelled | None = None,
 ) -> tuple[TaskSpec, Any, dict[str, Any]]:
     """Train a stage head for ``taxonomy``.
 
-    Thresholds are tuned on out-of-fold predictions over the taxonomy's own examples (``cfg.folds``-fold
-    cross-validation; weak examples only ever train), which also gives the reported cross-validated
-    metrics; the final head is then fit on everything. ``tune_on`` (a mask over the taxonomy's own
-    examples) narrows the tuning and the reported metrics to those examples: with cx-encoder, the fold
+    Thresholds are tuned on out-of-fold predictions over the taxonomy's own examples and ``extra``
+    (``cfg.folds``-fold cross-validation; weak examples only ever train), which also gives the reported
+    cross-validated metrics; the final head is then fit on everything. ``tune_on`` (a mask over the
+    taxonomy's own examples) narrows the tuning and the reported metrics to those examples and ``extra``
+    (written examples no encoder trained on): with cx-encoder, the fold
     the encoder never trained on, whose out-of-fold predictions are honest."""
     from .journey import decide
 
     cfg = cfg or StageTrainConfig()
     names = [*taxonomy.ids, "none"]
-    data = stage_training_data(taxonomy, weak)
+    n_own, n_extra = len(taxonomy.labelled), len(extra) if extra is not None else 0
+    n_cv = n_own + n_extra  # the cross-validated examples: the taxonomy's, then extra
+    data = stage_training_data(taxonomy, _joined([d for d in (extra, weak) if d is not None]))
     embed = embed or (lambda t: embed_cached(t, encoder, device))
     E = embed(data.texts)
     X = build_features(cfg.features, E, data.texts)
     Y = _multi_hot(data.labels, names)
-    n_own = len(taxonomy.labelled)
     pos_weight = imbalance_weights(Y, 10.0)
-    folds = np.random.default_rng(seed).permutation(n_own) % cfg.folds
-    oof = np.zeros((n_own, len(names)), dtype=np.float32)
+    # The taxonomy's folds must stay those the encoder held one of out (finetune.stage_holdout).
+    folds = np.concatenate(
+        [
+            np.random.default_rng(seed).permutation(n_own) % cfg.folds,
+            np.random.default_rng(seed + 1).permutation(n_extra) % cfg.folds,
+        ]
+    )
+    oof = np.zeros((n_cv, len(names)), dtype=np.float32)
     use_knn = cfg.features[:1] == ["embedding"] and any(w > 0 for w in cfg.knn_weights)
     shares = {k: np.zeros_like(oof) for k in (cfg.knn_k if use_knn else [])}
     for k in range(cfg.folds):
-        fit_idx = np.concatenate([np.flatnonzero(folds != k), np.arange(n_own, len(X))])
+        fit_idx = np.concatenate([np.flatnonzero(folds != k), np.arange(n_cv, len(X))])
         held = np.flatnonzero(folds == k)
         module = fit_head(X[fit_idx], Y[fit_idx], "multilabel", cfg, seed + k, pos_weight)
         oof[held] = _predict(module, X[held], "multilabel")
         for kk in shares:
             shares[kk][held] = knn_shares(E[held], E[fit_idx], Y[fit_idx], kk)
-    rows = np.arange(n_own) if tune_on is None else np.flatnonzero(tune_on)
+    rows = (
+        np.arange(n_cv)
+        if tune_on is None
+        else np.concatenate([np.flatnonzero(tune_on), np.arange(n_own, n_cv)])
+    )
     grid = np.round(np.arange(0.2, 0.91, 0.05), 3)
     gold = [data.labels[i] for i in rows]
 
@@ -571,8 +590,15 @@ def train_stage_head(
             if f1 > best[0] + 1e-9:
                 best = (f1, thr, met, kk, w)
     _, thresholds, cv_metrics, knn_k, knn_w = best
+    own_rows = rows[rows < n_own]  # the chosen head's figures on the taxonomy's rows alone
+    chosen = knn_w * shares[knn_k] + (1 - knn_w) * oof if knn_w > 0 else oof
+    own_metrics = multilabel_metrics(
+        [data.labels[i] for i in own_rows],
+        [p or ["none"] for p in decide(chosen[own_rows], np.array(thresholds), names)],
+        names,
+    )
     module = fit_head(X, Y, "multilabel", cfg, seed, pos_weight)
-    extra: dict[str, Any] = {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash}
+    spec_extra: dict[str, Any] = {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash}
     if knn_w > 0:
         import torch
 
@@ -580,12 +606,14 @@ def train_stage_head(
         blend.memory.copy_(torch.from_numpy(E.astype(np.float16)))
         blend.memory_labels.copy_(torch.from_numpy(Y.astype(np.uint8)))
         module = blend.eval()
-        extra["knn"] = {"k": knn_k, "weight": knn_w, "n": len(E)}
-    spec = TaskSpec("stage", "multilabel", names, cfg.features, cfg.hidden, thresholds, extra)
+        spec_extra["knn"] = {"k": knn_k, "weight": knn_w, "n": len(E)}
+    spec = TaskSpec("stage", "multilabel", names, cfg.features, cfg.hidden, thresholds, spec_extra)
     info = {
         "cv": cv_metrics,
+        "cv_taxonomy_rows": own_metrics,
         "n_train": len(X),
         "n_own_examples": n_own,
+        "n_own_tuned_on": len(own_rows),
         "n_tuned_on": len(rows),
         "blend_candidates": candidates,
         "blend": {"k": knn_k, "weight": knn_w} if knn_w > 0 else "mlp only",
@@ -624,30 +652,53 @@ def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[s
         if sc.weak_labels
         else None
     )
+    extra = _stage_extra(sc, taxonomy)
     tune_on = encoder_stage_holdout(cfg.encoder, taxonomy, sc.folds, cfg.seed)
     spec, module, info = train_stage_head(
-        taxonomy, cfg.encoder, sc, cfg.seed, weak, cfg.device, tune_on=tune_on
+        taxonomy, cfg.encoder, sc, cfg.seed, weak, cfg.device, tune_on=tune_on, extra=extra
     )
     data = {"taxonomy examples (cxnlp-written)": info["n_own_examples"]}
     if tune_on is not None:
         data["taxonomy examples the encoder never saw (tune thresholds, give the cv figures)"] = info[
-            "n_tuned_on"
+            "n_own_tuned_on"
         ]
+    if extra is not None:
+        data[
+            f"{extra.source} (cross-validated with the taxonomy's; tune thresholds, give the cv figures)"
+        ] = len(extra)
     if weak is not None:
         from collections import Counter
 
         data[weak.source] = len(weak)
         data["weak label counts"] = dict(sorted(Counter("+".join(l) for l in weak.labels).items()))
-    return (
-        spec,
-        module,
-        data,
-        {
-            "taxonomy_cv": info["cv"],
-            "taxonomy_cv_rows": "the fold the encoder never saw" if tune_on is not None else "all folds",
-            "blend": info["blend"],
-            "blend_candidates": info["blend_candidates"],
-        },
+    rows = "the fold the encoder never saw" if tune_on is not None else "all folds"
+    metrics = {"taxonomy_cv": info["cv"], "taxonomy_cv_rows": rows}
+    if extra is not None:
+        metrics["taxonomy_cv_rows"] = f"{rows} and the {len(extra)} written examples ({sc.extra_file})"
+        metrics["taxonomy_cv_taxonomy_only"] = info["cv_taxonomy_rows"]
+    metrics |= {"blend": info["blend"], "blend_candidates": info["blend_candidates"]}
+    return spec, module, data, metrics
+
+
+def _stage_extra(sc: StageTrainConfig, taxonomy: Taxonomy) -> corpora.Labelled | None:
+    if not sc.extra_file:
+        return None
+    try:
+        return corpora.project_stages(Path(sc.extra_file), list(taxonomy.ids))
+    except OSError as exc:
+        problem = f"cannot read {sc.extra_file} ({exc.strerror or exc})"
+    except ValueError as exc:
+        problem = str(exc)
+    raise ConfigError(Errors.E002, key="stage.extra_file", problem=problem, source="the train config")
+
+
+def _joined(parts: list[corpora.Labelled]) -> corpora.Labelled | None:
+    if not parts:
+        return None
+    return corpora.Labelled(
+        [t for p in parts for t in p.texts],
+        [l for p in parts for l in p.labels],
+        " + ".join(p.source for p in parts),
     )
 
 

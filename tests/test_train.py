@@ -509,3 +509,47 @@ def test_repeated_tweets_are_held_out_with_all_their_copies(tiny_data):
     fold_one, held_one = cv_folds(one, 5, 0)
     assert (fold_one[held_one["tweeteval_val"]] == fold[held["tweeteval_val"]]).all()
     assert (fold_one[held_one["uci_sentences"]] == fold[held["uci_sentences"]]).all()
+
+
+def test_written_stage_examples_are_cross_validated_with_the_taxonomy(
+    tiny_data, tuned, tmp_path, monkeypatch
+):
+    """``stage.extra_file``: examples no encoder trained on join the cross-validation. Their out-of-fold
+    predictions tune the thresholds with the fold the encoder held out, they count in the figures, and the
+    final head and its nearest-example memory train on them; the taxonomy's folds do not move."""
+    from cxnlp.train import TrainConfig, train_stage
+
+    monkeypatch.setattr("cxnlp.train.CACHE_DIR", tmp_path / "cache")
+    extra = tmp_path / "stage_extra.jsonl"
+    rows = [
+        {"text": "the van driver left my fridge at the wrong house", "stages": ["delivery"]},
+        {"text": "agent on the phone sorted the double charge", "stages": ["support", "billing"]},
+        {"text": "lovely weather for the match today", "stages": ["none"]},
+    ]
+    extra.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+
+    def config(**stage):  # type: ignore[no-untyped-def]
+        stage = {"epochs": 2, "knn_k": [5], "knn_weights": [0.0, 0.5], **stage}
+        return TrainConfig.model_validate({"data_dir": str(tiny_data), "encoder": str(tuned), "stage": stage})
+
+    _, _, plain, plain_metrics = train_stage(config(), tiny_data)
+    spec, module, data, metrics = train_stage(config(extra_file=str(extra)), tiny_data)
+    never_saw = "taxonomy examples the encoder never saw (tune thresholds, give the cv figures)"
+    assert data[never_saw] == plain[never_saw] == plain_metrics["taxonomy_cv"]["n"]
+    assert [v for k, v in data.items() if k.startswith(f"cxnlp-written stage examples ({extra})")] == [3]
+    assert metrics["taxonomy_cv"]["n"] == plain[never_saw] + 3
+    assert metrics["taxonomy_cv_taxonomy_only"]["n"] == plain[never_saw]
+    assert "written examples" in metrics["taxonomy_cv_rows"]
+    assert "taxonomy_cv_taxonomy_only" not in plain_metrics
+    n_own = data["taxonomy examples (cxnlp-written)"]
+    assert spec.extra["knn"]["n"] == n_own + 3  # the blend won here; its memory holds the written examples
+    assert module.memory_labels[n_own + 1].tolist() == [
+        name in ("support", "billing") for name in spec.labels
+    ]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"text": "x", "stages": ["shipping"]}) + "\n")
+    with pytest.raises(ConfigError, match=r"stage.extra_file.*line 2: unknown stage ids \['shipping'\]"):
+        train_stage(config(extra_file=str(bad)), tiny_data)
+    with pytest.raises(ConfigError, match="stage.extra_file.*cannot read"):
+        train_stage(config(extra_file=str(tmp_path / "missing.jsonl")), tiny_data)
