@@ -571,13 +571,15 @@ def train_stage_head(
         else np.concatenate([np.flatnonzero(tune_on), np.arange(n_own, n_cv)])
     )
     grid = np.round(np.arange(0.2, 0.91, 0.05), 3)
-    gold = [data.labels[i] for i in rows]
 
-    def score(probs: np.ndarray) -> tuple[float, list[float], dict[str, Any]]:
+    def metrics_on(idx: np.ndarray, probs: np.ndarray, thresholds: list[float]) -> dict[str, Any]:
+        pred = [p or ["none"] for p in decide(probs[idx], np.array(thresholds), names)]
+        return multilabel_metrics([data.labels[i] for i in idx], pred, names)
+
+    def score(probs: np.ndarray) -> tuple[float, list[float], dict[str, Any], np.ndarray]:
         thresholds = tune_thresholds(probs[rows], Y[rows], grid=grid)
-        pred = [p or ["none"] for p in decide(probs[rows], np.array(thresholds), names)]
-        metrics = multilabel_metrics(gold, pred, names)
-        return float(metrics["macro_f1"]), thresholds, metrics
+        metrics = metrics_on(rows, probs, thresholds)
+        return float(metrics["macro_f1"]), thresholds, metrics, probs
 
     best = (*score(oof), 0, 0.0)
     candidates = {"mlp": round(best[0], 4)}
@@ -585,18 +587,12 @@ def train_stage_head(
         for w in cfg.knn_weights:
             if w <= 0:
                 continue
-            f1, thr, met = score(w * sh + (1 - w) * oof)
+            f1, thr, met, probs = score(w * sh + (1 - w) * oof)
             candidates[f"k={kk} w={w}"] = round(f1, 4)
             if f1 > best[0] + 1e-9:
-                best = (f1, thr, met, kk, w)
-    _, thresholds, cv_metrics, knn_k, knn_w = best
-    own_rows = rows[rows < n_own]  # the chosen head's figures on the taxonomy's rows alone
-    chosen = knn_w * shares[knn_k] + (1 - knn_w) * oof if knn_w > 0 else oof
-    own_metrics = multilabel_metrics(
-        [data.labels[i] for i in own_rows],
-        [p or ["none"] for p in decide(chosen[own_rows], np.array(thresholds), names)],
-        names,
-    )
+                best = (f1, thr, met, probs, kk, w)
+    _, thresholds, cv_metrics, chosen, knn_k, knn_w = best
+    own_rows = rows[rows < n_own]
     module = fit_head(X, Y, "multilabel", cfg, seed, pos_weight)
     spec_extra: dict[str, Any] = {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash}
     if knn_w > 0:
@@ -610,14 +606,14 @@ def train_stage_head(
     spec = TaskSpec("stage", "multilabel", names, cfg.features, cfg.hidden, thresholds, spec_extra)
     info = {
         "cv": cv_metrics,
-        "cv_taxonomy_rows": own_metrics,
         "n_train": len(X),
         "n_own_examples": n_own,
-        "n_own_tuned_on": len(own_rows),
-        "n_tuned_on": len(rows),
+        "n_tuned_on": len(own_rows),  # of the taxonomy's examples
         "blend_candidates": candidates,
         "blend": {"k": knn_k, "weight": knn_w} if knn_w > 0 else "mlp only",
     }
+    if n_extra:  # the chosen head's figures on the taxonomy's rows alone
+        info["cv_taxonomy_rows"] = metrics_on(own_rows, chosen, thresholds)
     return spec, module, info
 
 
@@ -660,7 +656,7 @@ def train_stage(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, dict[s
     data = {"taxonomy examples (cxnlp-written)": info["n_own_examples"]}
     if tune_on is not None:
         data["taxonomy examples the encoder never saw (tune thresholds, give the cv figures)"] = info[
-            "n_own_tuned_on"
+            "n_tuned_on"
         ]
     if extra is not None:
         data[
