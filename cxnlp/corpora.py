@@ -97,14 +97,20 @@ TWEET_EMOTION_POLARITY = {
 }
 
 
-def tweeteval_emotion_sentiment(data_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> Labelled:
-    """TweetEval emotion tweets labelled by their emotion's polarity (``TWEET_EMOTION_POLARITY``)."""
+def tweeteval_emotion(data_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> Labelled:
+    """TweetEval emotion tweets with their emotion: anger, joy, optimism or sadness (GoEmotions labels)."""
     base = data_dir / "tweeteval" / "emotion"
     rows = [(t, e) for split in splits for t, e in _tweeteval(base, split) if t]
+    return Labelled([t for t, _ in rows], [[e] for _, e in rows], f"tweeteval/emotion/{'+'.join(splits)}")
+
+
+def tweeteval_emotion_sentiment(data_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> Labelled:
+    """TweetEval emotion tweets labelled by their emotion's polarity (``TWEET_EMOTION_POLARITY``)."""
+    tweets = tweeteval_emotion(data_dir, splits)
     return Labelled(
-        [t for t, _ in rows],
-        [[TWEET_EMOTION_POLARITY[e]] for _, e in rows],
-        f"tweeteval/emotion/{'+'.join(splits)} (polarity)",
+        tweets.texts,
+        [[TWEET_EMOTION_POLARITY[l[0]]] for l in tweets.labels],
+        f"{tweets.source} (polarity)",
     )
 
 

@@ -82,6 +82,10 @@ class Errors:
         "fine-tuned: they look zeroed or pruned (for example benchmarks/gpu_base.py's travel copy for the "
         "analyze benchmarks). Point the base at the full model (benchmarks/gpu_train_kit.sh builds one for a GPU host)."
     )
+    E217 = (
+        "Encoder '{name}' ({path}) reads its texts in input form '{form}', which this cxnlp does not know "
+        "(known: {known}). Upgrade cxnlp, or point models.encoder at an encoder this version can feed."
+    )
 
 
 class CxnlpError(Exception):

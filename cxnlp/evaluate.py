@@ -80,10 +80,20 @@ def singlelabel_metrics(gold: list[str], pred: list[str], labels: list[str]) -> 
 
 def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str]]]:
     """JSONL ({"text", "label" | "labels" | "stages" | "sentiment" | "emotions"}), CSV/TSV with text and
-    label columns, or the GoEmotions TSV (text, comma-separated label ids, id) as it is."""
+    label columns, the GoEmotions TSV (text, comma-separated label ids, id) as it is, or the TweetEval
+    layout: a task folder (every ``<split>_text.txt`` in it) or one split's ``<split>_text.txt``, with
+    ``<split>_labels.txt`` and ``mapping.txt`` beside it."""
     path = Path(path)
+    if path.is_dir() and (path / "mapping.txt").is_file():
+        splits = sorted(p for p in path.glob("*_text.txt") if _tweeteval_labels(p).is_file())
+        if not splits:
+            raise InputError(Errors.E211, path=str(path), problem="no <split>_text.txt with its _labels.txt")
+        read = [_read_tweeteval(split) for split in splits]
+        return [t for r in read for t in r[0]], [l for r in read for l in r[1]]
     if not path.is_file():
         raise InputError(Errors.E102, path=str(path))
+    if path.name.endswith("_text.txt") and (path.parent / "mapping.txt").is_file():
+        return _read_tweeteval(path)
     texts: list[str] = []
     labels: list[list[str]] = []
     key_order = {
@@ -135,6 +145,45 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
             texts.append(r[0])
             labels.append([names[int(i)] if names and i.isdigit() else i for i in ids])
     return texts, labels
+
+
+def _tweeteval_labels(text_file: Path) -> Path:
+    return text_file.with_name(text_file.name[: -len("_text.txt")] + "_labels.txt")
+
+
+def _read_tweeteval(text_file: Path) -> tuple[list[str], list[list[str]]]:
+    """A TweetEval split: one text a line, its label id on the same line of ``_labels.txt``, the ids'
+    names in ``mapping.txt`` (``id<TAB>name``)."""
+    labels_file = _tweeteval_labels(text_file)
+    if not labels_file.is_file():
+        raise InputError(Errors.E211, path=str(text_file), problem=f"no {labels_file.name} beside it")
+    mapping = dict(
+        line.split("\t")[:2]
+        for line in (text_file.parent / "mapping.txt").read_text(encoding="utf-8").splitlines()
+        if "\t" in line
+    )
+    texts = text_file.read_text(encoding="utf-8").splitlines()
+    ids = labels_file.read_text(encoding="utf-8").split()
+    if len(texts) != len(ids):
+        raise InputError(
+            Errors.E211,
+            path=str(text_file),
+            problem=f"{len(texts)} texts but {len(ids)} labels in {labels_file.name}",
+        )
+    unknown = sorted(set(ids) - set(mapping))
+    if unknown:
+        raise InputError(
+            Errors.E211, path=str(labels_file), problem=f"label ids {unknown[:5]} are not in mapping.txt"
+        )
+    rows = [(t.strip(), [mapping[i].strip()]) for t, i in zip(texts, ids) if t.strip()]
+    return [t for t, _ in rows], [l for _, l in rows]
+
+
+def choose_among(probs: np.ndarray, labels: list[str], choices: list[str]) -> list[str]:
+    """Each row's most likely label among ``choices`` (a subset of ``labels``): how a single-label set
+    over a few emotions (TweetEval's anger, joy, optimism, sadness) is scored."""
+    idx = [labels.index(c) for c in choices]
+    return [choices[int(j)] for j in probs[:, idx].argmax(1)] if len(probs) else []
 
 
 def evaluate_file(
@@ -191,7 +240,13 @@ def evaluate_file(
         emodel = EmotionModel(h)
         raw = emodel.predict(emb, texts)
         gold_names = {l for g in gold for l in g}
-        if gold_names <= set(emodel.labels):  # GoEmotions labels
+        if gold_names < set(emodel.labels) and all(len(g) == 1 for g in gold):
+            # one label a row, from some of the GoEmotions labels: which of those is most likely
+            choices = [l for l in emodel.labels if l in gold_names]
+            result = singlelabel_metrics(
+                [g[0] for g in gold], choose_among(raw, emodel.labels, choices), choices
+            )
+        elif gold_names <= set(emodel.labels):  # GoEmotions labels
             preds = emodel.active_labels(raw)
             result = multilabel_metrics(gold, preds, emodel.labels)
         else:  # CX emotion labels
@@ -245,9 +300,12 @@ def predict_stages(texts: list[str], model: Any, embed: Any, unit: str = "text")
 
 
 def _sentiment_name(label: str) -> str:
-    return {"0": "negative", "1": "positive", "neg": "negative", "pos": "positive", "neu": "neutral"}.get(
-        label.strip().lower(), label.strip().lower()
-    )
+    """A sentiment label as the heads name it; TweetEval's four emotions stand for their polarity."""
+    from .corpora import TWEET_EMOTION_POLARITY
+
+    key = label.strip().lower()
+    named = {"0": "negative", "1": "positive", "neg": "negative", "pos": "positive", "neu": "neutral"}
+    return named.get(key) or TWEET_EMOTION_POLARITY.get(key, key)
 
 
 def format_metrics(result: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import corpora
 from .about import __version__
+from .emoji import EMOJI_NAMES, TEXT, model_inputs
 from .taxonomy import load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,9 @@ class EncoderTrainConfig(BaseModel):
     # TweetEval emotion tweets as positive/negative sentiment (corpora.tweeteval_emotion_sentiment), this
     # many times over; 0 = none. Tweet-domain text the encoder otherwise never sees.
     tweet_repeat: int = Field(0, ge=0)
+    # "names": the encoder reads each emoji's name, not an [UNK] (cxnlp.emoji; recorded as input_form in
+    # encoder.json, so the heads and analysis feed it the same way); "keep": the text as it is.
+    emoji: Literal["keep", "names"] = "keep"
     taxonomy: str = "default"
     stage_repeat: int = Field(4, ge=1)
     stage_folds: int = Field(5, ge=2)
@@ -242,7 +246,8 @@ def check_base_embeddings(teacher: np.ndarray, base: str, location: str | Path) 
 
 
 def _cache_lower(model: Any, tokenizer: Any, texts: list[str], k: int, max_length: int, device: str):  # type: ignore[no-untyped-def]
-    """Layer-``k`` hidden states (fp16, unpadded) and the base encoder's normalised embedding of each text."""
+    """Layer-``k`` hidden states (fp16, unpadded) and the base encoder's normalised embedding of each text
+    (``texts`` already in the input form the tuned encoder will read)."""
     import torch
 
     states: list[Any] = [None] * len(texts)
@@ -299,6 +304,11 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return out
 
 
+def input_form(cfg: EncoderTrainConfig) -> str:
+    """The input form (:mod:`cxnlp.emoji`) an encoder trained by ``cfg`` reads."""
+    return EMOJI_NAMES if cfg.emoji == "names" else TEXT
+
+
 def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     """Train and write the encoder folder (``encoder.json``, ``layers.safetensors``, ``README.md``)."""
     import torch
@@ -315,6 +325,7 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     examples, counts, emo_names, stage_names = training_examples(cfg)
     texts = sorted({e.text for e in examples})
     text_id = {t: i for i, t in enumerate(texts)}
+    inputs = model_inputs(texts, input_form(cfg))
     base_location = encoder_location(cfg.base)
     tokenizer = AutoTokenizer.from_pretrained(base_location)
     # float(): transformers 5 keeps a checkpoint's own dtype, and the base may be stored in fp16.
@@ -326,11 +337,11 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     logger.info("fine-tune: %d examples (%d texts), layers %d-%d", len(examples), len(texts), k, n_layers - 1)
     # A broken base is refused on a sample first: caching every text through it takes minutes on a
     # GPU and hours on a CPU (its own random generator: the batching below stays as it was).
-    sample = random.Random(cfg.seed).sample(texts, min(len(texts), PROBE_TEXTS))
+    sample = random.Random(cfg.seed).sample(inputs, min(len(inputs), PROBE_TEXTS))
     check_base_embeddings(
         _cache_lower(model, tokenizer, sample, k, cfg.max_length, cfg.device)[1], cfg.base, base_location
     )
-    states, teacher = _cache_lower(model, tokenizer, texts, k, cfg.max_length, cfg.device)
+    states, teacher = _cache_lower(model, tokenizer, inputs, k, cfg.max_length, cfg.device)
     t_cached = time.time()
 
     layers = model.encoder.layer[k:]
@@ -559,7 +570,8 @@ def refit_cluster_map(path: str | Path, device: str = "cpu") -> Path:
     texts = sorted({e.text for e in examples})
     fit = [texts[i] for i in cluster_map_texts(texts, cfg.cluster_map_sample, cfg.seed)]
     t0 = time.time()
-    base = encode(load_encoder(cfg.base, device, "torch"), fit, batch_size=128)
+    # the base reads the tuned encoder's input form, as the teacher embeddings of finetune() did
+    base = encode(load_encoder(cfg.base, device, "torch"), model_inputs(fit, input_form(cfg)), batch_size=128)
     tuned = encode(load_encoder(str(path), device, "torch"), fit, batch_size=128)
     logger.info("cluster map: embedded %d texts twice in %.0fs", len(fit), time.time() - t0)
     write_cluster_map(
@@ -603,6 +615,7 @@ def write_encoder(
         },
         "layers": info["layers"],
         "dtype": "float16",
+        "input_form": input_form(cfg),  # what every caller feeds it (cxnlp.emoji; absent before: text)
         "stage_holdout": {
             "taxonomy": cfg.taxonomy,
             "taxonomy_hash": load_taxonomy(cfg.taxonomy).hash,
@@ -680,6 +693,12 @@ def encoder_card(meta: dict[str, Any], path: Path | None = None) -> str:
         + f"{c['epochs']} epochs, batch {c['batch_size']}, "
         f"AdamW lr {c['lr']} (layers) / {c['head_lr']} (shaping heads, not shipped), warmup {c['warmup']}, "
         f"linear decay, weight decay {c['weight_decay']}, max length {c['max_length']}, seed {c['seed']}.",
+        (
+            "- Input: each emoji is read as its name (`input_form` emoji-names-1, `cxnlp/emoji.py`); cxnlp feeds "
+            "every text to this encoder that way."
+            if meta.get("input_form", TEXT) == EMOJI_NAMES
+            else "- Input: the text as it is (`input_form` text); MiniLM's vocabulary has no emoji, so each is an [UNK]."
+        ),
         f"- Trained on {t['device']} ({t['machine']}, {t['torch_threads']} torch threads) in "
         f"{t['seconds'] / 60:.1f} min ({t['steps']:,} steps; caching the frozen layers took "
         f"{t['cache_seconds'] / 60:.1f} min). "

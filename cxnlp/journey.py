@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .models import Heads, TaskSpec, build_features, make_head, runtime_key
+from .models import Heads, TaskSpec, build_features, encoder_input_form, make_head, runtime_key
 from .taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -97,10 +97,14 @@ def _custom_head(
 ) -> tuple[TaskSpec, Any]:
     from safetensors.torch import load_file, save_file
 
+    from .emoji import TEXT
     from .train import CACHE_DIR, StageTrainConfig, train_stage_head
 
     runtime = runtime_key(backend, quantize, device)
-    key = hashlib.sha256(f"{tax.hash}|{heads.encoder}|{heads.version}|{runtime}".encode()).hexdigest()[:16]
+    form = encoder_input_form(heads.encoder)
+    key = hashlib.sha256(
+        f"{tax.hash}|{heads.encoder}|{heads.version}|{runtime}{'' if form == TEXT else '|' + form}".encode()
+    ).hexdigest()[:16]
     folder = CACHE_DIR / "stage-heads" / key
     if (folder / "spec.json").is_file() and (folder / "head.safetensors").is_file():
         spec = TaskSpec.from_dict("stage", json.loads((folder / "spec.json").read_text()))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .emoji import TEXT, model_inputs
 from .errors import Errors, ModelError
 
 logger = logging.getLogger(__name__)
@@ -137,12 +138,39 @@ def amx_available() -> bool:
         return False
 
 
+# The attribute load_encoder sets on every encoder it returns: the input form encode() gives it.
+INPUT_FORM_ATTR = "cxnlp_input_form"
+
+
+@lru_cache(maxsize=16)
+def encoder_input_form(name: str | None) -> str:
+    """What the encoder ``name`` reads (:mod:`cxnlp.emoji`): the ``input_form`` its fine-tune recorded
+    in ``encoder.json`` (one of cxnlp's encoders), else the text as it is."""
+    from .emoji import INPUT_FORMS
+    from .finetune import ENCODER_FILE, find_encoder_delta
+
+    path = find_encoder_delta(name) if name else None
+    if path is None:
+        return TEXT
+    form = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8")).get("input_form", TEXT)
+    if form not in INPUT_FORMS:
+        raise ModelError(Errors.E217, name=name, path=path, form=form, known=", ".join(INPUT_FORMS))
+    return str(form)
+
+
 @lru_cache(maxsize=4)
 def load_encoder(name: str | None, device: str, backend: str = "auto", quantize: str = "none"):  # type: ignore[no-untyped-def]
     """The sentence encoder: a ``SentenceTransformer`` (torch) or an :class:`OnnxEncoder`.
 
     Both answer ``encode(texts, batch_size=..., normalize_embeddings=...)`` and give their width to
-    :func:`embedding_dim`; use the module-level :func:`encode`."""
+    :func:`embedding_dim`; use the module-level :func:`encode`, which gives them the texts in their
+    input form (:func:`encoder_input_form`)."""
+    model = _load_encoder(name, device, backend, quantize)
+    setattr(model, INPUT_FORM_ATTR, encoder_input_form(name))
+    return model
+
+
+def _load_encoder(name: str | None, device: str, backend: str, quantize: str):  # type: ignore[no-untyped-def]
     if quantize not in QUANTIZE:
         raise ValueError(f"unknown quantize {quantize!r}; valid: {', '.join(QUANTIZE)}")
     location = encoder_location(name)
@@ -216,10 +244,14 @@ def encode(model, texts: list[str], batch_size: int = 128, progress=None) -> np.
     cxnlp's own CPU encoders (:class:`_FolderEncoder`) get up to :data:`FOLDER_PIECE` texts a call (a
     batch run's whole chunk) and report progress batch by batch: each piece is sorted apart and ends in a
     part-filled batch of each length, so small pieces waste work (:class:`Bf16Encoder`'s fixed 64-row
-    batches computed 1.65x the real tokens in pieces of 1,024, 1.31x in 5,000-review chunks)."""
+    batches computed 1.65x the real tokens in pieces of 1,024, 1.31x in 5,000-review chunks).
+
+    The texts are given in the encoder's input form (:func:`encoder_input_form`, set by
+    :func:`load_encoder`; :mod:`cxnlp.emoji`)."""
     if not texts:
         dim = embedding_dim(model)
         return np.zeros((0, dim), dtype=np.float32)
+    texts = model_inputs(texts, getattr(model, INPUT_FORM_ATTR, TEXT))
     if isinstance(model, _FolderEncoder):
         return np.concatenate(
             [
@@ -298,8 +330,11 @@ def _tokenizer_overrides(folder: Path) -> bool:
 
 def pretokenize(texts: list[str], encoder: str, max_length: int) -> dict[str, np.ndarray]:
     """Token ids of each text as the sentence-transformers encoder named ``encoder`` tokenises it (special
-    tokens, truncation to ``max_length``): ``token_ids`` (flat int32) and ``token_offsets`` (n + 1)."""
-    ids = _tokenizer(encoder, max_length)([t.strip() for t in texts])
+    tokens, truncation to ``max_length``, the encoder's input form as in :func:`encode`): ``token_ids``
+    (flat int32) and ``token_offsets`` (n + 1)."""
+    ids = _tokenizer(encoder, max_length)(
+        [t.strip() for t in model_inputs(texts, encoder_input_form(encoder))]
+    )
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in ids], out=offsets[1:])
     flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))

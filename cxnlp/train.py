@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import corpora
 from .about import __version__
+from .emoji import TEXT
 from .errors import ConfigError, Errors
-from .evaluate import multilabel_metrics, singlelabel_metrics
+from .evaluate import choose_among, multilabel_metrics, singlelabel_metrics
 from .models import (
     PACKAGED_ENCODER,
     Heads,
@@ -34,6 +35,7 @@ from .models import (
     build_features,
     embedding_dim,
     encode,
+    encoder_input_form,
     encoder_location,
     knn_shares,
     load_encoder,
@@ -156,13 +158,16 @@ def training_backend(device: str) -> str:
 
 
 def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndarray:
-    """Embeddings for ``texts``, cached on disk by the encoder, its runtime and the exact text list."""
+    """Embeddings for ``texts``, cached on disk by the encoder, its runtime, its input form
+    (:func:`cxnlp.models.encoder_input_form`) and the exact text list."""
     runtime = runtime_key(training_backend(device), "none", device)
     # Keyed on the resolved weights, not the name: a retrained cx-encoder must not reuse old vectors.
     location = encoder_location(encoder)
     weights = _weights_hash(location) if Path(location).is_dir() else location
+    # (the text form adds nothing: the keys of the vectors cached before input forms stay valid)
+    form = "" if encoder_input_form(encoder) == TEXT else "\x00" + encoder_input_form(encoder)
     key = hashlib.sha256(
-        (weights + "\x00" + runtime + "\x00" + "\x1e".join(texts)).encode("utf-8")
+        (weights + "\x00" + runtime + form + "\x00" + "\x1e".join(texts)).encode("utf-8")
     ).hexdigest()[:24]
     path = CACHE_DIR / "embeddings" / f"{key}.npy"
     if path.is_file():
@@ -459,6 +464,17 @@ def train_emotion(
     if ec.threshold_folds:
         # what the dev half alone would have given (the cuts of cx-heads 4.2.0 and before), for the card
         metrics["goemotions_dev_half_dev_cuts"] = report(tune_thresholds(P[tune_idx], Yd[tune_idx]))
+    if tweet_emotions_held_out(cfg):
+        tweets = corpora.tweeteval_emotion(data_dir)
+        T = _predict(
+            module,
+            build_features(ec.features, embed_cached(tweets.texts, cfg.encoder, cfg.device), tweets.texts),
+            "multilabel",
+        )
+        choices = sorted({l[0] for l in tweets.labels})
+        metrics["tweeteval_emotion"] = singlelabel_metrics(
+            [l[0] for l in tweets.labels], choose_among(T, names, choices), choices
+        )
     spec = TaskSpec(
         "emotion",
         "multilabel",
@@ -866,6 +882,20 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
     return out
 
 
+def tweet_emotions_held_out(cfg: TrainConfig) -> bool:
+    """Whether neither the heads (``sentiment.use_tweet_emotions``) nor their encoder (``tweet_repeat``)
+    trained on TweetEval's emotion tweets: then they are a held-out tweet set for the card."""
+    from .finetune import ENCODER_FILE, find_encoder_delta
+
+    if cfg.sentiment.use_tweet_emotions:
+        return False
+    path = find_encoder_delta(cfg.encoder)
+    if path is None:
+        return True
+    meta = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
+    return not (meta.get("train_config") or {}).get("tweet_repeat")
+
+
 def sentiment_figures(heads: Heads, cfg: TrainConfig, folds: int = 5) -> dict[str, Any]:
     """VADER next to the heads on every sentiment set the card reports, and the cross-validated
     TweetEval and UCI figures (these corpora are also training data)."""
@@ -892,6 +922,14 @@ def sentiment_figures(heads: Heads, cfg: TrainConfig, folds: int = 5) -> dict[st
         texts, gold = read_labelled(cfg.stage_eval_file, "sentiment")
         baseline["stage_eval_set"] = compare_with_vader(
             texts, [g[0] for g in gold], model.labels_of(probs_of(texts))
+        )
+    if tweet_emotions_held_out(cfg):
+        tweets = corpora.tweeteval_emotion_sentiment(data_dir)
+        P = probs_of(tweets.texts)
+        baseline["tweeteval_emotion_polarity"] = compare_with_vader(
+            tweets.texts,
+            [l[0] for l in tweets.labels],
+            ["positive" if p[2] >= p[0] else "negative" for p in P],
         )
     cv = sentiment_cv(cfg, data_dir, folds)
     figures: dict[str, Any] = {"cv": {"folds": folds, "neutral_bands": cv["neutral_bands"]}}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from click.testing import CliRunner
 
 from cxnlp.cli import cli
@@ -117,3 +118,56 @@ def test_evaluate_segments_unit_is_for_the_stage_task_only(tmp_path):
     src.write_text(json.dumps({"text": "fine", "sentiment": "neutral"}) + "\n")
     with pytest.raises(ConfigError, match="use text, or segments with --task stage"):
         evaluate_file(src, "sentiment", unit="segments")
+
+
+def _tweeteval_folder(root, rows):
+    """A TweetEval emotion task folder: <split>_text.txt, <split>_labels.txt and mapping.txt."""
+    folder = root / "emotion"
+    folder.mkdir()
+    (folder / "mapping.txt").write_text("0\tanger\n1\tjoy\n2\toptimism\n3\tsadness\n")
+    for split, pairs in rows.items():
+        (folder / f"{split}_text.txt").write_text("".join(t + " \n" for t, _ in pairs), encoding="utf-8")
+        (folder / f"{split}_labels.txt").write_text("".join(f"{l}\n" for _, l in pairs))
+    return folder
+
+
+def test_evaluate_reads_the_tweeteval_layout_folder_or_split(tmp_path):
+    import pytest
+
+    from cxnlp.errors import InputError
+
+    folder = _tweeteval_folder(tmp_path, {"train": [("so angry 😡", 0), ("yay", 1)], "val": [("sigh", 3)]})
+    assert read_labelled(folder / "val_text.txt", "emotion") == (["sigh"], [["sadness"]])
+    texts, labels = read_labelled(folder, "emotion")  # every split in the folder
+    assert texts == ["so angry 😡", "yay", "sigh"] and labels == [["anger"], ["joy"], ["sadness"]]
+    (folder / "val_labels.txt").write_text("3\n1\n")
+    with pytest.raises(InputError, match=r"1 texts but 2 labels in val_labels\.txt"):
+        read_labelled(folder, "emotion")
+    (folder / "val_labels.txt").write_text("7\n")
+    with pytest.raises(InputError, match=r"label ids \['7'\] are not in mapping\.txt"):
+        read_labelled(folder / "val_text.txt", "emotion")
+
+
+def test_evaluate_scores_tweeteval_emotions_as_a_choice_and_as_polarity(tmp_path):
+    """Four single emotions are scored as a choice among them (not 28-label multi-label metrics), and
+    for the sentiment task anger and sadness are negative, joy and optimism positive."""
+    from cxnlp.evaluate import choose_among, evaluate_file
+
+    probs = np.array([[0.1, 0.7, 0.2, 0.3], [0.9, 0.05, 0.3, 0.0]])  # joy and love are not choices
+    assert choose_among(probs, ["anger", "joy", "love", "sadness"], ["anger", "sadness"]) == [
+        "sadness",
+        "anger",
+    ]
+    rows = [
+        ("I am so angry at this airline, furious 😡", 0),
+        ("Best day ever, so happy 😂", 1),
+        ("Tomorrow will be better, keep going", 2),
+        ("Crying all night, I miss her so much 😭", 3),
+    ]
+    folder = _tweeteval_folder(tmp_path, {"val": rows})
+    emotion = evaluate_file(folder, "emotion", backend="onnx")
+    assert emotion["n"] == 4 and list(emotion["per_label"]) == ["anger", "joy", "optimism", "sadness"]
+    assert emotion["accuracy"] >= 0.75  # plain cases: the shipped heads get at least three of four
+    sentiment = evaluate_file(folder, "sentiment", backend="onnx", vader=True)
+    assert list(sentiment["per_label"]) == ["negative", "positive"] and sentiment["accuracy"] == 1.0
+    assert sentiment["vader"]["n"] == 4

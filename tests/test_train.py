@@ -553,3 +553,33 @@ def test_written_stage_examples_are_cross_validated_with_the_taxonomy(
         train_stage(config(extra_file=str(bad)), tiny_data)
     with pytest.raises(ConfigError, match="stage.extra_file.*cannot read"):
         train_stage(config(extra_file=str(tmp_path / "missing.jsonl")), tiny_data)
+
+
+def test_finetune_with_emoji_names_records_the_form_it_trained_on(tiny_data, tuned, tmp_path, monkeypatch):
+    """``emoji: names`` feeds the fine-tune each emoji's name and records ``input_form`` in encoder.json,
+    which every later caller reads (cxnlp.models.encoder_input_form); the default keeps the text."""
+    from cxnlp.emoji import EMOJI_NAMES, TEXT
+    from cxnlp.models import encoder_input_form
+
+    cx = tmp_path / "cx.jsonl"
+    rows = [
+        ("love the new app 😍", "positive"),
+        ("parcel lost again 😡", "negative"),
+        ("it is blue", "neutral"),
+    ]
+    _write(cx, [json.dumps({"text": t, "sentiment": s}) for t, s in rows])
+    seen: list[str] = []
+    cache_lower = ft._cache_lower
+
+    def spy(model, tokenizer, texts, *args):  # type: ignore[no-untyped-def]
+        seen.extend(texts)
+        return cache_lower(model, tokenizer, texts, *args)
+
+    monkeypatch.setattr(ft, "_cache_lower", spy)
+    named = ft.finetune(_config(tiny_data, emoji="names", cx_file=str(cx), limit=None), tmp_path / "named")
+    meta = json.loads((named / ft.ENCODER_FILE).read_text())
+    assert meta["input_form"] == EMOJI_NAMES and encoder_input_form(str(named)) == EMOJI_NAMES
+    assert "each emoji is read as its name" in (named / "README.md").read_text()
+    assert any("smiling face with heart-eyes" in t for t in seen) and not any("😍" in t for t in seen)
+    assert json.loads((tuned / ft.ENCODER_FILE).read_text())["input_form"] == TEXT
+    assert encoder_input_form(str(tuned)) == TEXT
