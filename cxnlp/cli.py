@@ -377,7 +377,7 @@ def train_cli(
 
 
 @cli.command("eval")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())  # a file, or a TweetEval task folder
 @click.option(
     "--task",
     required=True,
@@ -430,7 +430,8 @@ def eval_cli(
     json_out: str | None,
     quiet: bool,
 ) -> None:
-    """Score a model on a labelled JSONL, CSV or TSV file (GoEmotions TSV accepted as is)."""
+    """Score a model on a labelled JSONL, CSV or TSV file (GoEmotions TSV accepted as is) or a TweetEval
+    task folder or split (`<split>_text.txt` with its `_labels.txt` and `mapping.txt`)."""
     from .device import resolve_device
     from .evaluate import evaluate_file, format_metrics
 

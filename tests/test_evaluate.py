@@ -171,3 +171,9 @@ def test_evaluate_scores_tweeteval_emotions_as_a_choice_and_as_polarity(tmp_path
     sentiment = evaluate_file(folder, "sentiment", backend="onnx", vader=True)
     assert list(sentiment["per_label"]) == ["negative", "positive"] and sentiment["accuracy"] == 1.0
     assert sentiment["vader"]["n"] == 4
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(
+        cli, ["eval", str(folder), "--task", "emotion", "--backend", "onnx", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["accuracy"] == emotion["accuracy"]  # the folder, from the command line
