@@ -166,7 +166,9 @@ def load_encoder(name: str | None, device: str, backend: str = "auto", quantize:
     :func:`embedding_dim`; use the module-level :func:`encode`, which gives them the texts in their
     input form (:func:`encoder_input_form`)."""
     model = _load_encoder(name, device, backend, quantize)
-    setattr(model, INPUT_FORM_ATTR, encoder_input_form(name))
+    form = encoder_input_form(name)
+    if form != TEXT:  # encode() reads the text form where the attribute is absent
+        setattr(model, INPUT_FORM_ATTR, form)
     return model
 
 

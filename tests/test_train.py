@@ -583,3 +583,33 @@ def test_finetune_with_emoji_names_records_the_form_it_trained_on(tiny_data, tun
     assert any("smiling face with heart-eyes" in t for t in seen) and not any("😍" in t for t in seen)
     assert json.loads((tuned / ft.ENCODER_FILE).read_text())["input_form"] == TEXT
     assert encoder_input_form(str(tuned)) == TEXT
+
+
+def test_tweet_emotions_are_a_held_out_set_only_when_no_model_trained_on_them(
+    tiny_data, tuned, tmp_path, monkeypatch
+):
+    """The card scores the TweetEval emotion tweets (4-way emotion; polarity against VADER) only when
+    neither the heads (sentiment.use_tweet_emotions) nor the encoder (tweet_repeat) trained on them."""
+    import shutil
+
+    from cxnlp import train as tr
+
+    monkeypatch.setattr("cxnlp.train.CACHE_DIR", tmp_path / "cache")
+    config = tr.TrainConfig.model_validate(
+        {"data_dir": str(tiny_data), "encoder": str(tuned), "emotion": {"epochs": 1, "threshold_folds": 0}}
+    )
+    assert tr.tweet_emotions_held_out(config)
+    metrics = tr.train_emotion(config, tiny_data)[3]
+    held = metrics["tweeteval_emotion"]
+    assert held["n"] == 4 and list(held["per_label"]) == ["anger", "joy", "optimism", "sadness"]
+    asked = config.model_copy(
+        update={"sentiment": config.sentiment.model_copy(update={"use_tweet_emotions": True})}
+    )
+    assert not tr.tweet_emotions_held_out(asked)
+    assert "tweeteval_emotion" not in tr.train_emotion(asked, tiny_data)[3]
+    seen = tmp_path / "enc-tweets"
+    shutil.copytree(tuned, seen)
+    meta = json.loads((seen / ft.ENCODER_FILE).read_text())
+    meta["train_config"]["tweet_repeat"] = 2
+    (seen / ft.ENCODER_FILE).write_text(json.dumps(meta))
+    assert not tr.tweet_emotions_held_out(config.model_copy(update={"encoder": str(seen)}))
