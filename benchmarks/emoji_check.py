@@ -35,6 +35,7 @@ def main() -> None:
     from cxnlp.evaluate import (
         choose_among,
         multilabel_metrics,
+        polarity,
         singlelabel_metrics,
         vader_sentiment,
     )
@@ -76,7 +77,7 @@ def main() -> None:
                 gold = [tweets.labels[i][0] for i in idx]
                 pick = choose_among(probs[idx], emodel.labels, choices)
                 pg = [corpora.TWEET_EMOTION_POLARITY[g] for g in gold]
-                pp = ["positive" if p[2] >= p[0] else "negative" for p in polar[idx]]
+                pp = polarity(polar[idx])
                 e = singlelabel_metrics(gold, pick, choices)
                 s = singlelabel_metrics(pg, pp, ["negative", "positive"])
                 v = singlelabel_metrics(

@@ -70,16 +70,45 @@ def uci_sentences(data_dir: Path) -> Labelled:
 REPEATED = ", repeated x"
 
 
+class CorpusFileError(ValueError):
+    """A corpus file that cannot be read as its layout says: ``path`` is the file, ``problem`` what is
+    wrong with it."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+def tweeteval_labels_file(text_file: Path) -> Path:
+    """``<split>_labels.txt`` beside a TweetEval ``<split>_text.txt``."""
+    return text_file.with_name(text_file.name[: -len("_text.txt")] + "_labels.txt")
+
+
+def tweeteval_split(text_file: Path) -> list[tuple[str, str]]:
+    """(stripped text, label name) of each line of a TweetEval split: one text a line in
+    ``<split>_text.txt``, its label id on the same line of ``<split>_labels.txt``, the ids' names in
+    ``mapping.txt`` (``id<TAB>name``) beside them."""
+    labels_file = tweeteval_labels_file(text_file)
+    if not labels_file.is_file():
+        raise CorpusFileError(text_file, f"no {labels_file.name} beside it")
+    mapping = dict(
+        line.split("\t")[:2]
+        for line in (text_file.parent / "mapping.txt").read_text(encoding="utf-8").splitlines()
+        if "\t" in line
+    )
+    texts = text_file.read_text(encoding="utf-8").splitlines()
+    ids = labels_file.read_text(encoding="utf-8").split()
+    if len(texts) != len(ids):
+        raise CorpusFileError(text_file, f"{len(texts)} texts but {len(ids)} labels in {labels_file.name}")
+    unknown = sorted(set(ids) - set(mapping))
+    if unknown:
+        raise CorpusFileError(labels_file, f"label ids {unknown[:5]} are not in mapping.txt")
+    return [(t.strip(), mapping[i].strip()) for t, i in zip(texts, ids)]
+
+
 def _tweeteval(base: Path, split: str) -> list[tuple[str, str]]:
     """(stripped text, label name) of each line of a TweetEval task folder's split."""
-    mapping = dict(
-        line.split("\t") for line in (base / "mapping.txt").read_text().splitlines() if line.strip()
-    )
-    texts = (base / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
-    ids = (base / f"{split}_labels.txt").read_text().split()
-    if len(texts) != len(ids):
-        raise ValueError(f"{base}/{split}: {len(texts)} texts but {len(ids)} labels")
-    return [(t.strip(), mapping[i].strip()) for t, i in zip(texts, ids)]
+    return tweeteval_split(base / f"{split}_text.txt")
 
 
 def tweeteval_sentiment(data_dir: Path) -> Labelled:

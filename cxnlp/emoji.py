@@ -97,9 +97,16 @@ def describe_emoji(text: str) -> str:
 
 
 def model_inputs(texts: list[str], form: str) -> list[str]:
-    """What an encoder that reads ``form`` (one of :data:`INPUT_FORMS`) is given for each text."""
+    """What an encoder that reads ``form`` (one of :data:`INPUT_FORMS`) is given for each text (``texts``
+    itself for the text form: this runs on every chunk of an analysis)."""
     if form == TEXT:
-        return list(texts)
+        return texts
     if form == EMOJI_NAMES:
         return [describe_emoji(t) for t in texts]
     raise ValueError(f"unknown encoder input form {form!r}; known: {', '.join(INPUT_FORMS)}")
+
+
+def cache_key_part(form: str, sep: str) -> str:
+    """``sep + form`` for a cache key, and nothing for the text form: keys made before input forms
+    existed (all of them text) stay valid."""
+    return "" if form == TEXT else sep + form

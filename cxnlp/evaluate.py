@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .corpora import TWEET_EMOTION_POLARITY, CorpusFileError, tweeteval_labels_file, tweeteval_split
 from .errors import ConfigError, Errors, InputError
 
 UNITS = ("text", "segments")
@@ -85,7 +86,7 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
     ``<split>_labels.txt`` and ``mapping.txt`` beside it."""
     path = Path(path)
     if path.is_dir() and (path / "mapping.txt").is_file():
-        splits = sorted(p for p in path.glob("*_text.txt") if _tweeteval_labels(p).is_file())
+        splits = sorted(p for p in path.glob("*_text.txt") if tweeteval_labels_file(p).is_file())
         if not splits:
             raise InputError(Errors.E211, path=str(path), problem="no <split>_text.txt with its _labels.txt")
         read = [_read_tweeteval(split) for split in splits]
@@ -147,36 +148,20 @@ def read_labelled(path: str | Path, task: str) -> tuple[list[str], list[list[str
     return texts, labels
 
 
-def _tweeteval_labels(text_file: Path) -> Path:
-    return text_file.with_name(text_file.name[: -len("_text.txt")] + "_labels.txt")
-
-
 def _read_tweeteval(text_file: Path) -> tuple[list[str], list[list[str]]]:
-    """A TweetEval split: one text a line, its label id on the same line of ``_labels.txt``, the ids'
-    names in ``mapping.txt`` (``id<TAB>name``)."""
-    labels_file = _tweeteval_labels(text_file)
-    if not labels_file.is_file():
-        raise InputError(Errors.E211, path=str(text_file), problem=f"no {labels_file.name} beside it")
-    mapping = dict(
-        line.split("\t")[:2]
-        for line in (text_file.parent / "mapping.txt").read_text(encoding="utf-8").splitlines()
-        if "\t" in line
-    )
-    texts = text_file.read_text(encoding="utf-8").splitlines()
-    ids = labels_file.read_text(encoding="utf-8").split()
-    if len(texts) != len(ids):
-        raise InputError(
-            Errors.E211,
-            path=str(text_file),
-            problem=f"{len(texts)} texts but {len(ids)} labels in {labels_file.name}",
-        )
-    unknown = sorted(set(ids) - set(mapping))
-    if unknown:
-        raise InputError(
-            Errors.E211, path=str(labels_file), problem=f"label ids {unknown[:5]} are not in mapping.txt"
-        )
-    rows = [(t.strip(), [mapping[i].strip()]) for t, i in zip(texts, ids) if t.strip()]
-    return [t for t, _ in rows], [l for _, l in rows]
+    """A TweetEval split's rows with a text (:func:`cxnlp.corpora.tweeteval_split`), its problems as E211."""
+    try:
+        rows = tweeteval_split(text_file)
+    except CorpusFileError as exc:
+        raise InputError(Errors.E211, path=str(exc.path), problem=exc.problem) from exc
+    kept = [(t, [label]) for t, label in rows if t]
+    return [t for t, _ in kept], [l for _, l in kept]
+
+
+def polarity(probs: np.ndarray) -> list[str]:
+    """Positive or negative by which of P(positive) and P(negative) is larger (ties positive): how the
+    sentiment head answers a binary set (columns negative, neutral, positive)."""
+    return ["positive" if p[2] >= p[0] else "negative" for p in probs]
 
 
 def choose_among(probs: np.ndarray, labels: list[str], choices: list[str]) -> list[str]:
@@ -230,7 +215,7 @@ def evaluate_file(
         labels = list(model.labels)
         if set(gold1) <= {"negative", "positive"}:  # binary gold (SST-2): compare negative vs positive only
             probs = model.predict(emb, texts)
-            pred = ["positive" if p[2] >= p[0] else "negative" for p in probs]
+            pred = polarity(probs)
             labels = ["negative", "positive"]
         result = singlelabel_metrics(gold1, pred, labels)
         if vader:
@@ -301,8 +286,6 @@ def predict_stages(texts: list[str], model: Any, embed: Any, unit: str = "text")
 
 def _sentiment_name(label: str) -> str:
     """A sentiment label as the heads name it; TweetEval's four emotions stand for their polarity."""
-    from .corpora import TWEET_EMOTION_POLARITY
-
     key = label.strip().lower()
     named = {"0": "negative", "1": "positive", "neg": "negative", "pos": "positive", "neu": "neutral"}
     return named.get(key) or TWEET_EMOTION_POLARITY.get(key, key)

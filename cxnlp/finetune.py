@@ -763,6 +763,15 @@ def find_encoder_delta(name: str) -> Path | None:
     return next((p for p in model_search_paths(name) if is_encoder_delta(p)), None)
 
 
+def encoder_meta(name: str) -> tuple[Path, dict[str, Any]] | None:
+    """The folder and the ``encoder.json`` of the encoder ``name`` when it is one of cxnlp's fine-tuned
+    encoders (:func:`find_encoder_delta`), else None."""
+    path = find_encoder_delta(name)
+    if path is None:
+        return None
+    return path, json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
+
+
 def materialize(path: Path, cache_root: Path) -> Path:
     """A full sentence-transformers folder for the delta encoder at ``path``: the packaged base with the
     tuned layers swapped in (fp32), under ``cache_root/encoders/<hash>/``, built once (atomic rename)."""

@@ -97,14 +97,14 @@ def _custom_head(
 ) -> tuple[TaskSpec, Any]:
     from safetensors.torch import load_file, save_file
 
-    from .emoji import TEXT
+    from .emoji import cache_key_part
     from .train import CACHE_DIR, StageTrainConfig, train_stage_head
 
     runtime = runtime_key(backend, quantize, device)
-    form = encoder_input_form(heads.encoder)
-    key = hashlib.sha256(
-        f"{tax.hash}|{heads.encoder}|{heads.version}|{runtime}{'' if form == TEXT else '|' + form}".encode()
-    ).hexdigest()[:16]
+    form = cache_key_part(encoder_input_form(heads.encoder), "|")
+    key = hashlib.sha256(f"{tax.hash}|{heads.encoder}|{heads.version}|{runtime}{form}".encode()).hexdigest()[
+        :16
+    ]
     folder = CACHE_DIR / "stage-heads" / key
     if (folder / "spec.json").is_file() and (folder / "head.safetensors").is_file():
         spec = TaskSpec.from_dict("stage", json.loads((folder / "spec.json").read_text()))

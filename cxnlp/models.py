@@ -147,12 +147,13 @@ def encoder_input_form(name: str | None) -> str:
     """What the encoder ``name`` reads (:mod:`cxnlp.emoji`): the ``input_form`` its fine-tune recorded
     in ``encoder.json`` (one of cxnlp's encoders), else the text as it is."""
     from .emoji import INPUT_FORMS
-    from .finetune import ENCODER_FILE, find_encoder_delta
+    from .finetune import encoder_meta
 
-    path = find_encoder_delta(name) if name else None
-    if path is None:
+    found = encoder_meta(name) if name else None
+    if found is None:
         return TEXT
-    form = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8")).get("input_form", TEXT)
+    path, meta = found
+    form = meta.get("input_form", TEXT)
     if form not in INPUT_FORMS:
         raise ModelError(Errors.E217, name=name, path=path, form=form, known=", ".join(INPUT_FORMS))
     return str(form)

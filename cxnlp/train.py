@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import corpora
 from .about import __version__
-from .emoji import TEXT
+from .emoji import cache_key_part
 from .errors import ConfigError, Errors
-from .evaluate import choose_among, multilabel_metrics, singlelabel_metrics
+from .evaluate import choose_among, multilabel_metrics, polarity, singlelabel_metrics
 from .models import (
     PACKAGED_ENCODER,
     Heads,
@@ -164,8 +164,7 @@ def embed_cached(texts: list[str], encoder: str, device: str = "cpu") -> np.ndar
     # Keyed on the resolved weights, not the name: a retrained cx-encoder must not reuse old vectors.
     location = encoder_location(encoder)
     weights = _weights_hash(location) if Path(location).is_dir() else location
-    # (the text form adds nothing: the keys of the vectors cached before input forms stay valid)
-    form = "" if encoder_input_form(encoder) == TEXT else "\x00" + encoder_input_form(encoder)
+    form = cache_key_part(encoder_input_form(encoder), "\x00")
     key = hashlib.sha256(
         (weights + "\x00" + runtime + form + "\x00" + "\x1e".join(texts)).encode("utf-8")
     ).hexdigest()[:24]
@@ -374,7 +373,7 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
         build_features(sc.features, embed_cached(dev.texts, cfg.encoder, cfg.device), dev.texts),
         "multiclass",
     )
-    pred = ["positive" if p[2] >= p[0] else "negative" for p in P]
+    pred = polarity(P)
     metrics["sst2_dev"] = singlelabel_metrics([l[0] for l in dev.labels], pred, ["negative", "positive"])
     # The neutral band (|score| below it is neutral) is tuned on one half of GoEmotions sentiment-group
     # dev and reported on the other: argmax over the three classes calls too many plainly stated
@@ -637,12 +636,13 @@ def encoder_stage_holdout(encoder: str, taxonomy: Taxonomy, folds: int, seed: in
     """The mask of taxonomy examples a fine-tuned encoder held out (its ``encoder.json``), or None when
     the encoder is not ours or trained on other examples. The fold assignment must match this head's
     cross-validation, so a mismatch in folds or seed is an error rather than a silent leak."""
-    from .finetune import ENCODER_FILE, find_encoder_delta, stage_holdout
+    from .finetune import encoder_meta, stage_holdout
 
-    path = find_encoder_delta(encoder)
-    if path is None:
+    found = encoder_meta(encoder)
+    if found is None:
         return None
-    hold = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))["stage_holdout"]
+    path, meta = found
+    hold = meta["stage_holdout"]
     if hold["taxonomy_hash"] != taxonomy.hash:
         return None
     if (hold["folds"], hold["seed"]) != (folds, seed):
@@ -873,7 +873,7 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
     for name, idx in held.items():
         gold = [SENTIMENTS[int(y[i])] for i in idx]
         if set(gold) <= {"negative", "positive"}:
-            pred = ["positive" if probs[i, 2] >= probs[i, 0] else "negative" for i in idx]
+            pred = polarity(probs[idx])
             metrics = singlelabel_metrics(gold, pred, ["negative", "positive"])
         else:
             pred = [band_label(float(probs[i, 2] - probs[i, 0]), float(bands[i])) for i in idx]
@@ -885,15 +885,12 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
 def tweet_emotions_held_out(cfg: TrainConfig) -> bool:
     """Whether neither the heads (``sentiment.use_tweet_emotions``) nor their encoder (``tweet_repeat``)
     trained on TweetEval's emotion tweets: then they are a held-out tweet set for the card."""
-    from .finetune import ENCODER_FILE, find_encoder_delta
+    from .finetune import encoder_meta
 
     if cfg.sentiment.use_tweet_emotions:
         return False
-    path = find_encoder_delta(cfg.encoder)
-    if path is None:
-        return True
-    meta = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
-    return not (meta.get("train_config") or {}).get("tweet_repeat")
+    found = encoder_meta(cfg.encoder)
+    return found is None or not (found[1].get("train_config") or {}).get("tweet_repeat")
 
 
 def sentiment_figures(heads: Heads, cfg: TrainConfig, folds: int = 5) -> dict[str, Any]:
@@ -911,7 +908,7 @@ def sentiment_figures(heads: Heads, cfg: TrainConfig, folds: int = 5) -> dict[st
     baseline: dict[str, Any] = {}
     dev = corpora.sst2(data_dir, "dev")
     P = probs_of(dev.texts)
-    pred = ["positive" if p[2] >= p[0] else "negative" for p in P]
+    pred = polarity(P)
     baseline["sst2_dev"] = compare_with_vader(dev.texts, [l[0] for l in dev.labels], pred)
     gtexts, ggold, report_idx, _ = goemotions_group_dev(cfg, data_dir)
     rtexts = [gtexts[i] for i in report_idx]
@@ -929,7 +926,7 @@ def sentiment_figures(heads: Heads, cfg: TrainConfig, folds: int = 5) -> dict[st
         baseline["tweeteval_emotion_polarity"] = compare_with_vader(
             tweets.texts,
             [l[0] for l in tweets.labels],
-            ["positive" if p[2] >= p[0] else "negative" for p in P],
+            polarity(P),
         )
     cv = sentiment_cv(cfg, data_dir, folds)
     figures: dict[str, Any] = {"cv": {"folds": folds, "neutral_bands": cv["neutral_bands"]}}
