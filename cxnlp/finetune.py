@@ -61,6 +61,11 @@ class EncoderTrainConfig(BaseModel):
     seed: int = 0
     data_dir: str = str(corpora.DEFAULT_DATA_DIR)
     base: str = "packaged:all-MiniLM-L6-v2"
+    # One of cxnlp's fine-tuned encoders (a name such as cx-encoder, or its folder) to start from: its
+    # layers are the starting weights and its top ``tune_layers`` train on; the preserve loss and the
+    # cluster map still aim at ``base``'s embeddings. It must share the base, the input form and the
+    # stage fold held out (check_init). None: start from ``base``.
+    init: str | None = None
     device: str = "cpu"
     tune_layers: int = Field(3, ge=1, le=6)
     epochs: int = Field(3, ge=1)
@@ -245,9 +250,11 @@ def check_base_embeddings(teacher: np.ndarray, base: str, location: str | Path) 
     raise ModelError(Errors.E216, base=base, path=location, problem=problem)
 
 
-def _cache_lower(model: Any, tokenizer: Any, texts: list[str], k: int, max_length: int, device: str):  # type: ignore[no-untyped-def]
-    """Layer-``k`` hidden states (fp16, unpadded) and the base encoder's normalised embedding of each text
-    (``texts`` already in the input form the tuned encoder will read)."""
+def _cache_lower(  # type: ignore[no-untyped-def]
+    model: Any, tokenizer: Any, texts: list[str], k: int, max_length: int, device: str, keep: bool = True
+):
+    """Layer-``k`` hidden states (fp16, unpadded; not kept when ``keep`` is false) and the encoder's
+    normalised embedding of each text (``texts`` already in the input form the tuned encoder will read)."""
     import torch
 
     states: list[Any] = [None] * len(texts)
@@ -267,9 +274,10 @@ def _cache_lower(model: Any, tokenizer: Any, texts: list[str], k: int, max_lengt
             out = model(**enc, output_hidden_states=True)
             pooled = _pool(out.last_hidden_state, enc["attention_mask"]).float().cpu().numpy()
             lengths = enc["attention_mask"].sum(1).tolist()
-            hk = out.hidden_states[k].to(torch.float16).cpu()
+            hk = out.hidden_states[k].to(torch.float16).cpu() if keep else None
             for j, i in enumerate(idx):
-                states[i] = hk[j, : lengths[j]].clone()
+                if hk is not None:
+                    states[i] = hk[j, : lengths[j]].clone()
                 teacher[i] = pooled[j]
             if b // 128 % 100 == 0:
                 logger.info("cached %d/%d texts (%.0fs)", b + len(idx), len(texts), time.time() - t0)
@@ -309,6 +317,59 @@ def input_form(cfg: EncoderTrainConfig) -> str:
     return EMOJI_NAMES if cfg.emoji == "names" else TEXT
 
 
+def check_init(cfg: EncoderTrainConfig) -> Path | None:
+    """The folder of ``cfg.init`` (None without one), after checking that starting from it keeps the
+    run honest: the same base (the preserve loss and the cluster map aim at it), the same input form,
+    and the same stage fold held out, so that the fold the heads tune their thresholds on stays unseen."""
+    from .errors import ConfigError, Errors
+
+    if cfg.init is None:
+        return None
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(Errors.E002, key="init", problem=problem, source="the encoder train config")
+
+    found = encoder_meta(cfg.init)
+    if found is None:
+        raise refuse(f"{cfg.init!r} is not one of cxnlp's fine-tuned encoders (a folder with {ENCODER_FILE})")
+    path, meta = found
+    hold = meta["stage_holdout"]
+    ours = {
+        "taxonomy": cfg.taxonomy,
+        "seed": cfg.seed,
+        "folds": cfg.stage_folds,
+        "fold": cfg.stage_holdout_fold,
+    }
+    if meta["base"]["name"] != cfg.base:
+        raise refuse(f"{path} was tuned from {meta['base']['name']!r}, but base is {cfg.base!r}")
+    if meta.get("input_form", TEXT) != input_form(cfg):
+        raise refuse(f"{path} reads input form {meta.get('input_form', TEXT)!r}, but emoji={cfg.emoji!r}")
+    if {key: hold[key] for key in ours} != ours or hold["taxonomy_hash"] != load_taxonomy(cfg.taxonomy).hash:
+        raise refuse(
+            f"{path} held out stage fold {hold['fold']} of {hold['folds']} (seed {hold['seed']}, taxonomy "
+            f"{hold['taxonomy']!r}, hash {hold['taxonomy_hash']}); this run would hold out fold "
+            f"{cfg.stage_holdout_fold} of {cfg.stage_folds} (seed {cfg.seed}, taxonomy {cfg.taxonomy!r}), "
+            "so the heads' threshold fold would not be unseen"
+        )
+    return path
+
+
+def init_record(path: Path) -> dict[str, Any]:
+    """What the card records of the encoder a run started from: its name, version, weights and data."""
+
+    meta = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
+    return {
+        "name": meta["name"],
+        "version": meta["version"],
+        "path": str(path),
+        "layers_sha256": hashlib.sha256((path / LAYERS_FILE).read_bytes()).hexdigest()[:16],
+        "layers": meta["layers"],
+        "data": meta.get("data", {}),
+        "train_config": meta.get("train_config", {}),
+        "trained": meta.get("trained", {}),
+    }
+
+
 def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     """Train and write the encoder folder (``encoder.json``, ``layers.safetensors``, ``README.md``)."""
     import torch
@@ -322,6 +383,8 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     _seed_all(cfg.seed)
     rng = random.Random(cfg.seed)
     out = Path(outdir)
+    init_path = check_init(cfg)
+    init_meta = init_record(init_path) if init_path is not None else None
     examples, counts, emo_names, stage_names = training_examples(cfg)
     texts = sorted({e.text for e in examples})
     text_id = {t: i for i, t in enumerate(texts)}
@@ -341,10 +404,21 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     check_base_embeddings(
         _cache_lower(model, tokenizer, sample, k, cfg.max_length, cfg.device)[1], cfg.base, base_location
     )
-    states, teacher = _cache_lower(model, tokenizer, inputs, k, cfg.max_length, cfg.device)
+    student = model
+    if init_path is None:
+        states, teacher = _cache_lower(model, tokenizer, inputs, k, cfg.max_length, cfg.device)
+    else:  # the base gives the preserve targets, the encoder started from gives the lower layers' states
+        teacher = _cache_lower(model, tokenizer, inputs, k, cfg.max_length, cfg.device, False)[1]
+        student = (
+            AutoModel.from_pretrained(encoder_location(str(init_path)), attn_implementation="eager")
+            .float()
+            .to(cfg.device)
+            .eval()
+        )
+        states = _cache_lower(student, tokenizer, inputs, k, cfg.max_length, cfg.device)[0]
     t_cached = time.time()
 
-    layers = model.encoder.layer[k:]
+    layers = student.encoder.layer[k:]
     dim = model.config.hidden_size
     heads = nn.ModuleDict(
         {
@@ -468,16 +542,24 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
             )
             W = fit_cluster_map(tuned, teacher[fit], cfg.cluster_map_ridge)
             cluster_map = (W, len(fit), "the base encoder's embeddings from the training run")
+    # Started from another encoder, the folder holds every layer that differs from the base: its own too.
+    written = sorted(set(range(k, n_layers)) | set(init_meta["layers"] if init_meta else []))
     return write_encoder(
         out,
         cfg,
-        {f"encoder.layer.{k + i}.{n}": p for i, l in enumerate(layers) for n, p in l.state_dict().items()},
+        {
+            f"encoder.layer.{i}.{n}": p
+            for i in written
+            for n, p in student.encoder.layer[i].state_dict().items()
+        },
         base_location,
         {
             "data": counts,
             "n_examples": len(examples),
             "n_texts": len(texts),
-            "layers": list(range(k, n_layers)),
+            "layers": written,
+            "tuned_layers": list(range(k, n_layers)),
+            **({"init": init_meta} if init_meta else {}),
             "cosine_to_base": {
                 "mean": round(float(drift.mean()), 4),
                 "p05": round(float(np.quantile(drift, 0.05)), 4),
@@ -685,10 +767,11 @@ def encoder_card(meta: dict[str, Any], path: Path | None = None) -> str:
         "Task loss weights: "
         + ", ".join(f"{k} {v:g}" for k, v in c.get("task_weights", DEFAULT_TASK_WEIGHTS).items())
         + ".",
+        *(_init_lines(meta["init"]) if meta.get("init") else []),
         (
             "- Token embeddings frozen, their outputs cached; "
-            if meta["layers"][0] == 0
-            else f"- Layers below {meta['layers'][0]} frozen and cached; "
+            if meta.get("tuned_layers", meta["layers"])[0] == 0
+            else f"- Layers below {meta.get('tuned_layers', meta['layers'])[0]} frozen and cached; "
         )
         + f"{c['epochs']} epochs, batch {c['batch_size']}, "
         f"AdamW lr {c['lr']} (layers) / {c['head_lr']} (shaping heads, not shipped), warmup {c['warmup']}, "
@@ -727,6 +810,17 @@ def encoder_card(meta: dict[str, Any], path: Path | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _init_lines(init: dict[str, Any]) -> list[str]:
+    c, t = init["train_config"], init["trained"]
+    return [
+        f"- Started from {init['name']} {init['version']} (layers file sha256 {init['layers_sha256']}), "
+        f"itself tuned for {c.get('epochs')} epochs at lr {c.get('lr')} on {t.get('device', 'an unrecorded device')} "
+        f"from the same base, on: "
+        + "; ".join(f"{k} {v:,}" for k, v in init["data"].items())
+        + ". Its layers below the tuned ones are kept as they were; the preserve loss still aims at the base.",
+    ]
 
 
 def _cluster_map_section(path: Path | None) -> list[str]:

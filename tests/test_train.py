@@ -613,3 +613,31 @@ def test_tweet_emotions_are_a_held_out_set_only_when_no_model_trained_on_them(
     meta["train_config"]["tweet_repeat"] = 2
     (seen / ft.ENCODER_FILE).write_text(json.dumps(meta))
     assert not tr.tweet_emotions_held_out(config.model_copy(update={"encoder": str(seen)}))
+
+
+def test_finetune_from_a_tuned_encoder_keeps_its_lower_layers_and_checks_it_fits(tiny_data, tuned, tmp_path):
+    """``init`` starts the top layers from one of cxnlp's encoders: the folder holds every layer that
+    differs from the base (the start's lower ones unchanged), the card names the start, and a start that
+    trained on another stage fold, another base or another input form is refused."""
+    cont = ft.finetune(_config(tiny_data, init=str(tuned), tune_layers=1), tmp_path / "cont")
+    meta = json.loads((cont / ft.ENCODER_FILE).read_text())
+    assert meta["layers"] == [3, 4, 5] and meta["tuned_layers"] == [5]
+    assert meta["init"]["name"] == "cx-encoder" and meta["init"]["layers"] == [3, 4, 5]
+    start, now = load_file(str(tuned / ft.LAYERS_FILE)), load_file(str(cont / ft.LAYERS_FILE))
+    assert start.keys() == now.keys()
+    lower = [k for k in start if k.split(".")[2] in ("3", "4")]
+    top = [k for k in start if k.split(".")[2] == "5" and k.endswith("weight")]
+    assert lower and all(np.array_equal(start[k], now[k]) for k in lower)
+    assert any(not np.array_equal(start[k], now[k]) for k in top)
+    assert "Started from cx-encoder 1.0.0" in (cont / "README.md").read_text()
+    for bad, match in (
+        (dict(seed=1), "stage fold"),
+        (dict(stage_holdout_fold=1), "stage fold"),
+        (dict(emoji="names"), "input form"),
+        (dict(base=str(tmp_path)), "tuned from"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            ft.finetune(_config(tiny_data, init=str(tuned), **bad), tmp_path / "refused")
+    with pytest.raises(ConfigError, match="not one of cxnlp's fine-tuned encoders"):
+        ft.finetune(_config(tiny_data, init=str(tmp_path)), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
