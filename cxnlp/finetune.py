@@ -63,8 +63,8 @@ class EncoderTrainConfig(BaseModel):
     base: str = "packaged:all-MiniLM-L6-v2"
     # One of cxnlp's fine-tuned encoders (a name such as cx-encoder, or its folder) to start from: its
     # layers are the starting weights and its top ``tune_layers`` train on; the preserve loss and the
-    # cluster map still aim at ``base``'s embeddings. It must share the base, the input form and the
-    # stage fold held out (check_init). None: start from ``base``.
+    # cluster map still aim at ``base``'s embeddings. It must share the base and the stage fold held out
+    # (check_init). None: start from ``base``.
     init: str | None = None
     device: str = "cpu"
     tune_layers: int = Field(3, ge=1, le=6)
@@ -319,8 +319,9 @@ def input_form(cfg: EncoderTrainConfig) -> str:
 
 def check_init(cfg: EncoderTrainConfig) -> Path | None:
     """The folder of ``cfg.init`` (None without one), after checking that starting from it keeps the
-    run honest: the same base (the preserve loss and the cluster map aim at it), the same input form,
-    and the same stage fold held out, so that the fold the heads tune their thresholds on stays unseen."""
+    run honest: the same base (the preserve loss and the cluster map aim at it) and the same stage fold
+    held out, so that the fold the heads tune their thresholds on stays unseen. The input form may change
+    (an encoder that read each emoji as [UNK] can go on to learn their names); the new one is recorded."""
     from .errors import ConfigError, Errors
 
     if cfg.init is None:
@@ -342,8 +343,6 @@ def check_init(cfg: EncoderTrainConfig) -> Path | None:
     }
     if meta["base"]["name"] != cfg.base:
         raise refuse(f"{path} was tuned from {meta['base']['name']!r}, but base is {cfg.base!r}")
-    if meta.get("input_form", TEXT) != input_form(cfg):
-        raise refuse(f"{path} reads input form {meta.get('input_form', TEXT)!r}, but emoji={cfg.emoji!r}")
     if {key: hold[key] for key in ours} != ours or hold["taxonomy_hash"] != load_taxonomy(cfg.taxonomy).hash:
         raise refuse(
             f"{path} held out stage fold {hold['fold']} of {hold['folds']} (seed {hold['seed']}, taxonomy "

@@ -618,7 +618,7 @@ def test_tweet_emotions_are_a_held_out_set_only_when_no_model_trained_on_them(
 def test_finetune_from_a_tuned_encoder_keeps_its_lower_layers_and_checks_it_fits(tiny_data, tuned, tmp_path):
     """``init`` starts the top layers from one of cxnlp's encoders: the folder holds every layer that
     differs from the base (the start's lower ones unchanged), the card names the start, and a start that
-    trained on another stage fold, another base or another input form is refused."""
+    trained on another stage fold or from another base is refused."""
     cont = ft.finetune(_config(tiny_data, init=str(tuned), tune_layers=1), tmp_path / "cont")
     meta = json.loads((cont / ft.ENCODER_FILE).read_text())
     assert meta["layers"] == [3, 4, 5] and meta["tuned_layers"] == [5]
@@ -630,10 +630,13 @@ def test_finetune_from_a_tuned_encoder_keeps_its_lower_layers_and_checks_it_fits
     assert lower and all(np.array_equal(start[k], now[k]) for k in lower)
     assert any(not np.array_equal(start[k], now[k]) for k in top)
     assert "Started from cx-encoder 1.0.0" in (cont / "README.md").read_text()
+    from cxnlp.emoji import EMOJI_NAMES
+
+    named = ft.finetune(_config(tiny_data, init=str(tuned), tune_layers=1, emoji="names"), tmp_path / "named")
+    assert json.loads((named / ft.ENCODER_FILE).read_text())["input_form"] == EMOJI_NAMES
     for bad, match in (
         (dict(seed=1), "stage fold"),
         (dict(stage_holdout_fold=1), "stage fold"),
-        (dict(emoji="names"), "input form"),
         (dict(base=str(tmp_path)), "tuned from"),
     ):
         with pytest.raises(ConfigError, match=match):
