@@ -317,8 +317,19 @@ def input_form(cfg: EncoderTrainConfig) -> str:
     return EMOJI_NAMES if cfg.emoji == "names" else TEXT
 
 
-def check_init(cfg: EncoderTrainConfig) -> Path | None:
-    """The folder of ``cfg.init`` (None without one), after checking that starting from it keeps the
+def stage_holdout_record(cfg: EncoderTrainConfig) -> dict[str, Any]:
+    """Which taxonomy fold a run by ``cfg`` holds out, as ``encoder.json`` records it."""
+    return {
+        "taxonomy": cfg.taxonomy,
+        "taxonomy_hash": load_taxonomy(cfg.taxonomy).hash,
+        "seed": cfg.seed,
+        "folds": cfg.stage_folds,
+        "fold": cfg.stage_holdout_fold,
+    }
+
+
+def check_init(cfg: EncoderTrainConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The folder and ``encoder.json`` of ``cfg.init`` (None without one), after checking that starting from it keeps the
     run honest: the same base (the preserve loss and the cluster map aim at it) and the same stage fold
     held out, so that the fold the heads tune their thresholds on stays unseen. The input form may change
     (an encoder that read each emoji as [UNK] can go on to learn their names); the new one is recorded."""
@@ -335,28 +346,21 @@ def check_init(cfg: EncoderTrainConfig) -> Path | None:
         raise refuse(f"{cfg.init!r} is not one of cxnlp's fine-tuned encoders (a folder with {ENCODER_FILE})")
     path, meta = found
     hold = meta["stage_holdout"]
-    ours = {
-        "taxonomy": cfg.taxonomy,
-        "seed": cfg.seed,
-        "folds": cfg.stage_folds,
-        "fold": cfg.stage_holdout_fold,
-    }
     if meta["base"]["name"] != cfg.base:
         raise refuse(f"{path} was tuned from {meta['base']['name']!r}, but base is {cfg.base!r}")
-    if {key: hold[key] for key in ours} != ours or hold["taxonomy_hash"] != load_taxonomy(cfg.taxonomy).hash:
+    if hold != stage_holdout_record(cfg):
         raise refuse(
             f"{path} held out stage fold {hold['fold']} of {hold['folds']} (seed {hold['seed']}, taxonomy "
             f"{hold['taxonomy']!r}, hash {hold['taxonomy_hash']}); this run would hold out fold "
             f"{cfg.stage_holdout_fold} of {cfg.stage_folds} (seed {cfg.seed}, taxonomy {cfg.taxonomy!r}), "
             "so the heads' threshold fold would not be unseen"
         )
-    return path
+    return found
 
 
-def init_record(path: Path) -> dict[str, Any]:
-    """What the card records of the encoder a run started from: its name, version, weights and data."""
-
-    meta = json.loads((path / ENCODER_FILE).read_text(encoding="utf-8"))
+def init_record(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What the card records of the encoder a run started from (its folder and ``encoder.json``): its
+    name, version, weights and data."""
     return {
         "name": meta["name"],
         "version": meta["version"],
@@ -382,8 +386,8 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
     _seed_all(cfg.seed)
     rng = random.Random(cfg.seed)
     out = Path(outdir)
-    init_path = check_init(cfg)
-    init_meta = init_record(init_path) if init_path is not None else None
+    init = check_init(cfg)
+    init_meta = init_record(*init) if init is not None else None
     examples, counts, emo_names, stage_names = training_examples(cfg)
     texts = sorted({e.text for e in examples})
     text_id = {t: i for i, t in enumerate(texts)}
@@ -404,12 +408,12 @@ def finetune(cfg: EncoderTrainConfig, outdir: str | Path) -> Path:
         _cache_lower(model, tokenizer, sample, k, cfg.max_length, cfg.device)[1], cfg.base, base_location
     )
     student = model
-    if init_path is None:
+    if init is None:
         states, teacher = _cache_lower(model, tokenizer, inputs, k, cfg.max_length, cfg.device)
     else:  # the base gives the preserve targets, the encoder started from gives the lower layers' states
         teacher = _cache_lower(model, tokenizer, inputs, k, cfg.max_length, cfg.device, False)[1]
         student = (
-            AutoModel.from_pretrained(encoder_location(str(init_path)), attn_implementation="eager")
+            AutoModel.from_pretrained(encoder_location(str(init[0])), attn_implementation="eager")
             .float()
             .to(cfg.device)
             .eval()
@@ -697,13 +701,7 @@ def write_encoder(
         "layers": info["layers"],
         "dtype": "float16",
         "input_form": input_form(cfg),  # what every caller feeds it (cxnlp.emoji; absent before: text)
-        "stage_holdout": {
-            "taxonomy": cfg.taxonomy,
-            "taxonomy_hash": load_taxonomy(cfg.taxonomy).hash,
-            "seed": cfg.seed,
-            "folds": cfg.stage_folds,
-            "fold": cfg.stage_holdout_fold,
-        },
+        "stage_holdout": stage_holdout_record(cfg),
         "train_config": cfg.model_dump(),
         **{k: v for k, v in info.items() if k != "layers"},
     }
