@@ -125,8 +125,13 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
             t = metrics["emotion"]["tweeteval_emotion"]
             out += [
                 f"**Held-out tweets**: TweetEval's {t['n']:,} emotion tweets (SemEval-2018, train and validation;",
-                "neither these heads nor their encoder trained on them), each labelled anger, joy, optimism or",
-                f"sadness, which are GoEmotions labels too. The most likely of the four: {_fmt(t)}.",
+                (
+                    "neither this head nor the encoder trained on them; the sentiment head trains on their polarity),"
+                    if (cfg.get("sentiment") or {}).get("use_tweet_emotions")
+                    else "neither these heads nor their encoder trained on them),"
+                ),
+                "each labelled anger, joy, optimism or sadness, which are GoEmotions labels too.",
+                f"The most likely of the four: {_fmt(t)}.",
                 f"Reproduce: `cxnlp eval --backend onnx --task emotion {cfg['data_dir']}/tweeteval/emotion`",
                 "",
             ]
@@ -212,6 +217,7 @@ _SETS = {
     "tweeteval_val_cv": "TweetEval sentiment val, 5-fold CV (3-way)",
     "uci_sentences_cv": "UCI sentences, 5-fold CV (binary)",
     "tweeteval_emotion_polarity": "TweetEval emotion tweets as polarity, never trained on (binary)",
+    "tweeteval_emotion_cv": "TweetEval emotion tweets as polarity, 5-fold CV (binary)",
 }
 
 
@@ -222,7 +228,9 @@ def _cv_section(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     out = [
         "",
         f"**Cross-validated figures for corpora that are also training data** ({cv['folds']}-fold: fold k of",
-        "TweetEval val and of the UCI sentences is held out, every copy of a repeated row with it; a head is",
+        "TweetEval val, of the UCI sentences"
+        + (" and of the TweetEval emotion tweets" if "tweeteval_emotion" in cv else "")
+        + " is held out, every copy of a repeated row with it; a head is",
         "trained with the same recipe on all the rest, its neutral band re-tuned on the GoEmotions tuning half "
         f"({', '.join(f'{b:.2f}' for b in cv['neutral_bands'])}), and it labels the held-out fold):",
         "",
@@ -235,6 +243,11 @@ def _cv_section(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     if "uci_sentences" in cv:
         out.append(
             f"- UCI sentences (binary, positive vs negative probability): {_fmt(cv['uci_sentences'])}."
+        )
+    if "tweeteval_emotion" in cv:
+        out.append(
+            "- TweetEval emotion tweets as polarity (binary: anger and sadness negative, joy and optimism "
+            f"positive): {_fmt(cv['tweeteval_emotion'])}."
         )
     out += [
         "",

@@ -75,8 +75,10 @@ class SentimentTrainConfig(HeadTrainConfig):
     # The TweetEval tweets (2,000 among ~80k examples), this many times over: the heads' one in-domain
     # tweet corpus; the cross-validation holds every copy of a held-out tweet out together.
     tweeteval_repeat: int = Field(1, ge=1)
-    # TweetEval emotion tweets as positive/negative sentiment (not the TweetEval sentiment tweets)
+    # TweetEval emotion tweets as positive/negative sentiment (not the TweetEval sentiment tweets), this many
+    # times over; their figure is then cross-validated like TweetEval's (every copy of a held-out tweet held out)
     use_tweet_emotions: bool = False
+    tweet_emotions_repeat: int = Field(1, ge=1)
     cx_file: str | None = "data/train/cx_sentiment.jsonl"
     cx_repeat: int = Field(4, ge=1)
 
@@ -315,7 +317,7 @@ def sentiment_parts(cfg: TrainConfig, data_dir: Path) -> list[corpora.Labelled]:
     if sc.use_tweeteval:
         parts += _repeated(corpora.tweeteval_sentiment(data_dir), sc.tweeteval_repeat)
     if sc.use_tweet_emotions:
-        parts.append(corpora.tweeteval_emotion_sentiment(data_dir))
+        parts += _repeated(corpora.tweeteval_emotion_sentiment(data_dir), sc.tweet_emotions_repeat)
     if sc.cx_file:
         # Project-written customer-feedback sentences, repeated so that a few hundred lines weigh
         # against ~65k sentences from other domains.
@@ -463,7 +465,7 @@ def train_emotion(
     if ec.threshold_folds:
         # what the dev half alone would have given (the cuts of cx-heads 4.2.0 and before), for the card
         metrics["goemotions_dev_half_dev_cuts"] = report(tune_thresholds(P[tune_idx], Yd[tune_idx]))
-    if tweet_emotions_held_out(cfg):
+    if tweet_emotions_held_out(cfg, "emotion"):
         tweets = corpora.tweeteval_emotion(data_dir)
         T = _predict(
             module,
@@ -815,7 +817,11 @@ def _threads() -> int:
 
 
 # The training corpora whose figures are cross-validated (sentiment_cv), by source name.
-CV_CORPORA = {"tweeteval/sentiment/val": "tweeteval_val", "uci_sentences": "uci_sentences"}
+CV_CORPORA = {
+    "tweeteval/sentiment/val": "tweeteval_val",
+    "uci_sentences": "uci_sentences",
+    "tweeteval/emotion/train+val (polarity)": "tweeteval_emotion",
+}
 
 
 def cv_folds(
@@ -882,12 +888,13 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
     return out
 
 
-def tweet_emotions_held_out(cfg: TrainConfig) -> bool:
-    """Whether neither the heads (``sentiment.use_tweet_emotions``) nor their encoder (``tweet_repeat``)
-    trained on TweetEval's emotion tweets: then they are a held-out tweet set for the card."""
+def tweet_emotions_held_out(cfg: TrainConfig, task: str = "sentiment") -> bool:
+    """Whether TweetEval's emotion tweets are a held-out tweet set for ``task``'s head: neither the encoder
+    (``tweet_repeat``) nor that head trained on them. Only the sentiment head ever does
+    (``sentiment.use_tweet_emotions``); its figure is then cross-validated instead (:func:`sentiment_cv`)."""
     from .finetune import encoder_meta
 
-    if cfg.sentiment.use_tweet_emotions:
+    if task == "sentiment" and cfg.sentiment.use_tweet_emotions:
         return False
     found = encoder_meta(cfg.encoder)
     return found is None or not (found[1].get("train_config") or {}).get("tweet_repeat")
@@ -930,7 +937,7 @@ def sentiment_figures(heads: Heads, cfg: TrainConfig, folds: int = 5) -> dict[st
         )
     cv = sentiment_cv(cfg, data_dir, folds)
     figures: dict[str, Any] = {"cv": {"folds": folds, "neutral_bands": cv["neutral_bands"]}}
-    for name in ("tweeteval_val", "uci_sentences"):
+    for name in ("tweeteval_val", "uci_sentences", "tweeteval_emotion"):
         if name in cv:
             c = cv[name]
             figures["cv"][name] = c["metrics"]

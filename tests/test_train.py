@@ -255,12 +255,27 @@ def test_heads_train_end_to_end_over_the_tuned_encoder(tiny_data, tuned, tmp_pat
         {
             "data_dir": str(tiny_data),
             "encoder": str(tuned),
-            "sentiment": {"epochs": 2, "sst2_sample": None, "goemotions_sample": None, "cx_repeat": 1},
+            "sentiment": {
+                "epochs": 2,
+                "sst2_sample": None,
+                "goemotions_sample": None,
+                "cx_repeat": 1,
+                "use_tweet_emotions": True,
+                "tweet_emotions_repeat": 2,
+            },
             "emotion": {"epochs": 2},
             "stage": {"epochs": 3},
         }
     )
     out = train(config, tmp_path / "heads", ("sentiment", "stage"))
+    # The emotion tweets trained the sentiment head: their figure is the out-of-fold one, in the card too.
+    sentiment = json.loads((out / "metrics.json").read_text())["metrics"]["sentiment"]
+    assert sentiment["cv"]["tweeteval_emotion"]["n"] == 4
+    assert sentiment["vader_baseline"]["tweeteval_emotion_cv"]["n"] == 4
+    assert "tweeteval_emotion_polarity" not in sentiment["vader_baseline"]
+    card = (out / "README.md").read_text()
+    assert "TweetEval emotion tweets as polarity, 5-fold CV (binary)" in card
+    assert "of the UCI sentences and of the TweetEval emotion tweets is held out" in card
     heads = Heads.load(str(out))
     assert heads.encoder == str(tuned)
     meta = json.loads((out / "config.json").read_text())
@@ -511,6 +526,31 @@ def test_repeated_tweets_are_held_out_with_all_their_copies(tiny_data):
     assert (fold_one[held_one["uci_sentences"]] == fold[held["uci_sentences"]]).all()
 
 
+def test_tweet_emotions_in_training_are_cross_validated_and_leave_the_other_folds(tiny_data):
+    """sentiment.use_tweet_emotions with tweet_emotions_repeat: the emotion tweets' figure becomes an
+    out-of-fold one (all copies of a tweet in one fold), and TweetEval's and UCI's folds stay as they were."""
+    from cxnlp import corpora
+    from cxnlp.train import TrainConfig, cv_folds, sentiment_parts
+
+    off = TrainConfig.model_validate({"data_dir": str(tiny_data)})
+    on = TrainConfig.model_validate(
+        {"data_dir": str(tiny_data), "sentiment": {"use_tweet_emotions": True, "tweet_emotions_repeat": 2}}
+    )
+    parts = sentiment_parts(on, tiny_data)
+    tweets = corpora.tweeteval_emotion_sentiment(tiny_data)
+    copies_at = [i for i, p in enumerate(parts) if p.texts == tweets.texts]
+    assert len(copies_at) == 2 and parts[copies_at[0]].source == f"{tweets.source}, repeated x2"
+    fold, held = cv_folds(parts, 2, 0)
+    starts = np.cumsum([0] + [len(p) for p in parts])
+    rows = [np.arange(starts[i], starts[i + 1]) for i in copies_at]
+    assert (held["tweeteval_emotion"] == rows[0]).all()
+    assert (fold[rows[0]] == fold[rows[1]]).all() and set(fold[rows[0]]) == {0, 1}
+    fold_off, held_off = cv_folds(sentiment_parts(off, tiny_data), 2, 0)
+    assert "tweeteval_emotion" not in held_off
+    for name in ("tweeteval_val", "uci_sentences"):
+        assert (fold_off[held_off[name]] == fold[held[name]]).all()
+
+
 def test_written_stage_examples_are_cross_validated_with_the_taxonomy(
     tiny_data, tuned, tmp_path, monkeypatch
 ):
@@ -588,8 +628,9 @@ def test_finetune_with_emoji_names_records_the_form_it_trained_on(tiny_data, tun
 def test_tweet_emotions_are_a_held_out_set_only_when_no_model_trained_on_them(
     tiny_data, tuned, tmp_path, monkeypatch
 ):
-    """The card scores the TweetEval emotion tweets (4-way emotion; polarity against VADER) only when
-    neither the heads (sentiment.use_tweet_emotions) nor the encoder (tweet_repeat) trained on them."""
+    """The card scores the TweetEval emotion tweets as a held-out set only for a head that, like its
+    encoder (tweet_repeat), never trained on them: the emotion head always, the sentiment head
+    (polarity against VADER) unless sentiment.use_tweet_emotions."""
     import shutil
 
     from cxnlp import train as tr
@@ -606,13 +647,16 @@ def test_tweet_emotions_are_a_held_out_set_only_when_no_model_trained_on_them(
         update={"sentiment": config.sentiment.model_copy(update={"use_tweet_emotions": True})}
     )
     assert not tr.tweet_emotions_held_out(asked)
-    assert "tweeteval_emotion" not in tr.train_emotion(asked, tiny_data)[3]
+    # The emotion head never trains on them: its figure stays when the sentiment head does.
+    assert tr.tweet_emotions_held_out(asked, "emotion")
+    assert tr.train_emotion(asked, tiny_data)[3]["tweeteval_emotion"] == held
     seen = tmp_path / "enc-tweets"
     shutil.copytree(tuned, seen)
     meta = json.loads((seen / ft.ENCODER_FILE).read_text())
     meta["train_config"]["tweet_repeat"] = 2
     (seen / ft.ENCODER_FILE).write_text(json.dumps(meta))
     assert not tr.tweet_emotions_held_out(config.model_copy(update={"encoder": str(seen)}))
+    assert not tr.tweet_emotions_held_out(config.model_copy(update={"encoder": str(seen)}), "emotion")
 
 
 def test_finetune_from_a_tuned_encoder_keeps_its_lower_layers_and_checks_it_fits(tiny_data, tuned, tmp_path):
