@@ -81,6 +81,9 @@ class SentimentTrainConfig(HeadTrainConfig):
     tweet_emotions_repeat: int = Field(1, ge=1)
     cx_file: str | None = "data/train/cx_sentiment.jsonl"
     cx_repeat: int = Field(4, ge=1)
+    # Rows of a binary corpus (never neutral: SST-2, UCI, the TweetEval emotion tweets) train P(positive)
+    # against P(negative) only, instead of also pushing P(neutral) down
+    binary_polarity: bool = False
 
 
 class EmotionTrainConfig(HeadTrainConfig):
@@ -209,8 +212,13 @@ def fit_head(
     cfg: HeadTrainConfig,
     seed: int,
     pos_weight: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
 ):  # type: ignore[no-untyped-def]
-    """Train one MLP head. ``Y``: class indices (multiclass) or a 0/1 matrix (multilabel)."""
+    """Train one MLP head. ``Y``: class indices (multiclass) or a 0/1 matrix (multilabel).
+
+    ``allowed`` (multiclass only; rows x classes, bool): the classes each row's softmax is taken over. A
+    row labelled by a binary corpus (positive or negative, never neutral) then trains P(positive) against
+    P(negative) and says nothing of neutral."""
     import torch
     from torch import nn
 
@@ -235,6 +243,7 @@ def fit_head(
         )
         y_all = torch.tensor(Y, dtype=torch.float32)
     x_all = torch.tensor(X, dtype=torch.float32)
+    masked = None if allowed is None or allowed.all() else torch.tensor(~allowed)
     gen = torch.Generator().manual_seed(seed)
     module.train()
     for _ in range(cfg.epochs):
@@ -242,7 +251,10 @@ def fit_head(
         for i in range(0, len(X), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             opt.zero_grad()
-            loss = loss_fn(module(x_all[idx]), y_all[idx])
+            logits = module(x_all[idx])
+            if masked is not None:
+                logits = logits.masked_fill(masked[idx], -1e4)
+            loss = loss_fn(logits, y_all[idx])
             loss.backward()
             opt.step()
             sched.step()
@@ -325,6 +337,19 @@ def sentiment_parts(cfg: TrainConfig, data_dir: Path) -> list[corpora.Labelled]:
     return parts
 
 
+def sentiment_allowed(cfg: TrainConfig, parts: list[corpora.Labelled]) -> np.ndarray | None:
+    """With ``sentiment.binary_polarity``: the classes each training row is scored over (:func:`fit_head`),
+    negative and positive only for the rows of a corpus that never labels neutral (SST-2, UCI, the
+    TweetEval emotion tweets); None otherwise."""
+    if not cfg.sentiment.binary_polarity:
+        return None
+    rows = []
+    for p in parts:
+        binary = all(l[0] != "neutral" for l in p.labels)
+        rows.append(np.tile(np.array([True, not binary, True]), (len(p), 1)))
+    return np.concatenate(rows) if rows else None
+
+
 def _repeated(data: corpora.Labelled, repeat: int, always: bool = False) -> list[corpora.Labelled]:
     """``repeat`` copies of ``data``, each named "<source>, repeated xN" (the plain name for a single
     copy, unless ``always``): the card counts a source once, and the cross-validation finds the copies."""
@@ -361,7 +386,9 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
     counts = np.bincount(y, minlength=3)
     weights = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
-    module = fit_head(X, y, "multiclass", sc, cfg.seed, pos_weight=weights)
+    module = fit_head(
+        X, y, "multiclass", sc, cfg.seed, pos_weight=weights, allowed=sentiment_allowed(cfg, parts)
+    )
     spec = TaskSpec("sentiment", "multiclass", SENTIMENTS, sc.features, sc.hidden)
     data: dict[str, Any] = {}
     for p in parts:
@@ -859,6 +886,7 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
     y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
     fold, held = cv_folds(parts, folds, cfg.seed)
+    allowed = sentiment_allowed(cfg, parts)
     gtexts, ggold, _, tune_idx = goemotions_group_dev(cfg, data_dir)
     Xg = build_features(sc.features, embed_cached(gtexts, cfg.encoder, cfg.device), gtexts)
     probs = np.zeros((len(texts), 3), dtype=np.float32)
@@ -868,7 +896,15 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
         train_idx = np.flatnonzero(fold != k)
         counts = np.bincount(y[train_idx], minlength=3)
         weights = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
-        module = fit_head(X[train_idx], y[train_idx], "multiclass", sc, cfg.seed, pos_weight=weights)
+        module = fit_head(
+            X[train_idx],
+            y[train_idx],
+            "multiclass",
+            sc,
+            cfg.seed,
+            pos_weight=weights,
+            allowed=None if allowed is None else allowed[train_idx],
+        )
         test_idx = np.flatnonzero(fold == k)
         probs[test_idx] = _predict(module, X[test_idx], "multiclass")
         Pg = _predict(module, Xg, "multiclass")

@@ -688,3 +688,42 @@ def test_finetune_from_a_tuned_encoder_keeps_its_lower_layers_and_checks_it_fits
     with pytest.raises(ConfigError, match="not one of cxnlp's fine-tuned encoders"):
         ft.finetune(_config(tiny_data, init=str(tmp_path)), tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_binary_polarity_rows_train_positive_against_negative_and_leave_neutral_alone(tiny_data):
+    """sentiment.binary_polarity: rows of a corpus that never labels neutral (SST-2, UCI) are scored over
+    negative and positive only, so they move those two outputs and give the neutral one no gradient."""
+    import torch
+
+    from cxnlp.models import make_mlp
+    from cxnlp.train import (
+        SentimentTrainConfig,
+        TrainConfig,
+        _seed_all,
+        fit_head,
+        sentiment_allowed,
+        sentiment_parts,
+    )
+
+    config = TrainConfig.model_validate({"data_dir": str(tiny_data), "sentiment": {"binary_polarity": True}})
+    parts = sentiment_parts(config, tiny_data)
+    allowed = sentiment_allowed(config, parts)
+    assert allowed is not None and allowed[:, [0, 2]].all()
+    at = np.cumsum([0] + [len(p) for p in parts])
+    for i, p in enumerate(parts):
+        binary = p.source.startswith(("sst2", "uci_sentences"))
+        assert (allowed[at[i] : at[i + 1], 1] == (not binary)).all(), p.source
+    assert sentiment_allowed(TrainConfig.model_validate({"data_dir": str(tiny_data)}), parts) is None
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 8)).astype(np.float32)
+    y = np.where(X[:, 0] > 0, 2, 0)
+    head_cfg = SentimentTrainConfig(hidden=0, epochs=3, weight_decay=0.0, batch_size=16)
+    _seed_all(0)
+    start = make_mlp(8, 0, 3)[0]
+    weights = np.ones(3, dtype=np.float32)
+    polar = fit_head(X, y, "multiclass", head_cfg, 0, weights, np.tile([True, False, True], (64, 1)))[0]
+    plain = fit_head(X, y, "multiclass", head_cfg, 0, weights)[0]
+    assert torch.equal(polar.weight[1], start.weight[1]) and torch.equal(polar.bias[1], start.bias[1])
+    assert not torch.equal(polar.weight[0], start.weight[0])
+    assert not torch.equal(plain.weight[1], start.weight[1])  # unmasked, the neutral output is pushed down
