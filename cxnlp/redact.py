@@ -535,7 +535,7 @@ def load_ner(name: str):  # type: ignore[no-untyped-def]
     import spacy
 
     from .errors import Errors, ModelError
-    from .segment import FALLBACK_MODELS
+    from .segment import FALLBACK_MODELS, numpy_gemm
 
     last: OSError | None = None
     for candidate in (name, FALLBACK_MODELS.get(name)):
@@ -563,6 +563,7 @@ def load_ner(name: str):  # type: ignore[no-untyped-def]
     for pipe in list(nlp.pipe_names):
         if pipe != "ner":
             nlp.disable_pipe(pipe)
+    numpy_gemm(nlp)
     logger.info("redaction: person names from %s %s", nlp.meta.get("name"), nlp.meta.get("version"))
     return nlp
 
@@ -708,13 +709,16 @@ def redact_texts(
     nlp = load_ner(spacy_model)
     if "ner" not in nlp.pipe_names:
         return out, counts
-    for i, doc in zip(todo, nlp.pipe((out[i] for i in todo), batch_size=batch_size)):
-        spans = _ner_spans(doc, common)
-        if spans:
-            text, n = _replace(doc.text, spans, PLACEHOLDERS["person"], keep_set)
-            out[i] = text
-            if n:
-                counts["person"] += n
+    from .segment import one_blas_thread
+
+    with one_blas_thread():
+        for i, doc in zip(todo, nlp.pipe((out[i] for i in todo), batch_size=batch_size)):
+            spans = _ner_spans(doc, common)
+            if spans:
+                text, n = _replace(doc.text, spans, PLACEHOLDERS["person"], keep_set)
+                out[i] = text
+                if n:
+                    counts["person"] += n
     return out, counts
 
 

@@ -233,3 +233,51 @@ def test_segment_phrases_use_each_segments_own_noun_chunks():
         assert own and list(row.phrases) == span_phrases(span)
         assert all(c.start >= span.start and c.end <= span.end for c in own)
     assert "missing cheese" in rows["phrases"][2] and "missing cheese" not in rows["phrases"][0]
+
+
+def test_spacy_runs_on_numpys_blas_with_the_same_annotations_as_blis():
+    """load_spacy and load_ner point every thinc layer at numpy's gemm (faster than thinc's BLIS on
+    x86); the tags, arcs, entities, segments and phrases are those BLIS gives, and the pipeline runs on
+    one BLAS thread."""
+    from thinc.api import NumpyOps
+    from threadpoolctl import threadpool_info
+
+    from cxnlp.redact import load_ner
+    from cxnlp.segment import load_spacy, one_blas_thread
+
+    texts = [
+        "Although the pasta was lovely, the box from Leeds arrived two days late. Support never called back.",
+        "Dear Maria Lopez, the refund of $40 still has not reached my Barclays account after 3 weeks!",
+        "App keeps crashing at checkout but the new loyalty scheme is great",
+    ]
+    nlp, ner = load_spacy("en_core_web_sm"), load_ner("en_core_web_sm")
+    layers = [
+        n
+        for m in (nlp, ner)
+        for _, p in m.components
+        if hasattr(getattr(p, "model", None), "walk")
+        for n in p.model.walk()
+    ]
+    assert layers and all(not n.ops.use_blis for n in layers if type(n.ops) is NumpyOps)
+
+    def annotations():  # type: ignore[no-untyped-def]
+        docs = pd.DataFrame({"doc_id": ["a", "b", "c"], "text": texts})
+        segments = segment_documents(docs, SegmentConfig())
+        parsed = [[(t.tag_, t.dep_, t.head.i) for t in d] for d in nlp.pipe(texts)]
+        ents = [[(e.text, e.label_) for e in d.ents] for d in ner.pipe(texts)]
+        return segments, parsed, ents
+
+    fast = annotations()
+    saved = [n.ops for n in layers]
+    blis = NumpyOps(use_blis=True)
+    try:
+        for n in layers:
+            n.ops = blis
+        slow = annotations()
+    finally:
+        for n, ops in zip(layers, saved):
+            n.ops = ops
+    assert fast[0].equals(slow[0]) and fast[1:] == slow[1:]
+    assert any(e for e in fast[2])  # the recogniser found the names it is meant to redact
+    with one_blas_thread():
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
