@@ -937,6 +937,8 @@ def map_local(
     text_features = tuple(analyzer.heads.text_features)
     tokenizer = analyzer.pretokenizer()
     nice = CPU_WORKER_NICE if analyzer.device == "cpu" else 0
+    cfg = analyzer.config
+    processes.preload_spacy(cfg.segment.spacy_model, cfg.redact.enabled and cfg.redact.person_names)
     with processes.pool(n_workers, nice) as pool:
         # A chunk is prepared in slices, one per worker, so that every worker is busy on the chunk the
         # models need next: the first chunk is ready in a slice's time, and the run does not end on a

@@ -281,7 +281,11 @@ def analyze_cli(
         extra = _merge(extra, {"batch": batch})
     config = load_config(config_path, extra or None)
     if may_use_workers(config, list(inputs)):
-        processes.warm_up()  # the workers' fork server imports cxnlp and spaCy while the models load
+        # the workers' fork server imports cxnlp and loads spaCy's pipelines while the models load
+        processes.preload_spacy(
+            config.segment.spacy_model, config.redact.enabled and config.redact.person_names
+        )
+        processes.warm_up()
     analyzer = Analyzer(config, device)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
         run = run_batch(analyzer, list(inputs), outdir, state=state, baseline=baseline, progress=progress)

@@ -8,7 +8,8 @@ under a second instead of the 4-6 s that a fresh interpreter (``spawn``) takes t
 2-core machine. Elsewhere (Windows), or with ``CXNLP_START_METHOD=spawn``, workers are spawned.
 
 :func:`warm_up` starts the server early: ``cxnlp analyze`` calls it before it loads the models when the
-input may hold more than one chunk, so that the server's imports overlap the model loading. A worker
+input may hold more than one chunk, so that the server's imports overlap the model loading. Named first
+with :func:`preload_spacy`, the spaCy pipelines are loaded in the server too, once, not in each worker. A worker
 takes the caller's environment variables and working directory at the time the pool is made
 (:func:`pool`), as a spawned one would, not the server's, which date from its start.
 """
@@ -22,8 +23,11 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 
 # What the server imports before it forks a worker (an import that fails is skipped by multiprocessing).
-PRELOAD = ("cxnlp.batch", "cxnlp.segment", "cxnlp.redact", "spacy")
+# The last loads the spaCy pipelines that preload_spacy named (cxnlp._preload).
+PRELOAD = ("cxnlp.batch", "cxnlp.segment", "cxnlp.redact", "spacy", "cxnlp._preload")
 START_METHOD_ENV = "CXNLP_START_METHOD"
+# How preload_spacy tells the fork server, which is started with this process's environment, what to load.
+PRELOAD_SPACY_ENV = "CXNLP_FORKSERVER_SPACY"
 
 
 def context() -> BaseContext:
@@ -37,6 +41,13 @@ def context() -> BaseContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs
     return ctx
+
+
+def preload_spacy(name: str, ner: bool) -> None:
+    """Have the fork server, when it starts after this call, load the spaCy pipeline ``name`` for
+    segmentation (and, with ``ner``, for redaction's NER), so that the workers it forks have them.
+    A server that already runs keeps what it has; its workers load what they lack themselves."""
+    os.environ[PRELOAD_SPACY_ENV] = f"{name}|{'ner' if ner else ''}"
 
 
 def warm_up() -> bool:

@@ -78,3 +78,54 @@ def test_may_use_workers_only_for_inputs_of_several_chunks(tmp_path):
     )
     assert not may_use_workers(load_config(None, {"batch": {"chunk_size": 100, "workers": 0}}), [str(big)])
     assert not may_use_workers(load_config(None, {"batch": {"chunk_size": 100, "engine": "ray"}}), [str(big)])
+
+
+_PRELOAD_SCRIPT = """
+import json, sys
+from cxnlp import processes
+from cxnlp.redact import load_ner
+from cxnlp.segment import load_spacy
+
+
+def probe():
+    return [load_spacy.cache_info().currsize, load_ner.cache_info().currsize]
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "preload":
+        processes.preload_spacy("en_core_web_sm", ner=True)
+    processes.warm_up()
+    with processes.pool(1) as pool:
+        print(json.dumps(pool.submit(probe).result()))
+"""
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server on this platform"
+)
+def test_the_fork_server_loads_the_named_spacy_pipelines_for_its_workers(tmp_path):
+    """preload_spacy: a worker forked from the server starts with the segmentation and NER pipelines
+    loaded (in load_spacy's and load_ner's caches); without it, it starts with neither."""
+    import subprocess
+
+    script = tmp_path / "preload_probe.py"
+    script.write_text(_PRELOAD_SCRIPT)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (processes.PRELOAD_SPACY_ENV, processes.START_METHOD_ENV)
+    }
+
+    def worker_caches(mode: str) -> list[int]:
+        done = subprocess.run(
+            [sys.executable, str(script), mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert worker_caches("preload") == [1, 1]
+    assert worker_caches("plain") == [0, 0]
