@@ -14,7 +14,7 @@ Batch independence: the first 200 segments encoded in one call, in chunks of 7 a
 order with batch size 16; the column is the largest absolute difference of an embedding value between
 these compositions (0 up to float rounding when a segment's embedding does not depend on its batch).
 
-``torch-bf16`` (on CPUs with AMX only) is torch under bfloat16 autocast with fixed-shape batches.
+``torch-bf16`` (on CPUs with bfloat16 units only: AMX or AVX512-BF16) is torch under bfloat16 autocast with fixed-shape batches.
 ``onnx-unfused`` is the plain export (no fused attention, LayerNorm, GELU kernels), for comparison.
 
 Fidelity, against torch fp32 on the same segments: cosine of the embeddings, and how often the stage
@@ -122,10 +122,10 @@ def main() -> None:
 
     from cxnlp.emotion import EmotionModel
     from cxnlp.journey import StageModel
-    from cxnlp.models import Heads, OnnxEncoder, amx_available, encoder_backend, load_encoder
+    from cxnlp.models import Heads, OnnxEncoder, bf16_units_available, encoder_backend, load_encoder
     from cxnlp.sentiment import SentimentModel
 
-    if amx_available():  # torch-bf16 resolves to onnx elsewhere: nothing new to measure there
+    if bf16_units_available():  # torch-bf16 resolves to onnx elsewhere: nothing new to measure there
         BACKENDS.append(("torch-bf16", "none"))
     texts = sample_segments() * args.repeat
     heads = Heads.load("cx-heads")

@@ -61,8 +61,8 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
         "`cxnlp/taxonomies/default.yaml`. Every metric below is recomputed by that command (`metrics.json`).",
         "The metrics are computed with the fp32 encoder (ONNX Runtime on the CPU, equal to torch fp32), so the",
         "`cxnlp eval` lines below pass `--backend onnx` (or `torch`) to reproduce them exactly. Without it, a",
-        "CPU with AMX runs the bfloat16 encoder, whose labels can differ on a few borderline texts: a figure",
-        "may move in the third decimal.",
+        "CPU with bfloat16 units (AMX or AVX512-BF16) runs the bfloat16 encoder, whose labels can differ on a",
+        "few borderline texts: a figure may move in the third decimal.",
         "",
         "## Tasks",
         "",
@@ -228,8 +228,11 @@ def _cv_section(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     out = [
         "",
         f"**Cross-validated figures for corpora that are also training data** ({cv['folds']}-fold: fold k of",
-        "TweetEval val, of the UCI sentences"
-        + (" and of the TweetEval emotion tweets" if "tweeteval_emotion" in cv else "")
+        (
+            "TweetEval val, of the UCI sentences and of the TweetEval emotion tweets"
+            if "tweeteval_emotion" in cv
+            else "TweetEval val and of the UCI sentences"
+        )
         + " is held out, every copy of a repeated row with it; a head is",
         "trained with the same recipe on all the rest, its neutral band re-tuned on the GoEmotions tuning half "
         f"({', '.join(f'{b:.2f}' for b in cv['neutral_bands'])}), and it labels the held-out fold):",

@@ -97,7 +97,8 @@ def onnxruntime_available() -> bool:
 
 
 def resolve_backend(backend: str, device: str) -> str:
-    """``auto`` -> ``torch-bf16`` on a CPU with AMX (see :class:`Bf16Encoder`), else onnx on CPU (when
+    """``auto`` -> ``torch-bf16`` on a CPU with bfloat16 units (:func:`bf16_units_available`; see
+    :class:`Bf16Encoder`), else onnx on CPU (when
     onnxruntime is installed), and torch on cuda or mps.
 
     ``onnx`` and ``torch-bf16`` run on the CPU only, so on a GPU device they fall back to torch with a
@@ -111,11 +112,11 @@ def resolve_backend(backend: str, device: str) -> str:
         if backend in ("onnx", "torch-bf16"):
             logger.warning("encoder: backend %s runs on the CPU only; using torch on %s", backend, device)
         return "torch"
-    if backend in ("auto", "torch-bf16") and amx_available():
+    if backend in ("auto", "torch-bf16") and bf16_units_available():
         return "torch-bf16"
     if backend == "torch-bf16":
         logger.warning(
-            "encoder: this CPU has no AMX bfloat16 units; torch-bf16 would be emulated, using onnx"
+            "encoder: this CPU has no bfloat16 units (AMX or AVX512-BF16); torch-bf16 would be emulated, using onnx"
         )
     if not onnxruntime_available():
         log = logger.warning if backend == "onnx" else logger.info
@@ -125,15 +126,18 @@ def resolve_backend(backend: str, device: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def amx_available() -> bool:
-    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later) and torch can use them for
-    bfloat16 matrix products. ``CXNLP_NO_AMX=1`` answers no (to compare backends on one machine)."""
-    if os.environ.get("CXNLP_NO_AMX"):
+def bf16_units_available() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware and torch can use it: AMX tiles (Intel
+    Xeon Sapphire Rapids and later) or AVX512-BF16 instructions (AMD Zen 4 and later, Intel Cooper Lake).
+    Without either, oneDNN emulates bfloat16 and :class:`Bf16Encoder` would be slower than ONNX fp32.
+    ``CXNLP_NO_BF16=1`` (or the older ``CXNLP_NO_AMX=1``) answers no, to compare backends on one machine."""
+    if os.environ.get("CXNLP_NO_BF16") or os.environ.get("CXNLP_NO_AMX"):
         return False
     try:
         import torch
 
-        return bool(torch.cpu._is_amx_tile_supported()) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        units = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+        return bool(units) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (ImportError, AttributeError, RuntimeError):
         return False
 
@@ -783,9 +787,10 @@ BF16_LENGTH_STEP = 8  # every batch's width is a multiple of this (16 in cxnlp-b
 
 
 class Bf16Encoder(_FolderEncoder):
-    """The torch encoder on the CPU in bfloat16 (autocast: matrix products in bfloat16 on the AMX tiles,
-    LayerNorm, softmax and pooling in float32): all three judgements at about 2x ONNX Runtime fp32 on a
-    2-core Sapphire Rapids VM (benchmarks/README.md, "bfloat16 on the CPU").
+    """The torch encoder on the CPU in bfloat16 (autocast: matrix products in bfloat16 on the AMX tiles or
+    with AVX512-BF16 instructions, LayerNorm, softmax and pooling in float32): all three judgements at
+    about 2x ONNX Runtime fp32 on a 2-core Sapphire Rapids VM, 1.3x on a 2-core AMD EPYC (Zen 4) VM
+    (benchmarks/README.md, "bfloat16 on the CPU").
 
     Batch independence. oneDNN picks its bfloat16 kernels by matrix shape, and a bfloat16 product
     rounds what those kernels sum in different orders, so with ordinary length-sorted batches a
@@ -794,7 +799,7 @@ class Bf16Encoder(_FolderEncoder):
     rows) and a width that depends only on the segment's own length (its token count rounded up to a
     multiple of :data:`BF16_LENGTH_STEP`). A segment is then always computed in a batch of the same
     shape, whatever its neighbours, its position, the chunking or the thread count: the embeddings are
-    identical bit for bit (tests/test_onnx.py checks this on AMX CPUs)."""
+    identical bit for bit (tests/test_onnx.py checks this on CPUs with bfloat16 units)."""
 
     def __init__(self, transformer, location: str, layout: dict[str, Any] | None = None) -> None:  # type: ignore[no-untyped-def]
         """``transformer``: :class:`cxnlp.bert.Bert`, or a transformers model (called with keywords)."""
@@ -823,7 +828,7 @@ class Bf16Encoder(_FolderEncoder):
                 Errors.E201, name=name or PACKAGED_ENCODER, looked=location, key="models.encoder"
             ) from exc
         encoder = cls(transformer, location, layout)
-        logger.info("encoder: %s on cpu (torch bfloat16, AMX, %s)", location, BF16_RECIPE)
+        logger.info("encoder: %s on cpu (torch bfloat16, %s)", location, BF16_RECIPE)
         return encoder
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The encoder backends: ONNX Runtime (fused fp32, int8 dynamic and static) and torch bfloat16 on AMX
+"""The encoder backends: ONNX Runtime (fused fp32, int8 dynamic and static) and torch bfloat16 on AMX or AVX512-BF16
 CPUs against torch fp32, batch independence, fallbacks, and the config keys."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_onnx_calibration_is_deterministic_and_unpadded():
 
 def test_onnx_runtime_key_names_the_runtime(monkeypatch):
     monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
-    monkeypatch.setattr(models, "amx_available", lambda: False)
+    monkeypatch.setattr(models, "bf16_units_available", lambda: False)
     keys = {
         models.runtime_key("auto", "none", "cpu"),
         models.runtime_key("auto", "int8", "cpu"),
@@ -99,7 +99,7 @@ def test_onnx_runtime_key_names_the_runtime(monkeypatch):
         models.runtime_key("torch", "none", "cpu"),
         models.runtime_key("auto", "none", "cuda"),
     }
-    monkeypatch.setattr(models, "amx_available", lambda: True)
+    monkeypatch.setattr(models, "bf16_units_available", lambda: True)
     keys.add(models.runtime_key("auto", "none", "cpu"))
     assert len(keys) == 6
     assert models.runtime_key("torch-bf16", "none", "cpu") == f"torch-bf16-{models.BF16_RECIPE}"
@@ -148,7 +148,7 @@ def test_cxnlp_encoders_batch_the_whole_list_and_report_progress_by_batch(monkey
 
 def test_onnx_missing_onnxruntime_falls_back_to_torch(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    monkeypatch.setattr(models, "amx_available", lambda: False)
+    monkeypatch.setattr(models, "bf16_units_available", lambda: False)
     assert not models.onnxruntime_available()
     with caplog.at_level(logging.INFO, logger="cxnlp.models"):
         assert resolve_backend("auto", "cpu") == "torch"
@@ -161,7 +161,7 @@ def test_onnx_missing_onnxruntime_falls_back_to_torch(monkeypatch, caplog):
 
 def test_onnx_backend_choice_by_device(monkeypatch, caplog):
     monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
-    monkeypatch.setattr(models, "amx_available", lambda: False)
+    monkeypatch.setattr(models, "bf16_units_available", lambda: False)
     assert resolve_backend("auto", "cpu") == "onnx"
     assert resolve_backend("torch", "cpu") == "torch"
     assert resolve_backend("auto", "cuda") == "torch" and resolve_backend("auto", "mps") == "torch"
@@ -174,37 +174,45 @@ def test_onnx_backend_choice_by_device(monkeypatch, caplog):
 
 def test_bf16_backend_choice(monkeypatch, caplog):
     monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
-    monkeypatch.setattr(models, "amx_available", lambda: True)
+    monkeypatch.setattr(models, "bf16_units_available", lambda: True)
     assert resolve_backend("auto", "cpu") == "torch-bf16" == resolve_backend("torch-bf16", "cpu")
     assert resolve_backend("onnx", "cpu") == "onnx" and resolve_backend("torch", "cpu") == "torch"
     with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
         assert resolve_backend("auto", "cuda") == "torch"
         assert resolve_backend("torch-bf16", "cuda") == "torch"
     assert "backend torch-bf16 runs on the CPU only" in caplog.text
-    monkeypatch.setattr(models, "amx_available", lambda: False)  # no AMX: emulated bf16 would be slow
+    monkeypatch.setattr(
+        models, "bf16_units_available", lambda: False
+    )  # no bfloat16 units: emulated bf16 would be slow
     with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
         assert resolve_backend("torch-bf16", "cpu") == "onnx"
-    assert "no AMX bfloat16 units" in caplog.text
+    assert "no bfloat16 units (AMX or AVX512-BF16)" in caplog.text
 
 
-def test_bf16_amx_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("CXNLP_NO_AMX", "1")
-    assert models.amx_available.__wrapped__() is False
+def test_bf16_units_can_be_turned_off(monkeypatch):
+    monkeypatch.delenv("CXNLP_NO_AMX", raising=False)
+    monkeypatch.setenv("CXNLP_NO_BF16", "1")
+    assert models.bf16_units_available.__wrapped__() is False
+    monkeypatch.delenv("CXNLP_NO_BF16")
+    monkeypatch.setenv("CXNLP_NO_AMX", "1")  # the older name
+    assert models.bf16_units_available.__wrapped__() is False
 
 
-needs_amx = pytest.mark.skipif(not models.amx_available(), reason="needs a CPU with AMX (bfloat16 tiles)")
+needs_bf16_units = pytest.mark.skipif(
+    not models.bf16_units_available(), reason="needs a CPU with bfloat16 units (AMX or AVX512-BF16)"
+)
 
 
 @pytest.fixture(scope="module")
 def bf16_encoder():
-    if not models.amx_available():
-        pytest.skip("needs a CPU with AMX (bfloat16 tiles)")
+    if not models.bf16_units_available():
+        pytest.skip("needs a CPU with bfloat16 units (AMX or AVX512-BF16)")
     encoder = load_encoder(None, "cpu", "torch-bf16")
     assert isinstance(encoder, models.Bf16Encoder) and models.encoder_backend(encoder) == "torch-bf16"
     return encoder
 
 
-@needs_amx
+@needs_bf16_units
 def test_bf16_embeddings_stay_close_to_torch(bf16_encoder, torch_embeddings):
     emb = encode(bf16_encoder, SENTENCES)
     assert emb.dtype == np.float32 and emb.shape == torch_embeddings.shape
@@ -213,7 +221,7 @@ def test_bf16_embeddings_stay_close_to_torch(bf16_encoder, torch_embeddings):
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
 
 
-@needs_amx
+@needs_bf16_units
 def test_bf16_embeddings_are_identical_whatever_the_batch(bf16_encoder):
     # Not just close: bit for bit, across neighbours, positions, call sizes and thread counts.
     import torch
@@ -246,7 +254,7 @@ def test_bf16_batches_have_fixed_shapes():
     assert sorted(seen) == list(range(len(lengths)))
 
 
-@needs_amx
+@needs_bf16_units
 def test_bf16_encode_handles_edge_cases(bf16_encoder):
     assert encode(bf16_encoder, []).shape == (0, 384)
     long_text = "word " * 2000  # truncated at the encoder's 256 tokens, like sentence-transformers
@@ -254,7 +262,7 @@ def test_bf16_encode_handles_edge_cases(bf16_encoder):
     assert bf16_encoder.encode("ok").shape == (384,)
 
 
-@needs_amx
+@needs_bf16_units
 def test_bf16_progress_counts_each_fixed_shape_batch(bf16_encoder):
     texts = SENTENCES * 30
     ticks: list[int] = []
@@ -269,7 +277,7 @@ def test_onnx_export_failure_falls_back_to_torch(monkeypatch, caplog):
         raise OnnxUnavailable("exporting needs onnx (pip install onnx)")
 
     monkeypatch.setattr(models, "onnxruntime_available", lambda: True)
-    monkeypatch.setattr(models, "amx_available", lambda: False)
+    monkeypatch.setattr(models, "bf16_units_available", lambda: False)
     monkeypatch.setattr(models.OnnxEncoder, "load", staticmethod(unavailable))
     monkeypatch.setattr(models, "_load_torch_encoder", lambda name, location, device: "torch-model")
     with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
