@@ -37,7 +37,7 @@ def main() -> None:
     from cxnlp import corpora
     from cxnlp import train as tr
     from cxnlp.config import parse_overrides
-    from cxnlp.evaluate import compare_with_vader, singlelabel_metrics
+    from cxnlp.evaluate import singlelabel_metrics, vader_sentiment
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("counts", type=int, nargs="+")
@@ -67,22 +67,21 @@ def main() -> None:
 
     tr.embed_cached = reuse  # type: ignore[assignment]
     tweet_gold_all = [l[0] for l in tweets.labels]
-    vader_tweets = compare_with_vader(tweets.texts, tweet_gold_all, tweet_gold_all)["vader_macro_f1"]
+    vader_tweets = singlelabel_metrics(
+        tweet_gold_all, vader_sentiment(tweets.texts, binary=True), ["negative", "positive"]
+    )["macro_f1"]
     results: list[dict[str, Any]] = []
     for count in args.counts:
         t = time.time()
         cfg = config(count)
-        spec, module, _data, metrics = tr.train_sentiment(cfg, data_dir)
+        _spec, module, _data, metrics = tr.train_sentiment(cfg, data_dir)
         cv = tr.sentiment_cv(cfg, data_dir)
         if "tweeteval_emotion" in cv:  # trained on: out-of-fold
             c = cv["tweeteval_emotion"]
             tweet_gold, tweet_pred = c["gold"], c["pred"]
         else:  # never trained on: the head itself
             X = tr.build_features(cfg.sentiment.features, reuse(tweets.texts, cfg.encoder), tweets.texts)
-            tweet_gold, tweet_pred = (
-                [l[0] for l in tweets.labels],
-                tr.polarity(tr._predict(module, X, "multiclass")),
-            )
+            tweet_gold, tweet_pred = tweet_gold_all, tr.polarity(tr._predict(module, X, "multiclass"))
         tweet = singlelabel_metrics(tweet_gold, tweet_pred, ["negative", "positive"])["macro_f1"]
         figures = {
             "sst2": metrics["sst2_dev"]["accuracy"],

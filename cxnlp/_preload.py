@@ -7,16 +7,17 @@ worker, which loads it itself and reports the error as usual."""
 from __future__ import annotations
 
 import contextlib
-import os
 
-_spec = os.environ.get("CXNLP_FORKSERVER_SPACY", "")
-if _spec:
-    _name, _, _ner = _spec.partition("|")
+from .processes import preload_request
+
+_request = preload_request()
+if _request is not None:
+    _name, _ner = _request
     with contextlib.suppress(Exception):
         from .segment import load_spacy
 
         load_spacy(_name)
-        if _ner == "ner":
+        if _ner:
             from .redact import common_words, load_ner
 
             load_ner(_name)

@@ -907,6 +907,12 @@ def may_use_workers(config: Config, inputs: list[Any]) -> bool:
     return total > config.batch.chunk_size * MIN_RECORD_BYTES
 
 
+def preload_worker_pipelines(config: Config) -> None:
+    """Name to the workers' fork server (:func:`cxnlp.processes.preload_spacy`) the spaCy pipelines
+    that the prepare workers run: segmentation's, and its NER when person names are redacted."""
+    processes.preload_spacy(config.segment.spacy_model, config.redact.enabled and config.redact.person_names)
+
+
 def map_local(
     analyzer: Analyzer,
     chunks: Iterator[tuple[ChunkInfo, list[Record], list[Reject]]],
@@ -937,8 +943,7 @@ def map_local(
     text_features = tuple(analyzer.heads.text_features)
     tokenizer = analyzer.pretokenizer()
     nice = CPU_WORKER_NICE if analyzer.device == "cpu" else 0
-    cfg = analyzer.config
-    processes.preload_spacy(cfg.segment.spacy_model, cfg.redact.enabled and cfg.redact.person_names)
+    preload_worker_pipelines(analyzer.config)
     with processes.pool(n_workers, nice) as pool:
         # A chunk is prepared in slices, one per worker, so that every worker is busy on the chunk the
         # models need next: the first chunk is ready in a slice's time, and the run does not end on a

@@ -257,7 +257,7 @@ def analyze_cli(
       cxnlp analyze 'exports/*.csv.gz' -o out/nightly --set cluster.scope=all
     """
     from . import processes
-    from .batch import may_use_workers, run_batch
+    from .batch import may_use_workers, preload_worker_pipelines, run_batch
     from .config import _merge, load_config, parse_overrides
     from .pipeline import Analyzer, reject_limit_error
 
@@ -282,9 +282,7 @@ def analyze_cli(
     config = load_config(config_path, extra or None)
     if may_use_workers(config, list(inputs)):
         # the workers' fork server imports cxnlp and loads spaCy's pipelines while the models load
-        processes.preload_spacy(
-            config.segment.spacy_model, config.redact.enabled and config.redact.person_names
-        )
+        preload_worker_pipelines(config)
         processes.warm_up()
     analyzer = Analyzer(config, device)
     with _progress(not quiet and sys.stderr.isatty()) as progress:

@@ -50,6 +50,16 @@ def preload_spacy(name: str, ner: bool) -> None:
     os.environ[PRELOAD_SPACY_ENV] = f"{name}|{'ner' if ner else ''}"
 
 
+def preload_request() -> tuple[str, bool] | None:
+    """What :func:`preload_spacy` named, as the fork server reads it from its environment: the
+    pipeline and whether its NER is wanted too; None when nothing was named."""
+    spec = os.environ.get(PRELOAD_SPACY_ENV, "")
+    if not spec:
+        return None
+    name, _, ner = spec.partition("|")
+    return name, ner == "ner"
+
+
 def warm_up() -> bool:
     """Start the fork server now (it imports :data:`PRELOAD` in the background); False where workers
     are spawned."""
