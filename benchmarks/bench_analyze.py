@@ -56,6 +56,26 @@ def machine() -> dict:
     return info
 
 
+def code_under_test(cwd: Path) -> dict:
+    """Which cxnlp a ``python -m cxnlp.cli`` child started in ``cwd`` imports, and that tree's git revision
+    (``+`` when it has uncommitted changes). ``-m`` puts the working directory first on ``sys.path``, so a
+    child started in the repository runs the repository's code whatever ``PYTHONPATH`` names: the CLI
+    children run in ``cwd`` (the benchmark's work folder), and A/B runs of two trees
+    (``PYTHONPATH=/tmp/old``) are told apart by this record."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import cxnlp, pathlib; print(pathlib.Path(cxnlp.__file__).parent.parent)"],
+        cwd=cwd,
+        env=os.environ,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    git = ["git", "-C", where]
+    rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return {"path": where, "rev": (rev + ("+" if dirty.stdout.strip() else "")) or None}
+
+
 def record(benchmark: str, **fields: object) -> dict:
     """Append one result to benchmarks/results.jsonl, stamped with the time and :func:`machine`."""
     from datetime import datetime, timezone
@@ -74,7 +94,8 @@ def record(benchmark: str, **fields: object) -> dict:
 def run_cxnlp(path: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "cxnlp.cli", "analyze", str(path), "-o", str(out), "-q"]
-    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run(cmd, check=True, env=env, cwd=out.parent)  # not the repo: see code_under_test
     seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     manifest = json.loads((out / "run.json").read_text())
@@ -133,6 +154,7 @@ def main() -> None:
         },
         "speedup": round(ours_rate / easy_rate, 2),
         "machine": machine(),
+        "cxnlp_code": code_under_test(args.workdir),
     }
     with (ROOT / "benchmarks" / "results.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(result) + "\n")

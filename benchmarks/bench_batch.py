@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analyze import machine  # noqa: E402
+from bench_analyze import code_under_test, machine  # noqa: E402
 from make_corpus import make_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,12 @@ WRAPPER = (
 def run_cxnlp(path: Path, out: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "cxnlp.cli", "analyze", str(path), "-o", str(out), "-q", *extra]
     proc = subprocess.run(
-        [sys.executable, "-c", WRAPPER, *cmd], env=ENV, check=True, capture_output=True, text=True
+        [sys.executable, "-c", WRAPPER, *cmd],
+        env=ENV,
+        cwd=out.parent,  # not the repository: see bench_analyze.code_under_test
+        check=True,
+        capture_output=True,
+        text=True,
     )
     rc, seconds, peak_kb = proc.stdout.split()[-3:]
     if rc != "0":
@@ -158,6 +163,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "runs": results,
         "machine": machine(),
+        "cxnlp_code": code_under_test(args.workdir),
         "device": args.device,
         **({"gpu": __import__("torch").cuda.get_device_name()} if args.device.startswith("cuda") else {}),
     }

@@ -251,7 +251,7 @@ def encode(model, texts: list[str], batch_size: int = 128, progress=None) -> np.
     cxnlp's own CPU encoders (:class:`_FolderEncoder`) get up to :data:`FOLDER_PIECE` texts a call (a
     batch run's whole chunk) and report progress batch by batch: each piece is sorted apart and ends in a
     part-filled batch of each length, so small pieces waste work (:class:`Bf16Encoder`'s fixed 64-row
-    batches computed 1.65x the real tokens in pieces of 1,024, 1.31x in 5,000-review chunks).
+    batches compute 1.94x the real tokens in pieces of 1,024, 1.10x in a 5,000-review chunk).
 
     The texts are given in the encoder's input form (:func:`encoder_input_form`, set by
     :func:`load_encoder`; :mod:`cxnlp.emoji`)."""
@@ -781,9 +781,15 @@ class OnnxEncoder(_FolderEncoder):
 
 # ------------------------------------------------------------------------------- bfloat16 on the CPU
 # Bump when the bf16 batching recipe changes: it is part of the heads' and embeddings' cache keys.
-BF16_RECIPE = "cxnlp-bf16-2"
+BF16_RECIPE = "cxnlp-bf16-3"
 BF16_ROWS = 64  # every batch has this many rows (empty rows fill the last one of each length)
-BF16_LENGTH_STEP = 8  # every batch's width is a multiple of this (16 in cxnlp-bf16-1: 15% slower)
+# A batch's width is its segments' token count rounded up to the step of the first row whose bound holds
+# it: fine steps where most segments are (median 12 tokens), coarse ones where few are, so that
+# neither padding nor the part-filled last batch of each width costs much (benchmarks/README.md, "Two
+# encoder streams"; every width was a multiple of 16 in cxnlp-bf16-1, of 8 in cxnlp-bf16-2).
+BF16_WIDTH_STEPS: tuple[tuple[int, int], ...] = ((24, 2), (48, 4), (96, 8), (1 << 30, 16))
+# the most one-threaded streams an encode call runs its batches on (one per torch thread up to this)
+BF16_MAX_STREAMS = 8
 
 
 class Bf16Encoder(_FolderEncoder):
@@ -796,10 +802,17 @@ class Bf16Encoder(_FolderEncoder):
     rounds what those kernels sum in different orders, so with ordinary length-sorted batches a
     segment's embedding moves by up to 6e-4 with the segments it is batched with. Here every batch has
     the same shape rules: :data:`BF16_ROWS` rows (the last batch of each width is filled with empty
-    rows) and a width that depends only on the segment's own length (its token count rounded up to a
-    multiple of :data:`BF16_LENGTH_STEP`). A segment is then always computed in a batch of the same
+    rows) and a width that depends only on the segment's own length (its token count rounded up by
+    :data:`BF16_WIDTH_STEPS`). A segment is then always computed in a batch of the same
     shape, whatever its neighbours, its position, the chunking or the thread count: the embeddings are
-    identical bit for bit (tests/test_onnx.py checks this on CPUs with bfloat16 units)."""
+    identical bit for bit (tests/test_onnx.py checks this on CPUs with bfloat16 units).
+
+    Streams. Small bfloat16 products use two threads poorly (a 2-core AMD EPYC VM encoded 400 segments/s
+    on one thread, 650 on two), so the batches are shared out to one-threaded streams, one per torch
+    thread (at most :data:`BF16_MAX_STREAMS`; the torch threads split between them beyond that), each a
+    Python thread that takes the next batch when it is done: the products run outside the GIL. A batch's
+    result depends on its shape only, not on the thread count nor on which stream computes it, so the
+    embeddings are the same bit for bit with any number of streams."""
 
     def __init__(self, transformer, location: str, layout: dict[str, Any] | None = None) -> None:  # type: ignore[no-untyped-def]
         """``transformer``: :class:`cxnlp.bert.Bert`, or a transformers model (called with keywords)."""
@@ -832,10 +845,19 @@ class Bf16Encoder(_FolderEncoder):
         return encoder
 
     @staticmethod
-    def batches(lengths: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+    def widths(lengths: np.ndarray) -> np.ndarray:
+        """The batch width of texts of these token counts: rounded up to the step that
+        :data:`BF16_WIDTH_STEPS` gives their length (at least one step)."""
+        lengths = np.asarray(lengths)
+        bounds = np.array([bound for bound, _ in BF16_WIDTH_STEPS])
+        steps = np.array([step for _, step in BF16_WIDTH_STEPS])[np.searchsorted(bounds, lengths)]
+        return np.maximum(-(-lengths // steps) * steps, steps)
+
+    @classmethod
+    def batches(cls, lengths: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         """(row indices, width) of each batch for texts of these token counts: widest first, at most
-        :data:`BF16_ROWS` rows, width the token count rounded up to :data:`BF16_LENGTH_STEP`."""
-        width = np.maximum(-(-lengths // BF16_LENGTH_STEP) * BF16_LENGTH_STEP, BF16_LENGTH_STEP)
+        :data:`BF16_ROWS` rows, width from :meth:`widths`."""
+        width = cls.widths(lengths)
         order = np.lexsort((np.arange(len(lengths)), -width))  # widest first, stable
         bounds = np.flatnonzero(np.diff(width[order])) + 1
         for group in np.split(order, bounds):
@@ -850,27 +872,80 @@ class Bf16Encoder(_FolderEncoder):
         batch_size: int,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        """``batch_size`` is not used: the batch shape is fixed (see the class)."""
+        """``batch_size`` is not used: the batch shape is fixed (see the class). ``progress`` is called in
+        this thread, once a batch, in the order the streams finish them."""
         import torch
 
         encodings = self.tokenizer.encode_batch([t.strip() for t in texts])
         lengths = np.array([len(e.ids) for e in encodings])
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            for idx, width in self.batches(lengths):
-                ids = np.zeros((BF16_ROWS, width), dtype=np.int64)
-                mask = np.zeros_like(ids)
-                mask[len(idx) :, 0] = 1  # filler rows: one [PAD] token each
-                for row, j in enumerate(idx):
-                    ids[row, : lengths[j]] = encodings[j].ids
-                    mask[row, : lengths[j]] = 1
-                mask_t = torch.from_numpy(mask)
-                hidden = self.transformer(input_ids=torch.from_numpy(ids), attention_mask=mask_t)
-                hidden = hidden if isinstance(hidden, torch.Tensor) else hidden[0]
-                m = mask_t[: len(idx)].unsqueeze(-1).float()
-                pooled = (hidden[: len(idx)].float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                out[idx] = pooled.numpy()
+        todo = list(self.batches(lengths))
+        threads = torch.get_num_threads()
+        streams = max(1, min(threads, BF16_MAX_STREAMS, len(todo)))
+        per_stream = max(1, threads // streams)
+        if streams == 1:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                for idx, width in todo:
+                    self._batch(idx, width, encodings, lengths, out)
+                    if progress is not None:
+                        progress(len(idx))
+            return
+        import queue
+        import threading
+
+        work: queue.SimpleQueue[tuple[np.ndarray, int]] = queue.SimpleQueue()
+        for item in todo:
+            work.put(item)
+        done: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def stream() -> None:
+            try:
+                torch.set_num_threads(per_stream)
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    while not stop.is_set():
+                        try:
+                            idx, width = work.get_nowait()
+                        except queue.Empty:
+                            return
+                        self._batch(idx, width, encodings, lengths, out)
+                        done.put(len(idx))
+            except BaseException as exc:  # handed to the calling thread, which raises it
+                done.put(exc)
+
+        workers = [threading.Thread(target=stream, name=f"cxnlp-bf16-{i}", daemon=True) for i in range(streams)]
+        try:
+            for worker in workers:
+                worker.start()
+            for _ in todo:
+                item = done.get()
+                if isinstance(item, BaseException):
+                    raise item
                 if progress is not None:
-                    progress(len(idx))
+                    progress(item)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+            torch.set_num_threads(threads)
+
+    def _batch(
+        self, idx: np.ndarray, width: int, encodings: list[Any], lengths: np.ndarray, out: np.ndarray
+    ) -> None:
+        """Mean-pool the texts ``idx`` (rows of ``out``) in one fixed-shape batch of ``width`` tokens; under
+        the caller's inference mode and bfloat16 autocast."""
+        import torch
+
+        ids = np.zeros((BF16_ROWS, width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        mask[len(idx) :, 0] = 1  # filler rows: one [PAD] token each
+        for row, j in enumerate(idx):
+            ids[row, : lengths[j]] = encodings[j].ids
+            mask[row, : lengths[j]] = 1
+        mask_t = torch.from_numpy(mask)
+        hidden = self.transformer(input_ids=torch.from_numpy(ids), attention_mask=mask_t)
+        hidden = hidden if isinstance(hidden, torch.Tensor) else hidden[0]
+        m = mask_t[: len(idx)].unsqueeze(-1).float()
+        out[idx] = ((hidden[: len(idx)].float() * m).sum(1) / m.sum(1).clamp(min=1e-9)).numpy()
 
 
 # ------------------------------------------------------------------------------------------- heads

@@ -243,15 +243,17 @@ def test_bf16_embeddings_are_identical_whatever_the_batch(bf16_encoder):
 
 
 def test_bf16_batches_have_fixed_shapes():
-    lengths = np.array([3, 17, 16, 40, 2, 33, 16, 1] * 20)
+    lengths = np.array([3, 17, 16, 40, 2, 33, 16, 1, 24, 25, 48, 49, 95, 97, 256] * 20)
     seen = []
     for idx, width in models.Bf16Encoder.batches(lengths):
-        assert 0 < len(idx) <= models.BF16_ROWS and width % models.BF16_LENGTH_STEP == 0
-        # the width depends on each segment's own length only: the smallest step that holds it
-        step = models.BF16_LENGTH_STEP
-        assert all(width == max(-(-lengths[i] // step) * step, step) for i in idx)
+        assert 0 < len(idx) <= models.BF16_ROWS
+        # the width depends on each segment's own length only: rounded up to its length's step
+        assert len({int(w) for w in models.Bf16Encoder.widths(lengths[idx])}) == 1
         seen.extend(idx.tolist())
     assert sorted(seen) == list(range(len(lengths)))
+    # steps of 2 up to 24 tokens, 4 up to 48, 8 up to 96, 16 beyond
+    got = models.Bf16Encoder.widths(np.array([1, 2, 3, 24, 25, 27, 48, 49, 95, 97, 256]))
+    assert got.tolist() == [2, 2, 4, 24, 28, 28, 48, 56, 96, 112, 256]
 
 
 @needs_bf16_units
@@ -268,8 +270,53 @@ def test_bf16_progress_counts_each_fixed_shape_batch(bf16_encoder):
     ticks: list[int] = []
     emb = encode(bf16_encoder, texts, progress=ticks.append)
     lengths = np.array([len(e.ids) for e in bf16_encoder.tokenizer.encode_batch(texts)])
-    assert ticks == [len(idx) for idx, _ in models.Bf16Encoder.batches(lengths)]
+    # once a batch, in the order the streams finish them
+    assert sorted(ticks) == sorted(len(idx) for idx, _ in models.Bf16Encoder.batches(lengths))
     assert sum(ticks) == len(texts) and np.array_equal(emb[:5], encode(bf16_encoder, SENTENCES))
+
+
+@needs_bf16_units
+def test_bf16_streams_give_the_same_embeddings(bf16_encoder):
+    # One stream per torch thread: 1, 2 and 3 streams (more than this VM's cores) give the same bits, and
+    # the caller's thread count is restored.
+    import torch
+
+    texts = SENTENCES + [f"Ticket {i}: the {'app ' * (i % 7)}crashed after {i} minutes." for i in range(150)]
+    threads = torch.get_num_threads()
+    got = {}
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            got[n] = encode(bf16_encoder, texts)
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(got[1], got[2]) and np.array_equal(got[1], got[3])
+
+
+@needs_bf16_units
+def test_bf16_stream_failure_reaches_the_caller(bf16_encoder, monkeypatch):
+    import torch
+
+    calls = []
+    real = models.Bf16Encoder._batch
+
+    def flaky(self, idx, *args):  # type: ignore[no-untyped-def]
+        calls.append(len(idx))
+        if len(calls) == 2:
+            raise MemoryError("no room for this batch")
+        return real(self, idx, *args)
+
+    monkeypatch.setattr(models.Bf16Encoder, "_batch", flaky)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(MemoryError, match="no room"):
+            encode(bf16_encoder, [f"review number {i} " * (i % 30 + 1) for i in range(400)])
+        assert torch.get_num_threads() == 2  # restored, and no stream is left running
+        assert not [t for t in __import__("threading").enumerate() if t.name.startswith("cxnlp-bf16")]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_onnx_export_failure_falls_back_to_torch(monkeypatch, caplog):
