@@ -71,8 +71,12 @@ def code_under_test(cwd: Path) -> dict:
         text=True,
     ).stdout.strip()
     git = ["git", "-C", where]
-    rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    rev = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
     return {"path": where, "rev": (rev + ("+" if dirty.stdout.strip() else "")) or None}
 
 

@@ -795,7 +795,7 @@ BF16_MAX_STREAMS = 8
 class Bf16Encoder(_FolderEncoder):
     """The torch encoder on the CPU in bfloat16 (autocast: matrix products in bfloat16 on the AMX tiles or
     with AVX512-BF16 instructions, LayerNorm, softmax and pooling in float32): all three judgements at
-    about 2x ONNX Runtime fp32 on a 2-core Sapphire Rapids VM, 1.3x on a 2-core AMD EPYC (Zen 4) VM
+    about 2x ONNX Runtime fp32 on a 2-core Sapphire Rapids VM, 1.4x on a 2-core AMD EPYC (Zen 4) VM
     (benchmarks/README.md, "bfloat16 on the CPU").
 
     Batch independence. oneDNN picks its bfloat16 kernels by matrix shape, and a bfloat16 product
@@ -893,8 +893,8 @@ class Bf16Encoder(_FolderEncoder):
         import threading
 
         work: queue.SimpleQueue[tuple[np.ndarray, int]] = queue.SimpleQueue()
-        for item in todo:
-            work.put(item)
+        for batch in todo:
+            work.put(batch)
         done: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
         stop = threading.Event()
 
@@ -912,7 +912,9 @@ class Bf16Encoder(_FolderEncoder):
             except BaseException as exc:  # handed to the calling thread, which raises it
                 done.put(exc)
 
-        workers = [threading.Thread(target=stream, name=f"cxnlp-bf16-{i}", daemon=True) for i in range(streams)]
+        workers = [
+            threading.Thread(target=stream, name=f"cxnlp-bf16-{i}", daemon=True) for i in range(streams)
+        ]
         try:
             for worker in workers:
                 worker.start()

@@ -248,7 +248,7 @@ def test_bf16_batches_have_fixed_shapes():
     for idx, width in models.Bf16Encoder.batches(lengths):
         assert 0 < len(idx) <= models.BF16_ROWS
         # the width depends on each segment's own length only: rounded up to its length's step
-        assert len({int(w) for w in models.Bf16Encoder.widths(lengths[idx])}) == 1
+        assert {int(w) for w in models.Bf16Encoder.widths(lengths[idx])} == {width}
         seen.extend(idx.tolist())
     assert sorted(seen) == list(range(len(lengths)))
     # steps of 2 up to 24 tokens, 4 up to 48, 8 up to 96, 16 beyond
