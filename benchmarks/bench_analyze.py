@@ -65,7 +65,6 @@ def code_under_test(cwd: Path) -> dict:
     where = subprocess.run(
         [sys.executable, "-c", "import cxnlp, pathlib; print(pathlib.Path(cxnlp.__file__).parent.parent)"],
         cwd=cwd,
-        env=os.environ,
         check=True,
         capture_output=True,
         text=True,

@@ -809,7 +809,7 @@ class Bf16Encoder(_FolderEncoder):
 
     Streams. Small bfloat16 products use two threads poorly (a 2-core AMD EPYC VM encoded 400 segments/s
     on one thread, 650 on two), so the batches are shared out to one-threaded streams, one per torch
-    thread (at most :data:`BF16_MAX_STREAMS`; the torch threads split between them beyond that), each a
+    thread (at most :data:`BF16_MAX_STREAMS`, each with ``threads // streams`` torch threads), each a
     Python thread that takes the next batch when it is done: the products run outside the GIL. A batch's
     result depends on its shape only, not on the thread count nor on which stream computes it, so the
     embeddings are the same bit for bit with any number of streams."""

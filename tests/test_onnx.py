@@ -181,9 +181,8 @@ def test_bf16_backend_choice(monkeypatch, caplog):
         assert resolve_backend("auto", "cuda") == "torch"
         assert resolve_backend("torch-bf16", "cuda") == "torch"
     assert "backend torch-bf16 runs on the CPU only" in caplog.text
-    monkeypatch.setattr(
-        models, "bf16_units_available", lambda: False
-    )  # no bfloat16 units: emulated bf16 would be slow
+    # no bfloat16 units: emulated bf16 would be slow
+    monkeypatch.setattr(models, "bf16_units_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="cxnlp.models"):
         assert resolve_backend("torch-bf16", "cpu") == "onnx"
     assert "no bfloat16 units (AMX or AVX512-BF16)" in caplog.text
@@ -296,6 +295,8 @@ def test_bf16_streams_give_the_same_embeddings(bf16_encoder):
 
 @needs_bf16_units
 def test_bf16_stream_failure_reaches_the_caller(bf16_encoder, monkeypatch):
+    import threading
+
     import torch
 
     calls = []
@@ -314,7 +315,7 @@ def test_bf16_stream_failure_reaches_the_caller(bf16_encoder, monkeypatch):
         with pytest.raises(MemoryError, match="no room"):
             encode(bf16_encoder, [f"review number {i} " * (i % 30 + 1) for i in range(400)])
         assert torch.get_num_threads() == 2  # restored, and no stream is left running
-        assert not [t for t in __import__("threading").enumerate() if t.name.startswith("cxnlp-bf16")]
+        assert not [t for t in threading.enumerate() if t.name.startswith("cxnlp-bf16")]
     finally:
         torch.set_num_threads(threads)
 
