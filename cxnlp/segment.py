@@ -625,12 +625,14 @@ def statements(phrases: list[str]) -> set[str]:
     return out
 
 
-def segment_doc(doc, config: SegmentConfig) -> list[Segment]:  # type: ignore[no-untyped-def]
-    text = doc.text
+def segment_doc(doc, config: SegmentConfig, text: str | None = None) -> list[Segment]:  # type: ignore[no-untyped-def]
+    """The segments of a parsed ``doc``. ``text``: ``doc.text`` when the caller has it already (spaCy's
+    ``Doc.text`` and ``Span.text`` join a new Python object per token on every call)."""
+    text = doc.text if text is None else text
     segments: list[Segment] = []
     chunks = _noun_chunks(doc)
     for sent in doc.sents:
-        if not sent.text.strip():
+        if not text[sent.start_char : sent.end_char].strip():
             continue
         cuts = _split_points(sent, config.min_clause_tokens) if config.split_contrastive else []
         bounds: list[tuple[int, int]] = []
@@ -665,13 +667,14 @@ def segment_documents(docs: pd.DataFrame, config: SegmentConfig, progress=None) 
         for doc_id, doc in zip(
             ids, nlp.pipe(texts, batch_size=config.batch_size, n_process=config.n_process)
         ):
-            for pos, seg in enumerate(segment_doc(doc, config)):
+            text = doc.text
+            for pos, seg in enumerate(segment_doc(doc, config, text)):
                 rows.append(
                     {
                         "doc_id": doc_id,
                         "segment_id": f"{doc_id}:{pos}",
                         "position": pos,
-                        "text": doc.text[seg.start : seg.end],
+                        "text": text[seg.start : seg.end],
                         "char_start": seg.start,
                         "char_end": seg.end,
                         "phrases": seg.phrases,
