@@ -181,6 +181,15 @@ def render_card(meta: dict[str, Any], specs: dict[str, TaskSpec], report: dict[s
                     "",
                     *_per_label(g),
                 ]
+        if "stage_holdout_set" in m:
+            h = m["stage_holdout_set"]
+            out += [
+                "",
+                f"- **Second written set** `{h['file']}` (stage examples the project wrote apart from the test"
+                " set, how and by whom in `data/train/README.md`; these heads did not train on them):"
+                f" {_fmt(h)}, micro-F1 {h['micro_f1']:.3f}.",
+                f"  Reproduce: `cxnlp eval --backend onnx --task stage {h['file']}`",
+            ]
         out.append("")
     out += [
         "## Known limits",

@@ -28,6 +28,7 @@ from .emoji import cache_key_part
 from .errors import ConfigError, Errors
 from .evaluate import choose_among, multilabel_metrics, polarity, singlelabel_metrics
 from .models import (
+    CONFIG_FILE,
     PACKAGED_ENCODER,
     Heads,
     TaskSpec,
@@ -125,6 +126,9 @@ class TrainConfig(_C):
     emotion: EmotionTrainConfig = EmotionTrainConfig()
     stage: StageTrainConfig = StageTrainConfig()
     stage_eval_file: str | None = "data/eval/stages.jsonl"
+    # A second written stage set that the heads never train on (scored in the card only while
+    # stage.extra_file is another file): a figure on texts written apart from the test set.
+    stage_holdout_file: str | None = None
 
 
 def load_yaml_config(
@@ -802,6 +806,12 @@ def train(
             )
         if "sentiment" in tasks:
             report["metrics"]["sentiment"]["stage_eval_set"] = _eval_sentiment_file(heads, config)
+    holdout = stage_holdout_file(config)
+    if holdout is not None and "stage" in tasks:
+        report["metrics"]["stage"]["stage_holdout_set"] = {
+            "file": holdout,
+            **_eval_stage_file(heads, config, path=holdout),
+        }
     if "sentiment" in tasks:
         report["metrics"]["sentiment"].update(sentiment_figures(heads, config))
     out = Path(output)
@@ -813,11 +823,25 @@ def train(
     return out
 
 
-def _eval_stage_file(heads: Heads, config: TrainConfig, unit: str = "text") -> dict[str, Any]:
+def stage_holdout_file(config: TrainConfig) -> str | None:
+    """``stage_holdout_file`` when it exists and the stage head does not train on it (``stage.extra_file``
+    names another file), else None."""
+    path = config.stage_holdout_file
+    if not path or not Path(path).is_file():
+        return None
+    extra = config.stage.extra_file
+    if extra and Path(extra).resolve() == Path(path).resolve():
+        return None
+    return path
+
+
+def _eval_stage_file(
+    heads: Heads, config: TrainConfig, unit: str = "text", path: str | None = None
+) -> dict[str, Any]:
     from .evaluate import predict_stages, read_labelled
     from .journey import StageModel
 
-    texts, gold = read_labelled(config.stage_eval_file, "stage")  # type: ignore[arg-type]
+    texts, gold = read_labelled(path or config.stage_eval_file, "stage")  # type: ignore[arg-type]
     model = StageModel(heads)
     preds = predict_stages(texts, model, lambda t: embed_cached(t, config.encoder, config.device), unit)
     names = [*model.stage_ids, "none"]
@@ -998,6 +1022,37 @@ def add_sentiment_figures(model_dir: str | Path, folds: int = 5) -> dict[str, An
     return report
 
 
+def add_stage_holdout(model_dir: str | Path, path: str) -> dict[str, Any]:
+    """Score a trained heads folder's stage head on a second written stage set ``path`` (no retraining),
+    record it as ``stage_holdout_file`` in the folder's training config, add the figure to metrics.json
+    and regenerate the card. Refused when the file is missing or the head trained on it."""
+    from .modelcard import render_card
+
+    folder = Path(model_dir)
+    heads = Heads.load(str(folder))
+    config_path = folder / CONFIG_FILE
+    stored = json.loads(config_path.read_text(encoding="utf-8"))
+    stored["train_config"]["stage_holdout_file"] = path
+    cfg = TrainConfig.model_validate(stored["train_config"])
+    if stage_holdout_file(cfg) is None:
+        raise ConfigError(
+            Errors.E002,
+            key="stage_holdout_file",
+            problem=f"{path} is missing, or the stage head trained on it (stage.extra_file)",
+            source="the command line",
+        )
+    report = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    report["metrics"]["stage"]["stage_holdout_set"] = {
+        "file": path,
+        **_eval_stage_file(heads, cfg, path=path),
+    }
+    (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    config_path.write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
+    meta = {k: v for k, v in stored.items() if k not in ("embedding_dim", "tasks")}
+    (folder / "README.md").write_text(render_card(meta, heads.tasks, report), encoding="utf-8")
+    return report
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -1016,9 +1071,16 @@ if __name__ == "__main__":
         "quality figures (benchmarks/results.jsonl) and the note and conclusion from BACKENDS_TEXT",
     )
     ap.add_argument("--backends-text", type=Path, metavar="JSON", help='{"note": ..., "conclusion": ...}')
+    ap.add_argument(
+        "--stage-holdout",
+        metavar="JSONL",
+        help="instead: score the stage head on this second written stage set and add it to the card",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.card_only:
+    if args.stage_holdout:
+        add_stage_holdout(args.model_dir, args.stage_holdout)
+    elif args.card_only:
         from .modelcard import render_card
 
         folder = Path(args.model_dir)

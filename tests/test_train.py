@@ -251,10 +251,18 @@ def test_heads_train_end_to_end_over_the_tuned_encoder(tiny_data, tuned, tmp_pat
 
     monkeypatch.setenv("CXNLP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("cxnlp.train.CACHE_DIR", tmp_path / "cache")
+    holdout = tmp_path / "written.jsonl"
+    rows = [
+        {"text": "the courier left my parcel in the rain", "stages": ["delivery"]},
+        {"text": "charged twice for one month", "stages": ["billing"]},
+        {"text": "nice weather today", "stages": ["none"]},
+    ]
+    holdout.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     config = TrainConfig.model_validate(
         {
             "data_dir": str(tiny_data),
             "encoder": str(tuned),
+            "stage_holdout_file": str(holdout),
             "sentiment": {
                 "epochs": 2,
                 "sst2_sample": None,
@@ -276,6 +284,23 @@ def test_heads_train_end_to_end_over_the_tuned_encoder(tiny_data, tuned, tmp_pat
     card = (out / "README.md").read_text()
     assert "TweetEval emotion tweets as polarity, 5-fold CV (binary)" in card
     assert "of the UCI sentences and of the TweetEval emotion tweets is held out" in card
+    # The second written stage set is scored because the stage head did not train on it.
+    second = json.loads((out / "metrics.json").read_text())["metrics"]["stage"]["stage_holdout_set"]
+    assert (second["file"], second["n"]) == (str(holdout), 3)
+    assert f"**Second written set** `{holdout}`" in card and f"--task stage {holdout}`" in card
+    # A folder trained without one gets it later, without retraining (python -m cxnlp.train --stage-holdout).
+    from cxnlp.train import add_stage_holdout
+
+    weights = (out / "heads.safetensors").read_bytes()
+    later = tmp_path / "later.jsonl"
+    later.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]), encoding="utf-8")
+    add_stage_holdout(out, str(later))
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["stage"]["stage_holdout_set"]["n"] == 2
+    assert json.loads((out / "config.json").read_text())["train_config"]["stage_holdout_file"] == str(later)
+    assert f"**Second written set** `{later}`" in (out / "README.md").read_text()
+    assert (out / "heads.safetensors").read_bytes() == weights
+    with pytest.raises(ConfigError, match="stage_holdout_file.*missing"):
+        add_stage_holdout(out, str(tmp_path / "missing.jsonl"))
     heads = Heads.load(str(out))
     assert heads.encoder == str(tuned)
     meta = json.loads((out / "config.json").read_text())
@@ -285,6 +310,24 @@ def test_heads_train_end_to_end_over_the_tuned_encoder(tiny_data, tuned, tmp_pat
     assert 0 < tuned_on < data["taxonomy examples (cxnlp-written)"] / 4
     emb = encode(load_encoder(str(tuned), "cpu"), ["the parcel arrived crushed and late"])
     assert heads.predict("sentiment", emb, ["the parcel arrived crushed and late"]).shape == (1, 3)
+
+
+def test_a_second_stage_set_is_scored_only_while_the_head_does_not_train_on_it(tmp_path):
+    from cxnlp.train import TrainConfig, stage_holdout_file
+
+    written = tmp_path / "written.jsonl"
+    written.write_text('{"text": "charged twice", "stages": ["billing"]}\n', encoding="utf-8")
+
+    def config(**kw):  # type: ignore[no-untyped-def]
+        return TrainConfig.model_validate({"data_dir": str(tmp_path), **kw})
+
+    assert stage_holdout_file(config(stage_holdout_file=str(written))) == str(written)
+    assert stage_holdout_file(config()) is None
+    assert stage_holdout_file(config(stage_holdout_file=str(tmp_path / "missing.jsonl"))) is None
+    trains_on_it = config(stage_holdout_file=str(written), stage={"extra_file": str(written)})
+    assert stage_holdout_file(trains_on_it) is None
+    other = config(stage_holdout_file=str(written), stage={"extra_file": str(tmp_path / "other.jsonl")})
+    assert stage_holdout_file(other) == str(written)
 
 
 def test_emotion_balance_weights_rare_labels_up(tiny_data, tuned, tmp_path, monkeypatch):
