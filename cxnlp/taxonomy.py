@@ -38,6 +38,24 @@ class Stage:
     examples: tuple[str, ...]
     label: str = ""
 
+    @property
+    def description_phrases(self) -> list[str]:
+        """The description as short texts a few-shot stage head can train on: the whole description, and
+        when it reads "summary: item, item, ...", the summary and each item (a leading "and"/"or" dropped).
+        For "Getting the product to the customer: shipping, couriers, tracking." that is the description,
+        "Getting the product to the customer", "shipping", "couriers" and "tracking"."""
+        text = " ".join(self.description.split())
+        if not text:
+            return []
+        out = [text]
+        head, colon, rest = text.partition(":")
+        if colon:
+            out.append(head.strip())
+            for item in re.split(r"[,;]", rest):
+                item = re.sub(r"^(?:and|or)\s+", "", item.strip(" .!?"), flags=re.IGNORECASE)
+                out.append(item)
+        return list(dict.fromkeys(p for p in out if p))
+
 
 @dataclass(frozen=True)
 class Taxonomy:

@@ -182,7 +182,10 @@ def test_taxonomy_custom_head_is_cached_per_encoder_runtime(analyzer, tmp_path, 
         loaded.append((backend, quantize))
         return "encoder"
 
-    def fake_train(tax, encoder, cfg, seed, embed):
+    def fake_train(tax, encoder, cfg, seed, embed, weak=None):
+        # The stages' descriptions train with the examples (HOTEL's have no "summary: items" form).
+        assert weak.texts == [s["description"] for s in HOTEL["stages"]]
+        assert weak.labels == [[s["id"]] for s in HOTEL["stages"]]
         names = [*tax.ids, "none"]
         spec = TaskSpec("stage", "multilabel", names, hidden=0, thresholds=[0.5] * len(names))
         return (
@@ -199,3 +202,29 @@ def test_taxonomy_custom_head_is_cached_per_encoder_runtime(analyzer, tmp_path, 
         StageModel.for_taxonomy(analyzer.heads, str(path), backend="onnx", quantize=quantize)
     assert loaded == [("onnx", "none"), ("onnx", "int8-static")]
     assert len(list(tmp_path.glob("stage-heads/*/head.safetensors"))) == 2
+
+
+def test_stage_description_phrases_split_a_summary_and_its_items():
+    from cxnlp.journey import description_examples
+    from cxnlp.taxonomy import Stage, Taxonomy
+
+    delivery = Stage(
+        "delivery",
+        "Getting the product to the customer:  shipping, couriers; tracking and returns, or pick-up.",
+        ("x",) * 5,
+    )
+    assert delivery.description_phrases == [
+        "Getting the product to the customer: shipping, couriers; tracking and returns, or pick-up.",
+        "Getting the product to the customer",
+        "shipping",
+        "couriers",
+        "tracking and returns",
+        "pick-up",
+    ]
+    plain = Stage("check_in", "Arrival and check-in at reception.", ("x",) * 5)
+    assert plain.description_phrases == ["Arrival and check-in at reception."]
+    assert Stage("room", "  ", ("x",) * 5).description_phrases == []
+    examples = description_examples(Taxonomy("t", (plain, delivery)))
+    assert examples is not None and len(examples.texts) == 7
+    assert examples.labels[0] == ["check_in"] and examples.labels[-1] == ["delivery"]
+    assert description_examples(Taxonomy("t", (Stage("room", "", ("x",) * 5),))) is None
