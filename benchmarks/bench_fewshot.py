@@ -4,9 +4,10 @@
 
 Simulates a user's own taxonomy by sampling k examples per stage from the default taxonomy (seeds 0
 and 1 unless told) and trains a stage head as `cxnlp analyze --taxonomy` does at run start
-(cxnlp.journey: the none examples capped, `custom_head_config`, and the stages' description phrases as
-training-only examples, `description_examples`). In the same run, the same head without the description phrases (the head
-before session 24). Both are scored on two sets the default taxonomy's examples never came from:
+(cxnlp.journey: the none examples capped, `custom_head_config`, the stages' description phrases as
+training-only examples, `description_examples`, and `stage.fallback`: a text that no stage passes takes
+its most likely label). In the same run: each of the two changes without the other, and the head before
+session 24 (neither). Every head is scored on two sets the default taxonomy's examples never came from:
 
 - the second written set `data/train/stage_examples.jsonl` (752), which decides between recipes;
 - the project stage test set `data/eval/stages.jsonl` (547), reported, never a choice.
@@ -29,6 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# (description phrases, fallback to the most likely label): cxnlp's recipe first, then each part alone,
+# then the head before session 24.
+RECIPES = ((True, True), (True, False), (False, True), (False, False))
 SETS = {"second_written_set": "data/train/stage_examples.jsonl", "test_set": "data/eval/stages.jsonl"}
 
 
@@ -55,7 +59,7 @@ def main() -> None:
         sets[name] = (embed_cached(texts, encoder), [g or ["none"] for g in gold])
     results = []
     for k in args.k:
-        for descriptions in (True, False):
+        for descriptions, fallback in RECIPES:
             scores: dict[str, list[float]] = {name: [] for name in sets}
             seconds = []
             for seed in args.seeds:
@@ -66,16 +70,21 @@ def main() -> None:
                 sub = with_none_examples(Taxonomy(f"k{k}", stages, ()), seed)
                 t0 = time.perf_counter()
                 weak = description_examples(sub) if descriptions else None
-                spec, module, _ = train_stage_head(sub, encoder, custom_head_config(sub), seed, weak=weak)
+                cfg = custom_head_config(sub).model_copy(update={"fallback": fallback})
+                spec, module, _ = train_stage_head(sub, encoder, cfg, seed, weak=weak)
                 seconds.append(time.perf_counter() - t0)
                 for name, (emb, gold) in sets.items():
                     with torch.inference_mode():
                         probs = torch.sigmoid(module(torch.from_numpy(emb))).numpy()
-                    pred = [p or ["none"] for p in decide(probs, np.array(spec.thresholds), spec.labels)]
+                    rule = bool(spec.extra.get("fallback"))  # as StageModel.active_stages decides
+                    pred = [
+                        p or ["none"] for p in decide(probs, np.array(spec.thresholds), spec.labels, rule)
+                    ]
                     scores[name].append(multilabel_metrics(gold, pred, spec.labels)["macro_f1"])
             row = {
                 "k_per_stage": k,
                 "description_phrases": descriptions,
+                "fallback": fallback,
                 **{f"{name}_macro_f1_seeds": v for name, v in scores.items()},
                 **{f"{name}_macro_f1_mean": round(float(np.mean(v)), 3) for name, v in scores.items()},
                 "train_seconds_mean": round(float(np.mean(seconds)), 1),

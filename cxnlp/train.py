@@ -113,6 +113,9 @@ class StageTrainConfig(HeadTrainConfig):
     # out-of-fold predictions that tune the thresholds (weight 0 = the MLP alone).
     knn_k: list[int] = [5, 10, 20]
     knn_weights: list[float] = [0.0, 0.25, 0.5, 0.75]
+    # A text no stage passes its threshold takes its most likely label (which may be "none") instead of
+    # "none" (journey.decide); the cross-validated figures and the blend choice use the same rule.
+    fallback: bool = False
 
 
 class TrainConfig(_C):
@@ -621,7 +624,7 @@ def train_stage_head(
     grid = np.round(np.arange(0.2, 0.91, 0.05), 3)
 
     def metrics_on(idx: np.ndarray, probs: np.ndarray, thresholds: list[float]) -> dict[str, Any]:
-        pred = [p or ["none"] for p in decide(probs[idx], np.array(thresholds), names)]
+        pred = [p or ["none"] for p in decide(probs[idx], np.array(thresholds), names, cfg.fallback)]
         return multilabel_metrics([data.labels[i] for i in idx], pred, names)
 
     def score(probs: np.ndarray) -> tuple[float, list[float], dict[str, Any], np.ndarray]:
@@ -643,6 +646,8 @@ def train_stage_head(
     own_rows = rows[rows < n_own]
     module = fit_head(X, Y, "multilabel", cfg, seed, pos_weight)
     spec_extra: dict[str, Any] = {"taxonomy": taxonomy.name, "taxonomy_hash": taxonomy.hash}
+    if cfg.fallback:
+        spec_extra["fallback"] = True
     if knn_w > 0:
         import torch
 

@@ -180,3 +180,20 @@ def test_emotion_decisions_on_whole_arrays_match_the_per_row_rule():
         order = [e for e in appearance if e in counts.index]  # the counts table's column order
         want = max(order, key=lambda e: (counts[e], means[f"_e_{e}"]))
         assert got == want, doc_id
+
+
+def test_stage_decision_falls_back_to_the_most_likely_label_only_when_asked():
+    from cxnlp.journey import decide
+
+    names = ["delivery", "billing", "none"]
+    thresholds = np.array([0.5, 0.5, 0.5])
+    probs = np.array(
+        [
+            [0.30, 0.10, 0.20],  # nothing passes: delivery is the most likely label
+            [0.10, 0.20, 0.40],  # nothing passes: none is the most likely label
+            [0.70, 0.60, 0.10],  # both pass, most likely first
+            [0.60, 0.10, 0.90],  # none passes and beats the passing stage
+        ]
+    )
+    assert decide(probs, thresholds, names) == [[], [], ["delivery", "billing"], []]
+    assert decide(probs, thresholds, names, fallback=True) == [["delivery"], [], ["delivery", "billing"], []]
