@@ -64,8 +64,9 @@ class StageModel:
         if threshold is not None:
             thresholds = [threshold] * (len(self.names) - 1) + [thresholds[-1]]
         self.thresholds = np.array(thresholds, dtype=np.float32)
-        # Heads trained with stage.fallback: a segment no stage passes takes its most likely label.
-        self.fallback = bool(self.spec.extra.get("fallback", False))
+        # Heads trained with stage.fallback: a segment no stage passes takes its most likely label. A
+        # threshold the user sets (journey.threshold) decides alone.
+        self.fallback = bool(self.spec.extra.get("fallback", False)) and threshold is None
 
     @property
     def taxonomy_hash(self) -> str:

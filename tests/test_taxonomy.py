@@ -160,6 +160,8 @@ def test_taxonomy_custom_stages_train_a_working_head(analyzer, tmp_path, monkeyp
     assert [s[:1] for s in stages] == [["check_in"], ["room"], ["booking"]]
     # A custom head gives a text that no stage passes its most likely label; the shipped head does not.
     assert model.fallback and not StageModel(analyzer.heads).fallback
+    # A threshold the user sets decides alone.
+    assert not StageModel.for_taxonomy(analyzer.heads, str(path), threshold=0.7).fallback
     # Cached by the taxonomy hash: the second load does not retrain.
     assert list(tmp_path.glob("stage-heads/*/head.safetensors"))
     again = StageModel.for_taxonomy(analyzer.heads, str(path))
