@@ -32,12 +32,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cxnlp import corpora  # noqa: E402
+from cxnlp.cluster import normalize  # noqa: E402
 from cxnlp.evaluate import polarity, singlelabel_metrics  # noqa: E402
 from cxnlp.models import encoder_location, vader_features  # noqa: E402
 from cxnlp.train import (  # noqa: E402
     SENTIMENTS,
     _predict,
     band_label,
+    class_weights,
     cv_folds,
     fit_head,
     goemotions_group_dev,
@@ -88,15 +90,6 @@ def pooled(texts: list[str], encoder: str) -> dict[str, np.ndarray]:
     return out
 
 
-def unit(a: np.ndarray) -> np.ndarray:
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-
-def class_weights(y: np.ndarray) -> np.ndarray:
-    c = np.bincount(y, minlength=3)
-    return (c.sum() / (3 * np.maximum(c, 1))).astype(np.float32)
-
-
 class Probe:
     """The sentiment training rows and the card's evaluation sets, as rows of the pooled features."""
 
@@ -112,7 +105,7 @@ class Probe:
         every = list(dict.fromkeys(self.texts + self.dev.texts + self.gtexts + self.tweets.texts))
         self.row = {t: i for i, t in enumerate(every)}
         self.pool = pooled(every, self.cfg.encoder)
-        self.embedding = unit(self.pool["mean"])
+        self.embedding = normalize(self.pool["mean"])
         self.fold, self.held = cv_folds(self.parts, 5, self.cfg.seed)
 
     def rows(self, texts: list[str]) -> np.ndarray:
@@ -177,7 +170,7 @@ def probe_pooled(p: Probe) -> None:
     variants = {
         "none (shipped)": None,
         "max over tokens, standardised": standardised(p.pool["max"]),
-        "max over tokens, L2-normalised": unit(p.pool["max"]),
+        "max over tokens, L2-normalised": normalize(p.pool["max"]),
         "[CLS], standardised": standardised(p.pool["cls"]),
     }
     everyone = np.arange(len(p.texts))

@@ -625,10 +625,9 @@ def statements(phrases: list[str]) -> set[str]:
     return out
 
 
-def segment_doc(doc, config: SegmentConfig, text: str | None = None) -> list[Segment]:  # type: ignore[no-untyped-def]
-    """The segments of a parsed ``doc``. ``text``: ``doc.text`` when the caller has it already (spaCy's
-    ``Doc.text`` and ``Span.text`` join a new Python object per token on every call)."""
-    text = doc.text if text is None else text
+def segment_doc(doc, config: SegmentConfig, text: str) -> list[Segment]:  # type: ignore[no-untyped-def]
+    """The segments of a parsed ``doc`` whose text is ``text`` (``doc.text``, taken once by the caller:
+    spaCy's ``Doc.text`` and ``Span.text`` join a new Python object per token on every call)."""
     segments: list[Segment] = []
     chunks = _noun_chunks(doc)
     for sent in doc.sents:

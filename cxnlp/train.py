@@ -205,6 +205,12 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def class_weights(y: np.ndarray) -> np.ndarray:
+    """Per-class weight of the sentiment cross-entropy: total / (3 x the class's count), float32."""
+    counts = np.bincount(y, minlength=3)
+    return (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
+
+
 def imbalance_weights(Y: np.ndarray, cap: float, power: float = 1.0) -> np.ndarray:
     """Per-label weight of the positives in a multi-label BCE: (negatives / positives), clipped to
     [1, ``cap``], to the ``power`` (float32)."""
@@ -391,10 +397,8 @@ def train_sentiment(cfg: TrainConfig, data_dir: Path) -> tuple[TaskSpec, Any, di
     texts = [t for p in parts for t in p.texts]
     y = np.array([SENTIMENTS.index(l[0]) for p in parts for l in p.labels])
     X = build_features(sc.features, embed_cached(texts, cfg.encoder, cfg.device), texts)
-    counts = np.bincount(y, minlength=3)
-    weights = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
     module = fit_head(
-        X, y, "multiclass", sc, cfg.seed, pos_weight=weights, allowed=sentiment_allowed(cfg, parts)
+        X, y, "multiclass", sc, cfg.seed, pos_weight=class_weights(y), allowed=sentiment_allowed(cfg, parts)
     )
     spec = TaskSpec("sentiment", "multiclass", SENTIMENTS, sc.features, sc.hidden)
     data: dict[str, Any] = {}
@@ -813,10 +817,7 @@ def train(
             report["metrics"]["sentiment"]["stage_eval_set"] = _eval_sentiment_file(heads, config)
     holdout = stage_holdout_file(config)
     if holdout is not None and "stage" in tasks:
-        report["metrics"]["stage"]["stage_holdout_set"] = {
-            "file": holdout,
-            **_eval_stage_file(heads, config, path=holdout),
-        }
+        report["metrics"]["stage"]["stage_holdout_set"] = _stage_holdout_figure(heads, config, holdout)
     if "sentiment" in tasks:
         report["metrics"]["sentiment"].update(sentiment_figures(heads, config))
     out = Path(output)
@@ -838,6 +839,11 @@ def stage_holdout_file(config: TrainConfig) -> str | None:
     if extra and Path(extra).resolve() == Path(path).resolve():
         return None
     return path
+
+
+def _stage_holdout_figure(heads: Heads, config: TrainConfig, path: str) -> dict[str, Any]:
+    """The card's entry for the second written stage set: its file and the stage head's metrics there."""
+    return {"file": path, **_eval_stage_file(heads, config, path=path)}
 
 
 def _eval_stage_file(
@@ -923,15 +929,13 @@ def sentiment_cv(cfg: TrainConfig, data_dir: Path, folds: int = 5) -> dict[str, 
     band_values = []
     for k in range(folds):
         train_idx = np.flatnonzero(fold != k)
-        counts = np.bincount(y[train_idx], minlength=3)
-        weights = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
         module = fit_head(
             X[train_idx],
             y[train_idx],
             "multiclass",
             sc,
             cfg.seed,
-            pos_weight=weights,
+            pos_weight=class_weights(y[train_idx]),
             allowed=None if allowed is None else allowed[train_idx],
         )
         test_idx = np.flatnonzero(fold == k)
@@ -1047,10 +1051,7 @@ def add_stage_holdout(model_dir: str | Path, path: str) -> dict[str, Any]:
             source="the command line",
         )
     report = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    report["metrics"]["stage"]["stage_holdout_set"] = {
-        "file": path,
-        **_eval_stage_file(heads, cfg, path=path),
-    }
+    report["metrics"]["stage"]["stage_holdout_set"] = _stage_holdout_figure(heads, cfg, path)
     (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     config_path.write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
     meta = {k: v for k, v in stored.items() if k not in ("embedding_dim", "tasks")}
