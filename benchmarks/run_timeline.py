@@ -7,6 +7,8 @@ Phases, from the log lines' timestamps: loading the models (up to the input's fi
 chunk (on a GPU host: the prepare workers starting), the other chunks (the steady rate), loading the
 chunks for the reduce (up to the first stage's pain points), clustering, and aggregating and writing.
 ``--wall``: the process's wall-clock seconds, so the imports before the first log line are shown too.
+``--rss``: a sample file from ``tree_rss.py`` taken over the same run; each phase then shows the peak
+memory of the whole process tree (PSS and RSS, MB) within it.
 benchmarks/README.md ("GPU: end to end on one H100") has a table made with it.
 """
 
@@ -18,9 +20,12 @@ from datetime import datetime
 from pathlib import Path
 
 
+def _at(d: dict) -> float:
+    return datetime.fromisoformat(d["time"]).timestamp()
+
+
 def timeline(lines: list[dict], wall: float | None = None) -> list[tuple[str, float]]:
-    def at(d: dict) -> float:
-        return datetime.fromisoformat(d["time"]).timestamp()
+    at = _at
 
     t0 = at(lines[0])
     fields = next(at(d) for d in lines if d.get("logger") == "cxnlp.io")
@@ -53,17 +58,57 @@ def timeline(lines: list[dict], wall: float | None = None) -> list[tuple[str, fl
     return rows
 
 
+def read_rss(path: Path) -> list[tuple[float, float, float]]:
+    """(unix time, tree PSS MB, tree RSS MB) rows of a ``tree_rss.py`` sample file."""
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line]
+    return [(float(r[0]), float(r[2]), float(r[3])) for r in rows]
+
+
+def phase_peaks(
+    rows: list[tuple[str, float]], end: float, samples: list[tuple[float, float, float]]
+) -> list[tuple[float, float] | None]:
+    """Each phase's peak (PSS, RSS) among the samples inside it; the phases are laid back to back so
+    that the last one ends at ``end`` (the "wrote" line), or None where no sample fell inside."""
+    bounds, t = [], end
+    for _, seconds in reversed(rows):
+        bounds.append((t - seconds, t))
+        t -= seconds
+    bounds.reverse()
+    peaks: list[tuple[float, float] | None] = []
+    for i, (lo, hi) in enumerate(bounds):
+        last = i == len(bounds) - 1
+        inside = [(p, r) for when, p, r in samples if lo <= when < hi or (last and when >= hi)]
+        peaks.append((max(p for p, _ in inside), max(r for _, r in inside)) if inside else None)
+    return peaks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("log", type=Path)
     ap.add_argument("--wall", type=float, help="the process's wall-clock seconds")
+    ap.add_argument("--rss", type=Path, help="tree_rss.py samples of the same run")
     args = ap.parse_args()
     lines = [json.loads(l) for l in args.log.read_text(encoding="utf-8").splitlines() if l.startswith("{")]
     rows = timeline(lines, args.wall)
-    print("| phase | seconds |\n|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.1f} |")
-    print(f"| total | {sum(s for _, s in rows):.1f} |")
+    if args.rss is None:
+        print("| phase | seconds |\n|---|---|")
+        for name, seconds in rows:
+            print(f"| {name} | {seconds:.1f} |")
+        print(f"| total | {sum(s for _, s in rows):.1f} |")
+        return
+    wrote = next(
+        _at(d) for d in lines if d.get("logger") == "cxnlp.output" and d["message"].startswith("wrote")
+    )
+    samples = read_rss(args.rss)
+    peaks = phase_peaks(rows, wrote, samples)
+    print("| phase | seconds | peak tree PSS (MB) | peak tree RSS (MB) |\n|---|---|---|---|")
+    for (name, seconds), peak in zip(rows, peaks):
+        pss, rss = (f"{peak[0]:,.0f}", f"{peak[1]:,.0f}") if peak else ("-", "-")
+        print(f"| {name} | {seconds:.1f} | {pss} | {rss} |")
+    total = sum(s for _, s in rows)
+    print(
+        f"| total | {total:.1f} | {max(p for _, p, _ in samples):,.0f} | {max(r for _, _, r in samples):,.0f} |"
+    )
 
 
 if __name__ == "__main__":

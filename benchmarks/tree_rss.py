@@ -1,0 +1,88 @@
+"""Run a command and sample the memory of its whole process tree, for runs with worker processes.
+
+    python benchmarks/tree_rss.py --out rss.tsv -- cxnlp analyze reviews.jsonl -o out --log-format json
+
+`bench_batch.py` reads one number, the largest ``ru_maxrss`` of any single child: right for a run in
+one process, blind to prepare workers and loader processes beside the main one. This samples, every
+``--every`` seconds, each process of the tree from ``/proc``: its resident set (RSS) and its
+proportional set (PSS, from ``smaps_rollup``: a page shared by k processes counts 1/k in each, so the
+sum over the tree is what the tree holds; the sum of RSS counts forked, shared pages once per process).
+Rows: unix time, processes, PSS of the tree (MB), RSS of the tree (MB), RSS of the root process (MB).
+
+The command's exit status is returned. ``run_timeline.py LOG --rss rss.tsv`` splits the peaks by phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text()
+            kids += [int(k) for k in text.split()]
+    except OSError:
+        pass
+    return kids
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from ``/proc/PID/task/TID/children``."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += _children(p)
+    return out
+
+
+def _kb(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass  # the process ended between listing and reading
+    return 0
+
+
+def sample(root: int) -> tuple[int, float, float, float]:
+    pids = tree(root)
+    pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
+    rss = [_kb(f"/proc/{p}/status", "VmRSS:") for p in pids]
+    return len(pids), pss / 1024, sum(rss) / 1024, rss[0] / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="TSV of samples")
+    ap.add_argument("--every", type=float, default=1.0, help="seconds between samples")
+    ap.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    args = ap.parse_args()
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not cmd:
+        ap.error("no command given (put it after --)")
+    proc = subprocess.Popen(cmd)
+    peak = (0.0, 0.0)
+    with args.out.open("w") as f:
+        f.write("time\tprocesses\tpss_mb\trss_mb\troot_rss_mb\n")
+        while proc.poll() is None:
+            n, pss, rss, root = sample(proc.pid)
+            if n and rss:
+                f.write(f"{time.time():.2f}\t{n}\t{pss:.1f}\t{rss:.1f}\t{root:.1f}\n")
+                f.flush()
+                peak = (max(peak[0], pss), max(peak[1], rss))
+            time.sleep(args.every)
+    print(f"peak tree PSS {peak[0]:.0f} MB, peak tree RSS {peak[1]:.0f} MB", file=sys.stderr)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
