@@ -4,7 +4,10 @@
     python benchmarks/bench_batch.py --n 2000 10000 30000 --easy-n 0      # memory flatness across sizes
 
 * cxnlp: the real CLI in a subprocess (`cxnlp analyze FILE -o OUT -q`, chunked batch runner); peak RSS of
-  that process (a wrapper process reads its children's ru_maxrss, so each size is measured on its own).
+  that process (a wrapper process reads its children's ru_maxrss, so each size is measured on its own),
+  and the peak of its whole process tree, prepare workers and loaders included (`tree_rss.py`, sampled
+  every second: PSS, which counts a page shared by k processes 1/k in each, and RSS; the samples go to
+  OUT.rss.tsv for `run_timeline.py --rss`).
 * the easy alternative, on the first `--easy-n` reviews of the same corpus, in the same run: what a
   notebook user writes with the same models, without cxnlp's runner:
     - transformers `pipeline("feature-extraction")` over the encoder, mean-pooled, then our sentiment head;
@@ -23,12 +26,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_analyze import code_under_test, machine  # noqa: E402
 from make_corpus import make_corpus  # noqa: E402
+from tree_rss import sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -41,17 +46,33 @@ WRAPPER = (
 
 def run_cxnlp(path: Path, out: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "cxnlp.cli", "analyze", str(path), "-o", str(out), "-q", *extra]
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-c", WRAPPER, *cmd],
         env=ENV,
         cwd=out.parent,  # not the repository: see bench_analyze.code_under_test
-        check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    rc, seconds, peak_kb = proc.stdout.split()[-3:]
-    if rc != "0":
-        raise SystemExit(f"cxnlp failed ({rc}): {proc.stderr[-2000:]}")
+    peak = [0.0, 0.0]
+
+    def watch() -> None:  # the tree under the wrapper, until it ends
+        with out.with_name(out.name + ".rss.tsv").open("w") as fh:
+            fh.write("time\tprocesses\tpss_mb\trss_mb\troot_rss_mb\n")
+            while proc.poll() is None:
+                n, pss, rss, root = sample(proc.pid, skip_root=True)  # the wrapper is not cxnlp
+                if n and rss:
+                    fh.write(f"{time.time():.2f}\t{n}\t{pss:.1f}\t{rss:.1f}\t{root:.1f}\n")
+                    peak[0], peak[1] = max(peak[0], pss), max(peak[1], rss)
+                time.sleep(1.0)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    stdout, stderr = proc.communicate()
+    watcher.join()
+    rc, seconds, peak_kb = stdout.split()[-3:]
+    if rc != "0" or proc.returncode:
+        raise SystemExit(f"cxnlp failed ({rc}): {stderr[-2000:]}")
     manifest = json.loads((out / "run.json").read_text())
     n = manifest["counts"]["analysed"]
     timings = manifest["timings"]
@@ -59,6 +80,8 @@ def run_cxnlp(path: Path, out: Path, extra: list[str]) -> dict:
         "seconds": round(float(seconds), 2),
         "reviews_per_s": round(n / float(seconds), 1),
         "peak_rss_mb": round(int(peak_kb) / 1024, 1),
+        "peak_tree_pss_mb": round(peak[0], 1),
+        "peak_tree_rss_mb": round(peak[1], 1),
         "counts": manifest["counts"],
         "timings": timings,
         "per_step_reviews_per_s": {k: round(n / v, 1) for k, v in timings.items() if v > 0},

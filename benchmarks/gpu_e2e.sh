@@ -4,7 +4,9 @@
 #   N=1000000 LIMIT=555 CW=8 OUT=/some/dir bash benchmarks/gpu_e2e.sh
 # N reviews (make_corpus.py, seed 0), killed after LIMIT seconds, CW cluster workers. Writes into $OUT:
 # machine.txt, run.log (--log-format json; python benchmarks/run_timeline.py run.log --wall S),
-# wrapper.txt (exit code, seconds, peak RSS of the run), run.json, vmstat.txt and gpu.csv (every 5 s).
+# wrapper.txt (exit code, seconds, peak RSS of the largest process), rss.tsv (the whole process tree's PSS
+# and RSS every second, workers included: run_timeline.py run.log --rss rss.tsv), run.json, vmstat.txt and
+# gpu.csv (every 5 s).
 # EQ=2000: then the first 2,000 reviews on DEVICE and on the CPU, compared (compare.json, compare_runs.py).
 # LOCAL=1 DEVICE=cpu: a dry run here, with this machine's packages.
 set -u
@@ -21,7 +23,7 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >
 vmstat -t 5 > "$OUT/vmstat.txt" 2>&1 & VMSTAT=$!
 rm -rf /tmp/out
 python3 -c "import resource, subprocess, sys, time; t = time.perf_counter(); rc = subprocess.run(sys.argv[1:]).returncode; s = time.perf_counter() - t; print('rc', rc, 'seconds', s, 'peak_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)" \
-  timeout "${LIMIT:-555}" python3 -m cxnlp.cli analyze /tmp/r.jsonl -o /tmp/out --device "${DEVICE:-cuda}" \
+  python3 benchmarks/tree_rss.py --out "$OUT/rss.tsv" -- timeout "${LIMIT:-555}" python3 -m cxnlp.cli analyze /tmp/r.jsonl -o /tmp/out --device "${DEVICE:-cuda}" \
   --log-format json --set "cluster.workers=${CW:-8}" 2> "$OUT/run.log" | tail -1 > "$OUT/wrapper.txt"
 cp /tmp/out/run.json "$OUT/" 2>/dev/null
 kill $SMI $VMSTAT 2>/dev/null

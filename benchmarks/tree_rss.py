@@ -53,8 +53,12 @@ def _kb(path: str, key: str) -> int:
     return 0
 
 
-def sample(root: int) -> tuple[int, float, float, float]:
-    pids = tree(root)
+def sample(root: int, skip_root: bool = False) -> tuple[int, float, float, float]:
+    """(processes, tree PSS MB, tree RSS MB, RSS MB of the first process) of ``root``'s tree; with
+    ``skip_root``, of its descendants only (``root`` a wrapper whose memory is not the run's)."""
+    pids = tree(root)[1:] if skip_root else tree(root)
+    if not pids:
+        return 0, 0.0, 0.0, 0.0
     pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
     rss = [_kb(f"/proc/{p}/status", "VmRSS:") for p in pids]
     return len(pids), pss / 1024, sum(rss) / 1024, rss[0] / 1024
