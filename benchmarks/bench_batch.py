@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_analyze import code_under_test, machine  # noqa: E402
 from make_corpus import make_corpus  # noqa: E402
-from tree_rss import sample  # noqa: E402
+from tree_rss import watch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -54,19 +54,10 @@ def run_cxnlp(path: Path, out: Path, extra: list[str]) -> dict:
         stderr=subprocess.PIPE,
         text=True,
     )
-    peak = [0.0, 0.0]
-
-    def watch() -> None:  # the tree under the wrapper, until it ends
-        with out.with_name(out.name + ".rss.tsv").open("w") as fh:
-            fh.write("time\tprocesses\tpss_mb\trss_mb\troot_rss_mb\n")
-            while proc.poll() is None:
-                n, pss, rss, root = sample(proc.pid, skip_root=True)  # the wrapper is not cxnlp
-                if n and rss:
-                    fh.write(f"{time.time():.2f}\t{n}\t{pss:.1f}\t{rss:.1f}\t{root:.1f}\n")
-                    peak[0], peak[1] = max(peak[0], pss), max(peak[1], rss)
-                time.sleep(1.0)
-
-    watcher = threading.Thread(target=watch, daemon=True)
+    peak: list[tuple[float, float]] = []
+    # the tree under the wrapper, which is not cxnlp
+    rss_file = out.with_name(out.name + ".rss.tsv")
+    watcher = threading.Thread(target=lambda: peak.append(watch(proc, rss_file, skip_root=True)), daemon=True)
     watcher.start()
     stdout, stderr = proc.communicate()
     watcher.join()
@@ -80,8 +71,8 @@ def run_cxnlp(path: Path, out: Path, extra: list[str]) -> dict:
         "seconds": round(float(seconds), 2),
         "reviews_per_s": round(n / float(seconds), 1),
         "peak_rss_mb": round(int(peak_kb) / 1024, 1),
-        "peak_tree_pss_mb": round(peak[0], 1),
-        "peak_tree_rss_mb": round(peak[1], 1),
+        "peak_tree_pss_mb": round(peak[0][0], 1),
+        "peak_tree_rss_mb": round(peak[0][1], 1),
         "counts": manifest["counts"],
         "timings": timings,
         "per_step_reviews_per_s": {k: round(n / v, 1) for k, v in timings.items() if v > 0},

@@ -63,8 +63,11 @@ def time_pipelines(texts: list[str], name: str) -> list[dict]:
 
     from cxnlp.segment import load_spacy, numpy_gemm, one_blas_thread
 
+    meta = load_spacy(name).meta  # the package load_spacy found: ``name`` or its packaged fallback
+    package = f"{meta['lang']}_{meta['name']}"
+
     def variant(exclude: list[str], senter: bool, sentencizer: bool = False):  # type: ignore[no-untyped-def]
-        nlp = spacy.load(_package(name), exclude=exclude)
+        nlp = spacy.load(package, exclude=exclude)
         if senter:
             nlp.enable_pipe("senter")
         if sentencizer:
@@ -99,15 +102,6 @@ def time_pipelines(texts: list[str], name: str) -> list[dict]:
         )
         print(f"{out[-1]['ms_per_review']:.3f} ms/review  {label} {nlp.pipe_names}", flush=True)
     return out
-
-
-def _package(name: str) -> str:
-    """The installed package behind ``name`` (``en_core_web_sm`` falls back to the packaged copy)."""
-    import spacy.util
-
-    from cxnlp.segment import FALLBACK_MODELS
-
-    return name if spacy.util.is_package(name) else FALLBACK_MODELS.get(name, name)
 
 
 def main() -> None:

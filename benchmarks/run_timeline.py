@@ -20,20 +20,24 @@ from datetime import datetime
 from pathlib import Path
 
 
-def _at(d: dict) -> float:
+def at(d: dict) -> float:
     return datetime.fromisoformat(d["time"]).timestamp()
 
 
+def wrote_at(lines: list[dict]) -> float:
+    """When the run wrote its outputs (the output step's "wrote" line), where the last phase ends."""
+    return next(
+        at(d) for d in lines if d.get("logger") == "cxnlp.output" and d["message"].startswith("wrote")
+    )
+
+
 def timeline(lines: list[dict], wall: float | None = None) -> list[tuple[str, float]]:
-    at = _at
 
     t0 = at(lines[0])
     fields = next(at(d) for d in lines if d.get("logger") == "cxnlp.io")
     chunks = [d for d in lines if d.get("step") == "map" and "chunk" in d]
     clusters = [at(d) for d in lines if d.get("logger") == "cxnlp.cluster"]
-    wrote = next(
-        at(d) for d in lines if d.get("logger") == "cxnlp.output" and d["message"].startswith("wrote")
-    )
+    wrote = wrote_at(lines)
     first, last = at(chunks[0]), at(chunks[-1])
     docs = sum(int(d.get("documents", 0)) for d in chunks[1:])
     rows = []
@@ -96,11 +100,8 @@ def main() -> None:
             print(f"| {name} | {seconds:.1f} |")
         print(f"| total | {sum(s for _, s in rows):.1f} |")
         return
-    wrote = next(
-        _at(d) for d in lines if d.get("logger") == "cxnlp.output" and d["message"].startswith("wrote")
-    )
     samples = read_rss(args.rss)
-    peaks = phase_peaks(rows, wrote, samples)
+    peaks = phase_peaks(rows, wrote_at(lines), samples)
     print("| phase | seconds | peak tree PSS (MB) | peak tree RSS (MB) |\n|---|---|---|---|")
     for (name, seconds), peak in zip(rows, peaks):
         pss, rss = (f"{peak[0]:,.0f}", f"{peak[1]:,.0f}") if peak else ("-", "-")

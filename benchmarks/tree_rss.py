@@ -2,14 +2,15 @@
 
     python benchmarks/tree_rss.py --out rss.tsv -- cxnlp analyze reviews.jsonl -o out --log-format json
 
-`bench_batch.py` reads one number, the largest ``ru_maxrss`` of any single child: right for a run in
-one process, blind to prepare workers and loader processes beside the main one. This samples, every
+A wrapper's ``ru_maxrss`` is the largest single child's peak: right for a run in one process, blind to
+prepare workers and loader processes beside the main one. This samples, every
 ``--every`` seconds, each process of the tree from ``/proc``: its resident set (RSS) and its
 proportional set (PSS, from ``smaps_rollup``: a page shared by k processes counts 1/k in each, so the
 sum over the tree is what the tree holds; the sum of RSS counts forked, shared pages once per process).
 Rows: unix time, processes, PSS of the tree (MB), RSS of the tree (MB), RSS of the root process (MB).
 
-The command's exit status is returned. ``run_timeline.py LOG --rss rss.tsv`` splits the peaks by phase.
+The command's exit status is returned. ``run_timeline.py LOG --rss rss.tsv`` splits the peaks by phase;
+``bench_batch.py`` samples its runs with :func:`watch`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,26 @@ def sample(root: int, skip_root: bool = False) -> tuple[int, float, float, float
     return len(pids), pss / 1024, sum(rss) / 1024, rss[0] / 1024
 
 
+HEADER = "time\tprocesses\tpss_mb\trss_mb\troot_rss_mb\n"
+
+
+def watch(
+    proc: subprocess.Popen, out: Path, every: float = 1.0, skip_root: bool = False
+) -> tuple[float, float]:
+    """Sample ``proc``'s tree into ``out`` (TSV) until it ends; its peak (tree PSS MB, tree RSS MB)."""
+    peak = (0.0, 0.0)
+    with out.open("w") as f:
+        f.write(HEADER)
+        while proc.poll() is None:
+            n, pss, rss, root = sample(proc.pid, skip_root)
+            if n and rss:
+                f.write(f"{time.time():.2f}\t{n}\t{pss:.1f}\t{rss:.1f}\t{root:.1f}\n")
+                f.flush()
+                peak = (max(peak[0], pss), max(peak[1], rss))
+            time.sleep(every)
+    return peak
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="TSV of samples")
@@ -74,17 +95,8 @@ def main() -> int:
     if not cmd:
         ap.error("no command given (put it after --)")
     proc = subprocess.Popen(cmd)
-    peak = (0.0, 0.0)
-    with args.out.open("w") as f:
-        f.write("time\tprocesses\tpss_mb\trss_mb\troot_rss_mb\n")
-        while proc.poll() is None:
-            n, pss, rss, root = sample(proc.pid)
-            if n and rss:
-                f.write(f"{time.time():.2f}\t{n}\t{pss:.1f}\t{rss:.1f}\t{root:.1f}\n")
-                f.flush()
-                peak = (max(peak[0], pss), max(peak[1], rss))
-            time.sleep(args.every)
-    print(f"peak tree PSS {peak[0]:.0f} MB, peak tree RSS {peak[1]:.0f} MB", file=sys.stderr)
+    pss, rss = watch(proc, args.out, args.every)
+    print(f"peak tree PSS {pss:.0f} MB, peak tree RSS {rss:.0f} MB", file=sys.stderr)
     return proc.returncode
 
 
